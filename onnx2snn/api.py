@@ -1,0 +1,130 @@
+"""The Python API the CLI is built on: ``convert``, ``load``, ``simulate``, ``ann_accuracy``.
+
+    conv = onnx2snn.convert("model.onnx", "calib.npy", Config())   # or an onnx.ModelProto / array
+    conv.save("model.snn.onnx")
+    result = conv.network.simulate(x, T=100, labels=y)
+    net = onnx2snn.load("model.snn.onnx")                           # the same SNN, from the file alone
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Union
+
+import numpy as np
+import onnx
+
+from . import __version__
+from .calibrate import TensorStats, collect_stats, run
+from .config import Config
+from .data import check_inputs, load_calibration
+from .errors import Onnx2SnnError
+from .graph import clean_graph, load_model
+from .graph.annotate import KEY_CONFIG, KEY_LAYERS, annotate, read_metadata
+from .graph.view import GraphView
+from .lower import check_supported, lower_model
+from .normalize import LayerScale, apply_scales, assign_scales, plan_layers
+from .snn.network import SimulationResult, SpikingNetwork
+from .verify import verify
+
+
+@dataclass
+class Conversion:
+    """Everything a conversion produced."""
+    snn_model: onnx.ModelProto          # the annotated, rescaled graph (write with ``save``)
+    network: SpikingNetwork             # the torch SNN lowered from it
+    layers: List[LayerScale]            # λ_pre, λ and the statistic per weighted layer
+    stats: Dict[str, TensorStats]       # calibration statistics per activation tensor
+    config: Config
+    source: onnx.ModelProto             # the original model (shape-inferred copy)
+    input_name: str
+    passes: List[dict]                  # op counts after each graph pass
+    verification: Dict[str, float]      # relative error per normalised tensor
+    timings: Dict[str, float] = field(default_factory=dict)
+
+    def save(self, path: str) -> None:
+        """Write the ``*.snn.onnx`` file atomically (a temporary file, then a rename)."""
+        tmp = path + ".tmp"
+        onnx.save(self.snn_model, tmp)
+        os.replace(tmp, path)
+
+
+def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[str, np.ndarray],
+            config: Optional[Config] = None,
+            progress: Optional[Callable[[str, int, int], None]] = None) -> Conversion:
+    """Convert a trained ReLU network to a rate-coded SNN.
+
+    ``model``: an ONNX file or ``ModelProto`` (never modified). ``calibration``: a ``.npy`` path or
+    an array of inputs ``(N, *input_shape)``, float32. ``progress(stage, done, total)`` is called
+    while calibrating. Raises ``Onnx2SnnError`` (one-line message) on bad input."""
+    config = (config or Config()).validate()
+    timings, t0 = {}, time.perf_counter()
+    info = load_model(model)
+    label = f"model {info.name!r}"
+    if isinstance(calibration, (str, os.PathLike)):
+        x = load_calibration(os.fspath(calibration), info.sample_shape)
+    else:
+        x = calibration
+        check_inputs(x, info.sample_shape, "calibration array")
+    timings["load"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    cleaned, passes = clean_graph(info.model)
+    view = GraphView(cleaned)
+    check_supported(view, label)
+    layers = plan_layers(view)
+    timings["clean"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    tensors = [l.stat_tensor for l in layers if l.stat_tensor is not None]
+    cb = (lambda n: progress("calibrate", n, len(x))) if progress else None
+    stats = collect_stats(cleaned, info.input_name, tensors, x, config.parser.percentile, config.batch_size, cb)
+    timings["calibrate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    assign_scales(view, layers, stats, config.parser.robust_norm)
+    edited = apply_scales(cleaned, layers)
+    verification = verify(info.model, cleaned, edited, info.input_name, layers, x)
+    timings["normalise+verify"] = time.perf_counter() - t
+
+    snn_model = annotate(edited, layers, config.to_json(), info.sha256, __version__)
+    network = lower_model(snn_model, config)
+    network.layer_scales = layers
+    timings["total"] = time.perf_counter() - t0
+    return Conversion(snn_model, network, layers, stats, config, info.model, info.input_name, passes,
+                      verification, timings)
+
+
+def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config] = None) -> SpikingNetwork:
+    """Rebuild the SNN from a ``*.snn.onnx`` file alone (its config is in the metadata).
+    ``config`` overrides the stored simulation options."""
+    info = load_model(path)
+    meta = read_metadata(info.model)
+    if KEY_CONFIG not in meta:
+        raise Onnx2SnnError(f"{os.fspath(path) if not isinstance(path, onnx.ModelProto) else 'the model'} "
+                            "is not an onnx2snn output (no onnx2snn.config metadata); convert it first")
+    config = config or Config.from_dict(json.loads(meta[KEY_CONFIG]))
+    network = lower_model(info.model, config)
+    network.layer_scales = [LayerScale(**d) for d in json.loads(meta.get(KEY_LAYERS, "[]"))]
+    return network
+
+
+def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray] = None,
+             T: Optional[int] = None, config: Optional[Config] = None, chunk: Optional[int] = None,
+             progress: Optional[Callable[[int], None]] = None) -> SimulationResult:
+    """Simulate ``network`` on inputs ``x`` for ``T`` steps (default: the config's); see
+    ``SpikingNetwork.simulate``."""
+    config = config or network.config or Config()
+    return network.simulate(x, T or config.simulation.T, labels, batch_size=config.batch_size,
+                            device=config.device, poisson=config.simulation.encoder.poisson,
+                            seed=config.seed, chunk=chunk, progress=progress)
+
+
+def ann_accuracy(model: onnx.ModelProto, input_name: str, x: np.ndarray, labels: np.ndarray,
+                 batch_size: int = 100) -> float:
+    """Accuracy of the original ANN with onnxruntime."""
+    output = model.graph.output[0].name
+    (logits,) = run(model, input_name, x, [output], batch_size)
+    return float(np.mean(logits.reshape(len(x), -1).argmax(1) == labels))

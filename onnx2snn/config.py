@@ -1,0 +1,166 @@
+"""All conversion and simulation options in one object, with the seed tutorial's defaults.
+
+The key names follow SpikingJelly's 2020 ann2snn config (``parser.robust_norm``,
+``simulation.reset_to_zero``, ``simulation.encoder.poisson``, ``simulation.avg_pool.has_neuron``,
+``simulation.max_pool.if_spatial_avg|if_wta|momentum``), plus onnx2snn's own keys. A config file
+(JSON or TOML) holds any subset of the nested keys; unknown keys and bad values are rejected.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from .errors import Onnx2SnnError
+
+
+@dataclass
+class ParserConfig:
+    robust_norm: bool = True        # λ = percentile of the activations (True) or their max (False)
+    percentile: float = 99.9        # p for robust normalisation, in (0, 100]
+
+
+@dataclass
+class EncoderConfig:
+    poisson: bool = False           # Poisson spike trains instead of a constant input current
+
+
+@dataclass
+class AvgPoolConfig:
+    has_neuron: bool = True         # IF neurons after average pooling of spikes (keeps spikes binary)
+
+
+@dataclass
+class MaxPoolConfig:
+    if_spatial_avg: bool = False    # replace max pooling by average pooling
+    if_wta: bool = False            # plain max pooling of the spikes (winner takes all)
+    momentum: Optional[float] = None  # gate by a momentum-averaged spike count instead of the total
+
+
+@dataclass
+class SimulationConfig:
+    T: int = 100                    # time steps
+    # None/False: reset by subtraction; True: reset to 0; a number: reset to that value
+    reset_to_zero: Union[None, bool, float] = None
+    v_init: float = 0.0             # initial membrane potential, in units of the threshold
+    output: str = "spikes"          # class from the output neurons' spike counts, or "membrane"
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    avg_pool: AvgPoolConfig = field(default_factory=AvgPoolConfig)
+    max_pool: MaxPoolConfig = field(default_factory=MaxPoolConfig)
+
+
+@dataclass
+class Config:
+    parser: ParserConfig = field(default_factory=ParserConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    seed: int = 0                   # seeds Poisson encoding
+    batch_size: int = 100
+    device: Optional[str] = None    # None: CUDA when available, else CPU
+
+    # --- validation ------------------------------------------------------------------------
+    def validate(self) -> "Config":
+        p, s = self.parser, self.simulation
+        _check(isinstance(p.robust_norm, bool), "parser.robust_norm", p.robust_norm, "true or false")
+        _check(_is_number(p.percentile) and 0 < p.percentile <= 100, "parser.percentile",
+               p.percentile, "a number in (0, 100]")
+        _check(_is_int(s.T) and s.T >= 1, "simulation.T", s.T, "an integer >= 1")
+        _check(s.reset_to_zero is None or isinstance(s.reset_to_zero, bool) or _is_number(s.reset_to_zero),
+               "simulation.reset_to_zero", s.reset_to_zero, "false, true or a reset value")
+        _check(_is_number(s.v_init), "simulation.v_init", s.v_init, "a number")
+        _check(s.output in ("spikes", "membrane"), "simulation.output", s.output, '"spikes" or "membrane"')
+        _check(isinstance(s.encoder.poisson, bool), "simulation.encoder.poisson", s.encoder.poisson, "true or false")
+        _check(isinstance(s.avg_pool.has_neuron, bool), "simulation.avg_pool.has_neuron",
+               s.avg_pool.has_neuron, "true or false")
+        mp = s.max_pool
+        _check(isinstance(mp.if_spatial_avg, bool), "simulation.max_pool.if_spatial_avg", mp.if_spatial_avg, "true or false")
+        _check(isinstance(mp.if_wta, bool), "simulation.max_pool.if_wta", mp.if_wta, "true or false")
+        _check(not (mp.if_wta and mp.if_spatial_avg), "simulation.max_pool", "if_wta and if_spatial_avg",
+               "at most one of if_wta, if_spatial_avg")
+        _check(mp.momentum is None or (_is_number(mp.momentum) and 0 <= mp.momentum <= 1),
+               "simulation.max_pool.momentum", mp.momentum, "null or a number in [0, 1]")
+        _check(_is_int(self.seed), "seed", self.seed, "an integer")
+        _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(self.device is None or isinstance(self.device, str), "device", self.device, 'null or a device such as "cpu"')
+        return self
+
+    @property
+    def max_pool_mode(self) -> str:
+        mp = self.simulation.max_pool
+        return "avg" if mp.if_spatial_avg else "wta" if mp.if_wta else "gate"
+
+    # --- (de)serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Config":
+        cfg = cls()
+        _merge(cfg, data, "")
+        return cfg.validate()
+
+    @classmethod
+    def load(cls, path: str) -> "Config":
+        """Read a JSON (``.json``) or TOML (``.toml``) config file."""
+        if not os.path.isfile(path):
+            raise Onnx2SnnError(f"config file {path!r} does not exist")
+        try:
+            if path.endswith(".toml"):
+                import tomllib
+                with open(path, "rb") as f:
+                    data = tomllib.load(f)
+            else:
+                with open(path) as f:
+                    data = json.load(f)
+        except Exception as e:  # the parsers' messages name line and column
+            raise Onnx2SnnError(f"config file {path!r} is not valid {'TOML' if path.endswith('.toml') else 'JSON'}: {e}") from None
+        if not isinstance(data, dict):
+            raise Onnx2SnnError(f"config file {path!r}: expected a table of options, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except Onnx2SnnError as e:
+            raise Onnx2SnnError(f"config file {path!r}: {e}") from None
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            f.write(self.to_json() + "\n")
+
+    def set(self, key: str, value) -> None:
+        """Set one dotted key, e.g. ``cfg.set("simulation.max_pool.momentum", 0.9)``."""
+        *parents, leaf = key.split(".")
+        data = value
+        for k in reversed([*parents, leaf]):
+            data = {k: data}
+        _merge(self, data, "")
+
+
+def _merge(obj, data: dict, prefix: str) -> None:
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        path = prefix + key
+        if key not in names:
+            raise Onnx2SnnError(f"unknown config key {path!r}; known keys at this level: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise Onnx2SnnError(f"config key {path!r} is a section; expected a table, got {value!r}")
+            _merge(current, value, path + ".")
+        else:
+            setattr(obj, key, value)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check(ok: bool, key: str, value, expected: str) -> None:
+    if not ok:
+        raise Onnx2SnnError(f"invalid config value {key} = {value!r}: expected {expected}")

@@ -1,0 +1,76 @@
+"""Load and check calibration (``.npy``) and labelled evaluation (``.npz`` with x, y) arrays.
+
+Arrays are memory-mapped where the format allows, so their length costs no memory; the checks
+stream over them in blocks.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Tuple
+
+import numpy as np
+
+from .errors import Onnx2SnnError
+
+_BLOCK = 4096  # samples per block when streaming checks
+
+
+def load_calibration(path: str, sample_shape: Tuple[int, ...]) -> np.ndarray:
+    """Memory-map a ``.npy`` calibration array and check it against the model's input shape."""
+    if not os.path.isfile(path):
+        raise Onnx2SnnError(f"calibration file {path!r} does not exist")
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as e:
+        raise Onnx2SnnError(f"{path!r} is not a NumPy .npy array ({_first_line(e)})") from None
+    if not isinstance(x, np.ndarray):
+        raise Onnx2SnnError(f"{path!r} is a .npz archive; the calibration data must be one .npy array")
+    check_inputs(x, sample_shape, f"calibration array {path!r}")
+    return x
+
+
+def load_labelled(path: str, sample_shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
+    """Load an ``.npz`` with ``x`` (inputs) and ``y`` (integer class labels)."""
+    if not os.path.isfile(path):
+        raise Onnx2SnnError(f"evaluation file {path!r} does not exist")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise Onnx2SnnError(f"{path!r} is not a NumPy .npz archive ({_first_line(e)})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise Onnx2SnnError(f"{path!r} is a single array; evaluation data must be an .npz with arrays x and y")
+    missing = [k for k in ("x", "y") if k not in archive.files]
+    if missing:
+        raise Onnx2SnnError(f"evaluation file {path!r} lacks array(s) {', '.join(missing)} "
+                            f"(has: {', '.join(archive.files) or 'none'})")
+    try:
+        x, y = archive["x"], archive["y"]
+    except (zipfile.BadZipFile, ValueError) as e:
+        raise Onnx2SnnError(f"evaluation file {path!r} cannot be read: {_first_line(e)}") from None
+    check_inputs(x, sample_shape, f"evaluation array {path!r}[x]")
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise Onnx2SnnError(f"evaluation file {path!r}: y must be integer labels of shape ({len(x)},); "
+                            f"got {y.dtype} {tuple(y.shape)}")
+    return x, y.astype(np.int64)
+
+
+def check_inputs(x: np.ndarray, sample_shape: Tuple[int, ...], label: str) -> None:
+    """Shape (N, *sample_shape), float32, non-empty, finite: each problem a one-line error."""
+    expected = "(N, " + ", ".join(map(str, sample_shape)) + ")"
+    if x.ndim != len(sample_shape) + 1 or tuple(x.shape[1:]) != tuple(sample_shape):
+        raise Onnx2SnnError(f"{label} has shape {tuple(x.shape)}; the model expects {expected}")
+    if x.dtype != np.float32:
+        raise Onnx2SnnError(f"{label} has dtype {x.dtype}; expected float32 (convert with x.astype(np.float32))")
+    if len(x) == 0:
+        raise Onnx2SnnError(f"{label} is empty; expected at least one sample of shape {expected}")
+    for start in range(0, len(x), _BLOCK):
+        block = np.asarray(x[start:start + _BLOCK])
+        if not np.isfinite(block).all():
+            bad = start + int(np.argmax(~np.isfinite(block).reshape(len(block), -1).all(axis=1)))
+            raise Onnx2SnnError(f"{label} contains NaN or infinite values (first in sample {bad})")
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -1,0 +1,50 @@
+"""Make the edited graph self-describing: scales on each rescaled node (visible in Netron), and the
+onnx2snn version, config, layer table and source hash in the model metadata.
+
+Annotations are written on the exported ``ModelProto`` (onnx-graphsurgeon drops node doc strings
+and metadata on export).
+"""
+from __future__ import annotations
+
+import json
+from typing import List
+
+import onnx
+
+KEY_VERSION = "onnx2snn.version"
+KEY_CONFIG = "onnx2snn.config"
+KEY_LAYERS = "onnx2snn.layers"
+KEY_SOURCE = "onnx2snn.source_sha256"
+KEY_OUTPUT_SCALE = "onnx2snn.output_scale"
+
+
+def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha256: str,
+             version: str) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    by_name = {l.node: l for l in layers}
+    for node in out.graph.node:
+        layer = by_name.get(node.name)
+        if layer is None:
+            continue
+        node.doc_string = (f"onnx2snn: W <- W*lambda_pre/lambda, b <- b/lambda with lambda_pre={layer.lambda_in:.6g}, "
+                           f"lambda={layer.lambda_out:.6g} ({layer.statistic})")
+        del node.metadata_props[:]
+        for k, v in (("onnx2snn.lambda_pre", f"{layer.lambda_in:.9g}"),
+                     ("onnx2snn.lambda", f"{layer.lambda_out:.9g}"),
+                     ("onnx2snn.statistic", layer.statistic)):
+            node.metadata_props.add(key=k, value=v)
+    output_scale = next((l.lambda_out for l in layers if l.stat_tensor in {o.name for o in out.graph.output}), 1.0)
+    meta = {KEY_VERSION: version, KEY_CONFIG: config_json, KEY_SOURCE: source_sha256,
+            KEY_LAYERS: json.dumps([l.to_dict() for l in layers]), KEY_OUTPUT_SCALE: f"{output_scale:.9g}"}
+    del out.metadata_props[:]
+    for k, v in meta.items():
+        out.metadata_props.add(key=k, value=v)
+    out.producer_name, out.producer_version = "onnx2snn", version
+    out.doc_string = ("Rate-coded SNN by onnx2snn: a rescaled ANN in which every ReLU becomes IF neurons with "
+                      "threshold 1. onnxruntime runs it as the rescaled ANN; onnx2snn.load() rebuilds the SNN.")
+    return out
+
+
+def read_metadata(model: onnx.ModelProto) -> dict:
+    return {p.key: p.value for p in model.metadata_props}

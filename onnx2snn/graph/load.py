@@ -1,0 +1,81 @@
+"""Load an ONNX model and check it is one the converter can take: valid, one float input."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Tuple, Union
+
+import onnx
+
+from ..errors import Onnx2SnnError
+
+
+@dataclass
+class ModelInfo:
+    model: onnx.ModelProto          # shape-inferred copy; the caller's model is never modified
+    input_name: str
+    sample_shape: Tuple[int, ...]   # input shape without the batch dimension
+    output_names: Tuple[str, ...]
+    sha256: str                     # of the serialised source model
+    name: str                       # for output file names
+
+
+def load_model(source: Union[str, os.PathLike, onnx.ModelProto]) -> ModelInfo:
+    """Load (path or ModelProto), run ``onnx.checker`` and shape inference, check the input."""
+    if isinstance(source, onnx.ModelProto):
+        model, name, label = onnx.ModelProto(), (source.graph.name or "model"), "the model"
+        model.CopyFrom(source)
+    else:
+        path = os.fspath(source)
+        label = repr(path)
+        if not os.path.isfile(path):
+            raise Onnx2SnnError(f"model file {path!r} does not exist")
+        try:
+            model = onnx.load(path)
+        except Exception as e:
+            raise Onnx2SnnError(f"{path!r} is not an ONNX model ({type(e).__name__}: {_first_line(e)})") from None
+        if not model.graph.node:
+            raise Onnx2SnnError(f"{path!r} is not an ONNX model (no graph nodes found)")
+        name = os.path.basename(path)
+        name = name[:-5] if name.endswith(".onnx") else name
+    sha = hashlib.sha256(model.SerializeToString()).hexdigest()
+
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise Onnx2SnnError(f"{label} fails onnx.checker: {_first_line(e)}") from None
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    except Exception as e:
+        raise Onnx2SnnError(f"{label}: ONNX shape inference failed: {_first_line(e)}") from None
+
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise Onnx2SnnError(f"{label} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+                            "onnx2snn converts models with exactly one input")
+    inp = inputs[0]
+    tt = inp.type.tensor_type
+    if tt.elem_type != onnx.TensorProto.FLOAT:
+        raise Onnx2SnnError(f"{label}: input {inp.name!r} has type "
+                            f"{onnx.TensorProto.DataType.Name(tt.elem_type)}; expected FLOAT (float32)")
+    if not tt.HasField("shape") or len(tt.shape.dim) < 2:
+        raise Onnx2SnnError(f"{label}: input {inp.name!r} must have a known shape (batch, ...) of rank >= 2")
+    dims = tt.shape.dim
+    sample = []
+    for i, d in enumerate(dims[1:], start=1):
+        if not d.HasField("dim_value"):
+            raise Onnx2SnnError(f"{label}: input {inp.name!r} dimension {i} is dynamic ({d.dim_param or '?'}); "
+                                "only the batch dimension may be")
+        sample.append(d.dim_value)
+    if dims[0].HasField("dim_value") and dims[0].dim_value != 1:
+        # A fixed batch > 1 would force every calibration batch to that size; accept it but warn via name.
+        pass
+    outputs = tuple(o.name for o in model.graph.output)
+    return ModelInfo(model, inp.name, tuple(sample), outputs, sha, name)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

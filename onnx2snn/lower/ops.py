@@ -1,0 +1,252 @@
+"""Handlers: one small function per ONNX op family. See ``registry.py`` for the contract."""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .modules import Function, Padded, Passthrough
+from .registry import register
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+_MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def _resolve_pads(node, ctx, kernel, strides, dilations):
+    """Explicit ONNX pads, with auto_pad SAME_UPPER/SAME_LOWER/VALID resolved from the input shape."""
+    a = ctx.view.attrs(node)
+    nd = len(kernel)
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto in ("NOTSET", ""):
+        return list(a.get("pads", [0] * (2 * nd)))
+    if auto == "VALID":
+        return [0] * (2 * nd)
+    shape = ctx.view.sample_shape(node.input[0])
+    begin, end = [], []
+    for i in range(nd):
+        size = shape[1 + i]
+        out = math.ceil(size / strides[i])
+        total = max((out - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size, 0)
+        small, big = total // 2, total - total // 2
+        begin.append(small if auto == "SAME_UPPER" else big)
+        end.append(big if auto == "SAME_UPPER" else small)
+    return begin + end
+
+
+def _needs_shape_for_auto_pad(node, ctx):
+    a = ctx.view.attrs(node)
+    auto = a.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto.startswith("SAME") and ctx.view.sample_shape(node.input[0]) is None:
+        return f"auto_pad={auto} needs the input shape, which shape inference could not determine"
+    return None
+
+
+# --- weighted layers ----------------------------------------------------------------------------
+
+def _check_conv(node, ctx):
+    if ctx.view.const(node.input[1]) is None:
+        return "Conv with non-constant weights"
+    return _needs_shape_for_auto_pad(node, ctx)
+
+
+@register("Conv", scale="weighted", check=_check_conv)
+def lower_conv(node, ctx):
+    a = ctx.view.attrs(node)
+    w = ctx.view.const(node.input[1])
+    b = ctx.view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    nd = w.ndim - 2
+    kernel = list(w.shape[2:])
+    strides = list(a.get("strides", [1] * nd))
+    dilations = list(a.get("dilations", [1] * nd))
+    pads = _resolve_pads(node, ctx, kernel, strides, dilations)
+    group = a.get("group", 1)
+    symmetric = pads[:nd] == pads[nd:]
+    conv = _CONV[nd](w.shape[1] * group, w.shape[0], kernel, stride=strides, dilation=dilations,
+                     groups=group, padding=pads[:nd] if symmetric else 0, bias=b is not None)
+    conv.weight.data = torch.from_numpy(np.array(w, np.float32))
+    if b is not None:
+        conv.bias.data = torch.from_numpy(np.array(b, np.float32))
+    ctx.add(node, conv if symmetric else Padded(pads, conv), [node.input[0]], node.output[0])
+
+
+def _check_gemm(node, ctx):
+    a = ctx.view.attrs(node)
+    w = ctx.view.const(node.input[1])
+    if w is None:
+        return "Gemm with non-constant weights"
+    if a.get("transA", 0):
+        return "Gemm with transA=1"
+    return None
+
+
+@register("Gemm", scale="weighted", check=_check_gemm)
+def lower_gemm(node, ctx):
+    # Gemms are canonicalised by the graph passes to Y = X·Wᵀ + b.
+    w = ctx.view.const(node.input[1]).astype(np.float32)
+    b = ctx.view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    linear = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    linear.weight.data = torch.from_numpy(np.array(w))
+    if b is not None:
+        linear.bias.data = torch.from_numpy(np.array(b.reshape(-1), np.float32))
+    ctx.add(node, linear, [node.input[0]], node.output[0])
+
+
+# --- neurons ------------------------------------------------------------------------------------
+
+@register("Relu", scale="preserve")
+def lower_relu(node, ctx):
+    if ctx.is_spike(node.input[0]):
+        ctx.add(node, Passthrough(), [node.input[0]], node.output[0], spikes=True)
+    else:
+        ctx.add(node, ctx.neuron(), [node.input[0]], node.output[0], spikes=True)
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+def _pool_args(node, ctx):
+    a = ctx.view.attrs(node)
+    kernel = list(a["kernel_shape"])
+    nd = len(kernel)
+    strides = list(a.get("strides", [1] * nd))
+    dilations = list(a.get("dilations", [1] * nd))
+    pads = _resolve_pads(node, ctx, kernel, strides, dilations)
+    return kernel, strides, dilations, pads, bool(a.get("ceil_mode", 0))
+
+
+def _check_avg_pool(node, ctx):
+    reason = _needs_shape_for_auto_pad(node, ctx)
+    if reason:
+        return reason
+    kernel, strides, dilations, pads, _ = _pool_args(node, ctx)
+    nd = len(kernel)
+    if any(d != 1 for d in dilations):
+        return "AveragePool with dilations"
+    if pads[:nd] != pads[nd:] and not ctx.view.attrs(node).get("count_include_pad", 0):
+        return "AveragePool with asymmetric pads and count_include_pad=0"
+    if any(p > k // 2 for p, k in zip(pads, kernel + kernel)):
+        return "AveragePool with pads larger than half the kernel"
+    return None
+
+
+def _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, count_include_pad):
+    nd = len(kernel)
+    if pads[:nd] == pads[nd:]:
+        fn = partial(_AVG[nd], kernel_size=kernel, stride=strides, padding=pads[:nd], ceil_mode=ceil_mode,
+                     count_include_pad=count_include_pad)
+        return Function(fn, f"avg_pool kernel={kernel} stride={strides} pads={pads}")
+    fn = partial(_AVG[nd], kernel_size=kernel, stride=strides, ceil_mode=ceil_mode)
+    return Padded(pads, Function(fn, f"avg_pool kernel={kernel} stride={strides}"))
+
+
+def _add_subsampling(node, ctx, module):
+    """Average pooling of spikes is a subsampling of rates; IF neurons after it (avg_pool.has_neuron)
+    turn the pooled (fractional) input back into binary spikes."""
+    spikes_in = ctx.is_spike(node.input[0])
+    if spikes_in and ctx.config.simulation.avg_pool.has_neuron:
+        ctx.add(node, module, [node.input[0]], node.output[0] + "/pooled")
+        ctx.add(node, ctx.neuron(), [node.output[0] + "/pooled"], node.output[0], spikes=True, suffix="neuron")
+    else:
+        ctx.add(node, module, [node.input[0]], node.output[0])
+
+
+@register("AveragePool", scale="preserve", check=_check_avg_pool)
+def lower_avg_pool(node, ctx):
+    kernel, strides, _, pads, ceil_mode = _pool_args(node, ctx)
+    include = bool(ctx.view.attrs(node).get("count_include_pad", 0))
+    _add_subsampling(node, ctx, _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, include))
+
+
+@register("GlobalAveragePool", scale="preserve")
+def lower_global_avg_pool(node, ctx):
+    fn = lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+    _add_subsampling(node, ctx, Function(fn, "global average pool"))
+
+
+def _check_max_pool(node, ctx):
+    reason = _needs_shape_for_auto_pad(node, ctx)
+    if reason:
+        return reason
+    if len(node.output) > 1 and node.output[1] and ctx.view.consumers.get(node.output[1]):
+        return "MaxPool whose indices output is used"
+    kernel, _, _, pads, _ = _pool_args(node, ctx)
+    nd = len(kernel)
+    if pads[:nd] != pads[nd:]:
+        return "MaxPool with asymmetric pads"
+    if any(p > k // 2 for p, k in zip(pads, kernel + kernel)):
+        return "MaxPool with pads larger than half the kernel"
+    return None
+
+
+@register("MaxPool", scale="preserve", check=_check_max_pool)
+def lower_max_pool(node, ctx):
+    from ..snn.pooling import GatedMaxPool
+    kernel, strides, dilations, pads, ceil_mode = _pool_args(node, ctx)
+    nd = len(kernel)
+    mode = ctx.config.max_pool_mode
+    if not ctx.is_spike(node.input[0]) or ctx.ann or mode == "wta":
+        # Analog input, the ANN, or winner-take-all: an ordinary max pooling.
+        fn = partial(_MAX[nd], kernel_size=kernel, stride=strides, padding=pads[:nd], dilation=dilations,
+                     ceil_mode=ceil_mode)
+        spikes = ctx.is_spike(node.input[0])
+        ctx.add(node, Function(fn, f"max_pool kernel={kernel} stride={strides}"), [node.input[0]],
+                node.output[0], spikes=spikes)
+    elif mode == "avg":
+        _add_subsampling(node, ctx, _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, False))
+    else:
+        gate = GatedMaxPool(kernel, strides, pads[:nd], dilations, ceil_mode,
+                            ctx.config.simulation.max_pool.momentum)
+        ctx.add(node, gate, [node.input[0]], node.output[0], spikes=True)
+
+
+# --- reshapes -----------------------------------------------------------------------------------
+
+def _check_flatten(node, ctx):
+    rank = len(ctx.view.shapes.get(node.input[0], ())) or None
+    axis = ctx.view.attrs(node).get("axis", 1)
+    if axis < 0 and rank:
+        axis += rank
+    if axis != 1:
+        return f"Flatten with axis={axis} mixes the batch dimension with others (only axis=1)"
+    return None
+
+
+@register("Flatten", scale="preserve", check=_check_flatten)
+def lower_flatten(node, ctx):
+    ctx.add(node, Function(lambda x: x.flatten(1), "flatten"), [node.input[0]], node.output[0],
+            spikes=ctx.is_spike(node.input[0]))
+
+
+def _reshape_target(node, ctx):
+    """The per-sample target shape of a Reshape that keeps the batch dimension, else None."""
+    shape = ctx.view.const(node.input[1])
+    in_shape = ctx.view.sample_shape(node.input[0])
+    if shape is None or in_shape is None or shape.ndim != 1 or len(shape) < 1:
+        return None
+    shape = [int(s) for s in shape]
+    if shape[0] not in (0, -1) or (shape[0] == -1 and -1 in shape[1:]):
+        return None
+    target = [in_shape[i] if s == 0 and i < len(in_shape) else s for i, s in enumerate(shape[1:])]
+    if int(np.prod([d for d in target if d != -1])) <= 0:
+        return None
+    return target
+
+
+def _check_reshape(node, ctx):
+    if _reshape_target(node, ctx) is None:
+        return ("Reshape whose target shape is not constant or does not keep the batch dimension "
+                "first (expected (0 or -1, ...))")
+    return None
+
+
+@register("Reshape", scale="preserve", check=_check_reshape)
+def lower_reshape(node, ctx):
+    target = _reshape_target(node, ctx)
+    ctx.add(node, Function(lambda x: x.reshape(x.shape[0], *target), f"reshape to (B, {target})"),
+            [node.input[0]], node.output[0], spikes=ctx.is_spike(node.input[0]))

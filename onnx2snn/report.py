@@ -1,0 +1,53 @@
+"""Reports: the seed-style summary line, the per-layer table, and the JSON report."""
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import numpy as np
+
+
+def summary_line(ann_acc: float, snn_acc: float) -> str:
+    diff = 100 * (ann_acc - snn_acc)
+    trend = f"decreased {diff:.2f} %" if diff >= 0 else f"increased {-diff:.2f} %"
+    return f"ANN accuracy {100 * ann_acc:.2f} %  SNN accuracy {100 * snn_acc:.2f} % [{trend}]"
+
+
+def layer_table(layers: List, rates: Optional[dict] = None) -> str:
+    """One row per weighted layer: op, λ_pre, λ, statistic; and each neuron layer's firing rate."""
+    rows = [("layer", "op", "lambda_pre", "lambda", "from")]
+    for l in layers:
+        rows.append((l.node, l.op, f"{l.lambda_in:.4g}", f"{l.lambda_out:.4g}", l.statistic))
+    text = _table(rows)
+    if rates:
+        text += "\n" + _table([("neuron layer", "mean firing rate (spikes/step)")] +
+                              [(k, f"{v:.4f}") for k, v in rates.items()])
+    return text
+
+
+def accuracy_curve(acc_per_step: np.ndarray, every: Optional[int] = None) -> str:
+    """'T=1 12.30 %' lines; all steps, or every ``every``-th step and the last."""
+    T = len(acc_per_step)
+    steps = range(1, T + 1) if not every else sorted(set(list(range(every, T + 1, every)) + [T]))
+    return "\n".join(f"T={t:<5d} {100 * acc_per_step[t - 1]:6.2f} %" for t in steps)
+
+
+def _table(rows) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_json(path: str, report: dict) -> None:
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2, default=_jsonable)
+        f.write("\n")
+
+
+def _jsonable(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    raise TypeError(type(o).__name__)

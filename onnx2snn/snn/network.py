@@ -1,0 +1,167 @@
+"""The time-stepped spiking network and its runner.
+
+A ``SpikingNetwork`` is a list of steps in topological order, each a torch module with named input
+and output tensors. Time is processed in chunks of ``chunk`` steps:
+
+* stateless modules (conv, linear, pooling, reshape) run once per chunk on the chunk's steps folded
+  into the batch dimension, ``[steps·B, ...]``;
+* stateful modules (IF neurons, gated max pooling; ``module.stateful``) see ``[steps, B, ...]`` and
+  carry their state from chunk to chunk.
+
+A tensor that is the same at every step (the constant input current, and everything computed from
+it before the first neurons) is kept as one ``[B, ...]`` tensor and computed once per sample
+batch, not once per step. ``chunk=1`` is the plain step loop; ``chunk=T`` is fully layer-by-layer;
+results are identical whatever the chunk.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import Onnx2SnnError
+
+
+@dataclass
+class Step:
+    name: str               # the ONNX node it comes from (plus a suffix for inserted neurons)
+    op: str                 # the ONNX op type, for reports
+    inputs: List[str]
+    output: str
+
+
+@dataclass
+class SimulationResult:
+    T: int
+    n_samples: int
+    correct_per_step: Optional[np.ndarray]   # (T,) correct predictions after each step, if labelled
+    outputs: np.ndarray                       # (N, classes) accumulated readout after T steps
+    firing_rates: Dict[str, float]            # mean spikes per neuron per step, per neuron layer
+
+    @property
+    def accuracy_per_step(self) -> Optional[np.ndarray]:
+        return None if self.correct_per_step is None else self.correct_per_step / self.n_samples
+
+    @property
+    def accuracy(self) -> Optional[float]:
+        return None if self.correct_per_step is None else float(self.correct_per_step[-1] / self.n_samples)
+
+
+class SpikingNetwork(nn.Module):
+    """A spiking network lowered from an ONNX graph; see the module docstring for the runner."""
+
+    def __init__(self, steps: Sequence[Step], modules: Sequence[nn.Module], input_name: str,
+                 output_name: str, elements_per_sample: int, config=None):
+        super().__init__()
+        self.steps = list(steps)
+        self.layers = nn.ModuleList(modules)
+        self.input_name, self.output_name = input_name, output_name
+        self.elements_per_sample = max(1, int(elements_per_sample))  # all tensors of one step, one sample
+        self.config = config
+
+    # --- state ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        for m in self.layers:
+            if getattr(m, "stateful", False):
+                m.reset()
+
+    def neuron_layers(self) -> Dict[str, nn.Module]:
+        from .neurons import IFNeuron
+        return {s.name: m for s, m in zip(self.steps, self.layers) if isinstance(m, IFNeuron)}
+
+    # --- one chunk ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, steps: int, static: bool) -> torch.Tensor:
+        """Run ``steps`` time steps. ``x``: the input ``[steps, B, ...]``, or ``[B, ...]`` when
+        ``static`` (the same at every step). Returns the readout increments ``[steps, B, classes]``."""
+        batch = x.shape[0] if static else x.shape[1]
+        env = {self.input_name: (x if static else x.flatten(0, 1), static)}
+        for step, module in zip(self.steps, self.layers):
+            args = [env[name] for name in step.inputs]
+            if getattr(module, "stateful", False):
+                (value, is_static), = args
+                if not is_static:
+                    value = value.view(steps, batch, *value.shape[1:])
+                env[step.output] = (module(value, steps, static=is_static).flatten(0, 1), False)
+            else:
+                if all(s for _, s in args):
+                    env[step.output] = (module(*[v for v, _ in args]), True)
+                else:  # mixed: a static operand is repeated over the chunk's steps
+                    values = [v if not s else v.unsqueeze(0).expand(steps, *v.shape).flatten(0, 1)
+                              for v, s in args]
+                    env[step.output] = (module(*values), False)
+        out, is_static = env[self.output_name]
+        if is_static:
+            return out.unsqueeze(0).expand(steps, *out.shape)
+        return out.view(steps, batch, *out.shape[1:])
+
+    # --- the whole simulation ---------------------------------------------------------------
+    def auto_chunk(self, T: int, batch: int, device: torch.device) -> int:
+        """Steps per chunk: as many as fit a memory budget (a quarter of free GPU memory, 1 GiB on
+        CPU), counting every tensor of a step twice for temporaries."""
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            budget = free // 4
+        else:
+            budget = 1 << 30
+        per_step = 2 * 4 * self.elements_per_sample * batch
+        return int(max(1, min(T, budget // per_step)))
+
+    @torch.no_grad()
+    def simulate(self, x: np.ndarray, T: int, labels: Optional[np.ndarray] = None, batch_size: int = 100,
+                 device=None, poisson: bool = False, seed: int = 0, chunk: Optional[int] = None,
+                 progress: Optional[Callable[[int], None]] = None) -> SimulationResult:
+        """Simulate every sample of ``x`` for ``T`` steps; accuracy after each step if ``labels``.
+
+        ``progress(n)`` is called with the number of samples finished after each batch."""
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.to(device).eval()
+        if poisson:
+            _check_unit_interval(x)
+        gen = torch.Generator(device=device)
+        gen.manual_seed(int(seed))
+        n = len(x)
+        for m in self.neuron_layers().values():
+            m.reset_stats()
+        correct = np.zeros(T, np.int64) if labels is not None else None
+        outputs = []
+        for start in range(0, n, batch_size):
+            xb = torch.as_tensor(np.asarray(x[start:start + batch_size]), dtype=torch.float32, device=device)
+            b = xb.shape[0]
+            tc = chunk or self.auto_chunk(T, b, device)
+            self.reset()
+            total = None
+            hits = [] if labels is not None else None
+            yb = torch.as_tensor(labels[start:start + b], device=device) if labels is not None else None
+            for t0 in range(0, T, tc):
+                steps = min(tc, T - t0)
+                if poisson:
+                    inp = (torch.rand((steps, *xb.shape), generator=gen, device=device) < xb).to(xb.dtype)
+                    out = self(inp, steps, static=False)
+                else:
+                    out = self(xb, steps, static=True)
+                out = out.reshape(steps, b, -1)
+                cum = torch.cumsum(out, 0) if total is None else total + torch.cumsum(out, 0)
+                total = cum[-1]
+                if hits is not None:
+                    hits.append((cum.argmax(-1) == yb).sum(1))
+            if hits is not None:
+                correct += torch.cat(hits).cpu().numpy()
+            outputs.append(total.cpu().numpy())
+            if progress is not None:
+                progress(b)
+        rates = {name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in self.neuron_layers().items()}
+        return SimulationResult(T, n, correct, np.concatenate(outputs), rates)
+
+
+def _check_unit_interval(x: np.ndarray) -> None:
+    lo, hi = math.inf, -math.inf
+    for start in range(0, len(x), 4096):
+        block = np.asarray(x[start:start + 4096])
+        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+    if lo < 0 or hi > 1:
+        raise Onnx2SnnError(f"Poisson encoding needs inputs in [0, 1]; the data spans [{lo:.4g}, {hi:.4g}] "
+                            "(use constant-current input, or rescale the data and the first layer)")

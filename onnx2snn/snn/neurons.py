@@ -1,0 +1,84 @@
+"""Integrate-and-fire neurons (NIR names: ``v_threshold``, ``v_reset``).
+
+Dynamics per time step t, input current z[t]:
+
+    v[t] = v[t-1] + z[t]
+    s[t] = 1 if v[t] >= v_threshold else 0
+    v[t] = v[t] - s[t]·v_threshold          (reset by subtraction, v_reset is None)
+    v[t] = s[t]·v_reset + (1 - s[t])·v[t]   (reset to a value)
+
+With reset by subtraction and constant input z, the rate after T steps is
+z/θ − (v[T] − v[0])/(Tθ), so |rate − clip(z/θ, 0, 1)| ≤ 1/T.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+from torch import nn
+
+
+def if_step(v: torch.Tensor, z: torch.Tensor, v_threshold: float,
+            v_reset: Optional[float]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One IF update: returns (spikes, new membrane potential). Pure: no state."""
+    v = v + z
+    spike = (v >= v_threshold).to(v.dtype)
+    if v_reset is None:
+        v = v - spike * v_threshold
+    else:
+        v = torch.where(spike.bool(), torch.full_like(v, v_reset), v)
+    return spike, v
+
+
+class IFNeuron(nn.Module):
+    """A layer of IF neurons. State (membrane potential, spike count) lives here until ``reset()``.
+
+    ``forward(z, steps)`` takes the currents of a chunk of ``steps`` time steps, shaped
+    ``[steps, B, ...]``, or one ``[B, ...]`` current that is the same at every step (constant-current
+    input: computed once upstream), and returns the spikes ``[steps, B, ...]``.
+    """
+
+    stateful = True
+
+    def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = None, v_init: float = 0.0):
+        super().__init__()
+        self.v_threshold, self.v_reset, self.v_init = float(v_threshold), v_reset, float(v_init)
+        self.reset()
+        self.reset_stats()
+
+    def reset(self) -> None:
+        """Forget the membrane potential (before each new batch of samples)."""
+        self.v: Optional[torch.Tensor] = None
+
+    def reset_stats(self) -> None:
+        """Zero the spike counters (before each simulation)."""
+        self.spike_count = 0.0      # total spikes (a tensor once counting starts)
+        self.neuron_steps = 0       # neurons × samples × steps counted
+
+    def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+        shape = z.shape if static else z.shape[1:]
+        if self.v is None:
+            self.v = torch.full(shape, self.v_init * self.v_threshold, dtype=z.dtype, device=z.device)
+        v, out = self.v, torch.empty((steps, *shape), dtype=z.dtype, device=z.device)
+        for t in range(steps):
+            out[t], v = if_step(v, z if static else z[t], self.v_threshold, self.v_reset)
+        self.v = v
+        self.spike_count = self.spike_count + out.sum()  # a tensor: no device sync per chunk
+        self.neuron_steps += out.numel()
+        return out
+
+    def extra_repr(self) -> str:
+        reset = "subtract" if self.v_reset is None else f"to {self.v_reset}"
+        return f"v_threshold={self.v_threshold}, reset={reset}, v_init={self.v_init}"
+
+
+class MembraneReadout(nn.Module):
+    """Output layer read as membrane potential: the accumulated input current, no spikes."""
+
+    stateful = True
+
+    def reset(self) -> None:
+        pass
+
+    def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+        return z.expand(steps, *z.shape) if static else z

@@ -1,0 +1,61 @@
+"""Max pooling of spike trains.
+
+Max-pooling binary spikes directly (``if_wta``) passes a spike whenever *any* input of the window
+fires, so the output rate over-estimates the max of the input rates. The gate (Rueckauer et al.
+2017, SpikingJelly's 2020 ann2snn) instead passes, in each window and at each step, the spike of
+the input whose spike count so far is highest: its rate converges to the max of the input rates.
+
+Count per input, updated before the gate looks at it (``s`` = this step's spikes):
+
+    c[t] = c[t-1] + s[t]               (momentum None: accumulated count)
+    c[t] = m·c[t-1] + s[t]             (momentum m in [0, 1]; m = 1 is the accumulated count,
+                                        m < 1 is proportional to an exponential moving average)
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+class GatedMaxPool(nn.Module):
+    """Spike-count-gated max pooling over a chunk of steps: ``forward(s [steps, B, C, *spatial])``."""
+
+    stateful = True
+
+    def __init__(self, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                 dilation: Sequence[int], ceil_mode: bool, momentum: Optional[float] = None):
+        super().__init__()
+        self.pool_args = dict(kernel_size=tuple(kernel_size), stride=tuple(stride), padding=tuple(padding),
+                              dilation=tuple(dilation), ceil_mode=bool(ceil_mode))
+        self.pool = _MAX_POOL[len(kernel_size)]
+        self.momentum = momentum
+        self.reset()
+
+    def reset(self) -> None:
+        self.count: Optional[torch.Tensor] = None
+
+    def forward(self, s: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+        if static:
+            s = s.expand(steps, *s.shape)
+        prev = self.count if self.count is not None else torch.zeros_like(s[0])
+        if self.momentum is None or self.momentum == 1:
+            counts = prev + torch.cumsum(s, dim=0)       # all steps of the chunk at once
+        else:
+            counts = torch.empty_like(s)
+            for t in range(steps):
+                prev = self.momentum * prev + s[t]
+                counts[t] = prev
+        self.count = counts[-1]
+        # Gate: per window, the index of the input with the highest count; take its spike.
+        flat_counts = counts.flatten(0, 1)
+        _, index = self.pool(flat_counts, **self.pool_args, return_indices=True)
+        spikes = s.reshape(flat_counts.shape).flatten(2).gather(2, index.flatten(2))
+        return spikes.view(index.shape).view(steps, -1, *index.shape[1:])
+
+    def extra_repr(self) -> str:
+        return f"{self.pool_args}, momentum={self.momentum}"

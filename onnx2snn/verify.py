@@ -1,0 +1,50 @@
+"""Check with onnxruntime that the normalised graph is the original one up to the known scales."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+import onnx
+
+from .calibrate import run
+from .errors import VerificationError
+from .normalize import LayerScale
+
+TOLERANCE = 1e-4
+
+
+def verify(original: onnx.ModelProto, cleaned: onnx.ModelProto, edited: onnx.ModelProto, input_name: str,
+           layers: List[LayerScale], x: np.ndarray, max_samples: int = 256) -> Dict[str, float]:
+    """Relative error max|edited·λ − original| / max|original| per normalised tensor, in graph
+    order; raises ``VerificationError`` naming the first tensor above ``TOLERANCE``.
+
+    Tensors are compared against the original model where it has them (every ReLU output and the
+    graph output keep their names through the passes), else against the cleaned graph."""
+    x = np.asarray(x[:max_samples])
+    checks = [(l.stat_tensor, l) for l in layers if l.stat_tensor is not None]
+    names = [t for t, _ in checks]
+    original_names = _tensor_names(original)
+    from_original = [t for t in names if t in original_names]
+    from_cleaned = [t for t in names if t not in original_names]
+    reference = dict(zip(from_original, run(original, input_name, x, from_original))) if from_original else {}
+    if from_cleaned:
+        reference.update(zip(from_cleaned, run(cleaned, input_name, x, from_cleaned)))
+    got = dict(zip(names, run(edited, input_name, x, names)))
+    errors = {}
+    for tensor, layer in checks:
+        ref = reference[tensor]
+        err = float(np.max(np.abs(got[tensor].astype(np.float64) * layer.lambda_out - ref)) /
+                    max(float(np.max(np.abs(ref))), 1e-12))
+        errors[tensor] = err
+        if not err <= TOLERANCE:
+            raise VerificationError(
+                f"verification failed at layer {layer.node} ({layer.op}), tensor {tensor!r}: relative error "
+                f"{err:.3g} > {TOLERANCE:g} between the normalised graph (×λ={layer.lambda_out:.6g}) and the original")
+    return errors
+
+
+def _tensor_names(model: onnx.ModelProto) -> set:
+    names = {i.name for i in model.graph.input}
+    for n in model.graph.node:
+        names.update(n.output)
+    return names
