@@ -40,6 +40,7 @@ class Conversion:
     config: Config
     source: onnx.ModelProto             # the original model (shape-inferred copy)
     input_name: str
+    sample_shape: tuple                 # the model input's shape without the batch dimension
     passes: List[dict]                  # op counts after each graph pass
     verification: Dict[str, float]      # relative error per normalised tensor
     timings: Dict[str, float] = field(default_factory=dict)
@@ -93,7 +94,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     network = lower_model(snn_model, config)
     network.layer_scales = layers
     timings["total"] = time.perf_counter() - t0
-    return Conversion(snn_model, network, layers, stats, config, info.model, info.input_name, passes,
+    return Conversion(snn_model, network, layers, stats, config, info.model, info.input_name, info.sample_shape, passes,
                       verification, timings)
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 
@@ -13,23 +13,17 @@ def summary_line(ann_acc: float, snn_acc: float) -> str:
     return f"ANN accuracy {100 * ann_acc:.2f} %  SNN accuracy {100 * snn_acc:.2f} % [{trend}]"
 
 
-def layer_table(layers: List, rates: Optional[dict] = None) -> str:
-    """One row per weighted layer: op, λ_pre, λ, statistic; and each neuron layer's firing rate."""
+def layer_table(layers: List) -> str:
+    """One row per weighted layer: op, λ_pre, λ and the statistic λ came from."""
     rows = [("layer", "op", "lambda_pre", "lambda", "from")]
     for l in layers:
         rows.append((l.node, l.op, f"{l.lambda_in:.4g}", f"{l.lambda_out:.4g}", l.statistic))
-    text = _table(rows)
-    if rates:
-        text += "\n" + _table([("neuron layer", "mean firing rate (spikes/step)")] +
-                              [(k, f"{v:.4f}") for k, v in rates.items()])
-    return text
+    return _table(rows)
 
 
-def accuracy_curve(acc_per_step: np.ndarray, every: Optional[int] = None) -> str:
-    """'T=1 12.30 %' lines; all steps, or every ``every``-th step and the last."""
-    T = len(acc_per_step)
-    steps = range(1, T + 1) if not every else sorted(set(list(range(every, T + 1, every)) + [T]))
-    return "\n".join(f"T={t:<5d} {100 * acc_per_step[t - 1]:6.2f} %" for t in steps)
+def rates_table(rates: dict) -> str:
+    """One row per layer of neurons: mean spikes per neuron per time step."""
+    return _table([("neuron layer", "mean firing rate")] + [(k, f"{v:.4f}") for k, v in rates.items()])
 
 
 def _table(rows) -> str:

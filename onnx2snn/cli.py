@@ -1,0 +1,198 @@
+"""``onnx2snn MODEL.onnx CALIB.npy [options]``: convert, verify, write, and optionally evaluate.
+
+Exit codes: 0 success, 1 bad input (one-line message), 2 bad command line, 3 the edited graph
+failed verification. Bugs keep their traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from . import __version__
+from .config import Config
+from .errors import Onnx2SnnError
+
+EPILOG = """\
+examples:
+  onnx2snn model.onnx calib.npy                      convert, verify, write model_snn/
+  onnx2snn model.onnx calib.npy --eval test.npz -T 64
+                                                     ... and report ANN vs SNN accuracy per step
+  onnx2snn model.onnx calib.npy --max-pool wta --reset-to-zero --poisson
+
+inputs:
+  MODEL.onnx  a trained ReLU network with one float input (N, ...); batch dimension dynamic
+  CALIB.npy   float32 array (N, ...) of inputs preprocessed as the model expects, e.g. 100-1000
+              training images; activations on it set each layer's scale
+  --eval      .npz with x (float32, like CALIB) and y (integer labels)
+
+outputs (in --out, default ./<model>_snn/, never beside the input):
+  <model>.snn.onnx  the rescaled graph, annotated (open in Netron; onnx2snn.load() rebuilds the SNN)
+  config.json       every option of this run (reusable with --config)
+  report.json       scales and statistics per layer, verification errors, timings, and with
+                    --eval the ANN accuracy and the SNN accuracy after every time step
+
+exit codes: 0 ok, 1 bad input, 2 bad command line, 3 verification failed
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="onnx2snn", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="Convert a trained ReLU network (ONNX) into a rate-coded spiking network of IF neurons.")
+    p.add_argument("model", metavar="MODEL.onnx", help="trained network exported to ONNX")
+    p.add_argument("calib", metavar="CALIB.npy", help="calibration inputs, float32 (N, ...)")
+    p.add_argument("--eval", metavar="DATA.npz", help="labelled evaluation data (x, y): report ANN vs SNN accuracy")
+    p.add_argument("-T", "--timesteps", type=int, help="simulation time steps (default 100)")
+    p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--batch-size", type=int, help="samples per batch for calibration and simulation (default 100)")
+    p.add_argument("-o", "--out", metavar="DIR", help="output folder (default: ./<model>_snn, made new)")
+    p.add_argument("--config", metavar="FILE", help="options from a JSON or TOML file; flags override it")
+    p.add_argument("--seed", type=int, help="random seed for Poisson input (default 0)")
+    g = p.add_argument_group("normalisation")
+    g.add_argument("--percentile", type=float, help="robust normalisation percentile p (default 99.9)")
+    g.add_argument("--no-robust-norm", action="store_true", help="scale by the max activation, not the percentile")
+    g = p.add_argument_group("neurons and simulation")
+    g.add_argument("--reset-to-zero", nargs="?", const=0.0, type=float, metavar="V",
+                   help="reset the membrane to V (default 0) after a spike, instead of subtracting the threshold")
+    g.add_argument("--v-init", type=float, help="initial membrane potential / threshold (default 0)")
+    g.add_argument("--poisson", action="store_true", help="Poisson spike input (inputs must lie in [0, 1])")
+    g.add_argument("--output", choices=["spikes", "membrane"],
+                   help="classify by output spike counts (default) or output membrane potential")
+    g.add_argument("--no-avg-pool-neuron", action="store_true",
+                   help="no IF neurons after average pooling (pass pooled spikes on as currents)")
+    g.add_argument("--max-pool", choices=["gate", "wta", "avg"],
+                   help="max pooling of spikes: gate by spike count (default), winner-take-all "
+                        "(plain max of spikes), or average pooling instead")
+    g.add_argument("--momentum", type=float, help="max-pool gate counts c <- m*c + s (m in [0, 1]; default: plain count)")
+    g.add_argument("--chunk", type=int, help="time steps simulated per layer call (default: as many as fit in memory)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log each graph pass")
+    p.add_argument("--version", action="version", version=f"onnx2snn {__version__}")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> Config:
+    cfg = Config.load(a.config) if a.config else Config()
+    overrides = {
+        "simulation.T": a.timesteps, "device": a.device, "batch_size": a.batch_size, "seed": a.seed,
+        "parser.percentile": a.percentile, "simulation.v_init": a.v_init, "simulation.output": a.output,
+        "simulation.reset_to_zero": a.reset_to_zero, "simulation.max_pool.momentum": a.momentum,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            cfg.set(key, value)
+    if a.no_robust_norm:
+        cfg.parser.robust_norm = False
+    if a.poisson:
+        cfg.simulation.encoder.poisson = True
+    if a.no_avg_pool_neuron:
+        cfg.simulation.avg_pool.has_neuron = False
+    if a.max_pool:
+        cfg.simulation.max_pool.if_wta = a.max_pool == "wta"
+        cfg.simulation.max_pool.if_spatial_avg = a.max_pool == "avg"
+    return cfg.validate()
+
+
+def default_out_dir(model_path: str) -> str:
+    stem = os.path.basename(model_path)
+    stem = stem[:-5] if stem.endswith(".onnx") else stem
+    base = os.path.abspath(f"{stem}_snn")
+    out, i = base, 2
+    while os.path.exists(out):
+        out, i = f"{base}-{i}", i + 1
+    return out
+
+
+def run(a: argparse.Namespace) -> int:
+    from . import api, report
+    from .data import load_labelled
+
+    cfg = config_from_args(a)
+    say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, file=sys.stderr))
+    out_dir = os.path.abspath(a.out) if a.out else default_out_dir(a.model)
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise Onnx2SnnError(f"output folder {out_dir!r} exists and is not empty; choose another with --out")
+    parent = os.path.dirname(out_dir)
+    if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise Onnx2SnnError(f"cannot write the output folder {out_dir!r}: {parent!r} is not a writable folder")
+
+    conv = api.convert(a.model, a.calib, cfg)
+    before, after = conv.passes[0]["ops"], conv.passes[-1]["ops"]
+    print(f"converted {a.model}: {sum(before.values())} nodes -> {sum(after.values())} "
+          f"({', '.join(f'{k} {v}' for k, v in after.items())})")
+    print(report.layer_table(conv.layers))
+    print(f"verified with onnxruntime: max relative error {max(conv.verification.values(), default=0):.2g} "
+          f"over {len(conv.verification)} normalised tensors")
+
+    rep = {"onnx2snn_version": __version__, "model": os.path.abspath(a.model), "calibration": os.path.abspath(a.calib),
+           "config": cfg.to_dict(), "passes": conv.passes, "layers": [l.to_dict() for l in conv.layers],
+           "statistics": {k: vars(v) for k, v in conv.stats.items()}, "verification": conv.verification,
+           "timings_s": dict(conv.timings)}
+
+    if a.eval:
+        x, y = load_labelled(a.eval, conv.sample_shape)
+        t = time.perf_counter()
+        ann = api.ann_accuracy(conv.source, conv.input_name, x, y, cfg.batch_size)
+        rep["timings_s"]["ann_eval"] = time.perf_counter() - t
+        bar = None
+        if not a.quiet:
+            from tqdm import tqdm
+            bar = tqdm(total=len(x), desc=f"simulating T={cfg.simulation.T}", unit="img", file=sys.stderr)
+        t = time.perf_counter()
+        try:
+            result = api.simulate(conv.network, x, y, config=cfg, chunk=a.chunk,
+                                  progress=bar.update if bar else None)
+        finally:
+            if bar:
+                bar.close()
+        rep["timings_s"]["snn_simulation"] = time.perf_counter() - t
+        acc = result.accuracy_per_step
+        print("SNN accuracy after each time step (%):")
+        for t0 in range(0, len(acc), 10):
+            print(f"  T={t0 + 1:>4}-{min(t0 + 10, len(acc)):<4} " + " ".join(f"{100 * v:6.2f}" for v in acc[t0:t0 + 10]))
+        print(report.rates_table(result.firing_rates))
+        print(report.summary_line(ann, result.accuracy))
+        rep.update(ann_accuracy=ann, snn_accuracy=result.accuracy, accuracy_per_step=acc,
+                   firing_rates=result.firing_rates, n_eval=len(x))
+
+    # Write everything into a temporary folder beside the target, then rename: no half-written output.
+    tmp = tempfile.mkdtemp(prefix=".onnx2snn-", dir=parent)
+    try:
+        name = os.path.basename(a.model)
+        name = (name[:-5] if name.endswith(".onnx") else name) + ".snn.onnx"
+        conv.save(os.path.join(tmp, name))
+        cfg.save(os.path.join(tmp, "config.json"))
+        report.write_json(os.path.join(tmp, "report.json"), rep)
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)  # empty (checked above)
+        os.rename(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"wrote {out_dir}/: {name}, config.json, report.json")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    try:
+        return run(a)
+    except Onnx2SnnError as e:
+        print(f"onnx2snn: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("onnx2snn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
