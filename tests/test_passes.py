@@ -1,0 +1,79 @@
+"""Graph passes: numerics against onnxruntime and node counts."""
+from collections import Counter
+
+import numpy as np
+import pytest
+
+import graphs
+from onnx2snn.graph import clean_graph, load_model
+
+
+def ops(m):
+    return Counter(n.op_type for n in m.graph.node)
+
+
+@pytest.mark.parametrize("build,in_shape", [(graphs.conv_bn_relu, (1, 8, 8)), (graphs.gemm_bn, (6,)),
+                                            (graphs.identity_fed_bn, (2, 6, 6))])
+def test_batchnorm_absorbed_and_numerics_kept(build, in_shape):
+    m = build()
+    cleaned, history = clean_graph(load_model(m).model)
+    assert ops(cleaned)["BatchNormalization"] == 0
+    assert ops(cleaned)["Identity"] == 0 and ops(cleaned)["Dropout"] == 0
+    assert sum(ops(cleaned).values()) < sum(ops(m).values())
+    assert history[0]["ops"].get("BatchNormalization") == 1
+    x = np.random.default_rng(1).normal(size=(7, *in_shape)).astype(np.float32)
+    np.testing.assert_allclose(graphs.ort_run(cleaned, x)[0], graphs.ort_run(m, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_canonicalised():
+    cleaned, _ = clean_graph(graphs.gemm_bn())
+    gemm = next(n for n in cleaned.graph.node if n.op_type == "Gemm")
+    attrs = {a.name: a for a in gemm.attribute}
+    assert set(attrs) == {"transB"} and attrs["transB"].i == 1
+
+
+def test_dropout_as_graph_output():
+    m = graphs.dropout_output()
+    cleaned, _ = clean_graph(m)
+    assert [n.op_type for n in cleaned.graph.node] == ["Gemm"]
+    assert [o.name for o in cleaned.graph.output] == ["y"]
+    x = np.random.default_rng(2).normal(size=(4, 5)).astype(np.float32)
+    np.testing.assert_allclose(graphs.ort_run(cleaned, x)[0], graphs.ort_run(m, x)[0], rtol=1e-6)
+
+
+def test_identity_graph_output_keeps_name():
+    cleaned, _ = clean_graph(graphs.identity_fed_bn())
+    assert [o.name for o in cleaned.graph.output] == ["y"]
+    assert cleaned.graph.node[-1].output[0] == "y"
+
+
+def test_constants_folded():
+    m = graphs.constant_weights()
+    cleaned, _ = clean_graph(m)
+    assert ops(cleaned)["Mul"] == 0 and ops(cleaned)["Gemm"] == 2
+    x = np.random.default_rng(3).normal(size=(4, 5)).astype(np.float32)
+    np.testing.assert_allclose(graphs.ort_run(cleaned, x)[0], graphs.ort_run(m, x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_shared_initializer_not_modified():
+    """Two convs share one weight; absorbing BN into one must not change the other."""
+    import onnx
+    from onnx import helper
+    r = graphs.rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c1"], name="c1", kernel_shape=[1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "bn.gamma", "bn.beta", "bn.mean", "bn.var"], ["n1"], name="bn"),
+             helper.make_node("Conv", ["x", "w", "b"], ["c2"], name="c2", kernel_shape=[1, 1]),
+             helper.make_node("Add", ["n1", "c2"], ["y"], name="add")]
+    inits = [graphs.init("w", r.normal(size=(2, 2, 1, 1))), graphs.init("b", r.normal(size=2)), *graphs.bn_params("bn", 2, r)]
+    m = graphs.model(nodes, inits, (2, 3, 3), out_shape=("N", 2, 3, 3))
+    cleaned, _ = clean_graph(m)
+    assert ops(cleaned)["BatchNormalization"] == 0
+    x = r.normal(size=(3, 2, 3, 3)).astype(np.float32)
+    np.testing.assert_allclose(graphs.ort_run(cleaned, x)[0], graphs.ort_run(m, x)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_caller_model_not_modified():
+    m = graphs.conv_bn_relu()
+    before = m.SerializeToString()
+    clean_graph(load_model(m).model)
+    assert m.SerializeToString() == before
