@@ -115,6 +115,6 @@ def unsupported(seed=0):
 
 
 def ort_run(m, x, outputs=None):
-    import onnxruntime as ort
-    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(outputs, {"x": x})
+    """Run with onnxruntime; ``outputs`` may name intermediate tensors."""
+    from onnx2snn.calibrate import session
+    return session(m, outputs or ()).run(outputs, {"x": x})

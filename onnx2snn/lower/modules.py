@@ -7,25 +7,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def torch_pads(onnx_pads: Sequence[int]) -> list:
-    """ONNX [x1_begin, x2_begin, ..., x1_end, x2_end] -> F.pad's (xn_begin, xn_end, ..., x1_begin, x1_end)."""
-    n = len(onnx_pads) // 2
-    out = []
-    for i in reversed(range(n)):
-        out += [onnx_pads[i], onnx_pads[i + n]]
-    return out
+from ..snn.pooling import torch_pads
 
 
 class Padded(nn.Module):
-    """Explicit (possibly asymmetric) zero padding before a module that pads nothing itself."""
+    """Explicit (possibly asymmetric) padding with ``value`` before a module that pads nothing itself."""
 
-    def __init__(self, pads: Sequence[int], inner: nn.Module):
+    def __init__(self, pads: Sequence[int], inner: nn.Module, value: float = 0.0):
         super().__init__()
-        self.pads, self.inner = torch_pads(pads), inner
+        self.pads, self.inner, self.value = torch_pads(pads), inner, value
 
     def forward(self, x):
-        return self.inner(F.pad(x, self.pads))
+        return self.inner(F.pad(x, self.pads, value=self.value))
 
 
 class Function(nn.Module):

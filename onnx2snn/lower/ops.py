@@ -177,9 +177,7 @@ def _check_max_pool(node, ctx):
         return "MaxPool whose indices output is used"
     kernel, _, _, pads, _ = _pool_args(node, ctx)
     nd = len(kernel)
-    if pads[:nd] != pads[nd:]:
-        return "MaxPool with asymmetric pads"
-    if any(p > k // 2 for p, k in zip(pads, kernel + kernel)):
+    if pads[:nd] == pads[nd:] and any(p > k // 2 for p, k in zip(pads, kernel + kernel)):
         return "MaxPool with pads larger than half the kernel"
     return None
 
@@ -190,17 +188,19 @@ def lower_max_pool(node, ctx):
     kernel, strides, dilations, pads, ceil_mode = _pool_args(node, ctx)
     nd = len(kernel)
     mode = ctx.config.max_pool_mode
+    symmetric = pads[:nd] == pads[nd:]
     if not ctx.is_spike(node.input[0]) or ctx.ann or mode == "wta":
         # Analog input, the ANN, or winner-take-all: an ordinary max pooling.
-        fn = partial(_MAX[nd], kernel_size=kernel, stride=strides, padding=pads[:nd], dilation=dilations,
-                     ceil_mode=ceil_mode)
-        spikes = ctx.is_spike(node.input[0])
-        ctx.add(node, Function(fn, f"max_pool kernel={kernel} stride={strides}"), [node.input[0]],
-                node.output[0], spikes=spikes)
+        fn = partial(_MAX[nd], kernel_size=kernel, stride=strides, padding=pads[:nd] if symmetric else 0,
+                     dilation=dilations, ceil_mode=ceil_mode)
+        module = Function(fn, f"max_pool kernel={kernel} stride={strides} pads={pads}")
+        if not symmetric:  # padded positions never win
+            module = Padded(pads, module, value=float("-inf"))
+        ctx.add(node, module, [node.input[0]], node.output[0], spikes=ctx.is_spike(node.input[0]))
     elif mode == "avg":
         _add_subsampling(node, ctx, _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, False))
     else:
-        gate = GatedMaxPool(kernel, strides, pads[:nd], dilations, ceil_mode,
+        gate = GatedMaxPool(kernel, strides, pads, dilations, ceil_mode,
                             ctx.config.simulation.max_pool.momentum)
         ctx.add(node, gate, [node.input[0]], node.output[0], spikes=True)
 

@@ -62,6 +62,7 @@ class SpikingNetwork(nn.Module):
         self.input_name, self.output_name = input_name, output_name
         self.elements_per_sample = max(1, int(elements_per_sample))  # all tensors of one step, one sample
         self.config = config
+        self.requires_grad_(False)  # an inference runtime: no autograd bookkeeping
 
     # --- state ---------------------------------------------------------------------------
     def reset(self) -> None:

@@ -22,15 +22,29 @@ from torch import nn
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
+def torch_pads(onnx_pads: Sequence[int]) -> list:
+    """ONNX [x1_begin, x2_begin, ..., x1_end, x2_end] -> F.pad's (xn_begin, xn_end, ..., x1_begin, x1_end)."""
+    n = len(onnx_pads) // 2
+    out = []
+    for i in reversed(range(n)):
+        out += [onnx_pads[i], onnx_pads[i + n]]
+    return out
+
+
 class GatedMaxPool(nn.Module):
     """Spike-count-gated max pooling over a chunk of steps: ``forward(s [steps, B, C, *spatial])``."""
 
     stateful = True
 
-    def __init__(self, kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+    def __init__(self, kernel_size: Sequence[int], stride: Sequence[int], pads: Sequence[int],
                  dilation: Sequence[int], ceil_mode: bool, momentum: Optional[float] = None):
+        """``pads``: ONNX order [x1_begin, ..., x1_end, ...]; asymmetric pads are applied explicitly."""
         super().__init__()
-        self.pool_args = dict(kernel_size=tuple(kernel_size), stride=tuple(stride), padding=tuple(padding),
+        nd = len(kernel_size)
+        symmetric = list(pads[:nd]) == list(pads[nd:])
+        self.explicit_pads = None if symmetric else torch_pads(pads)
+        self.pool_args = dict(kernel_size=tuple(kernel_size), stride=tuple(stride),
+                              padding=tuple(pads[:nd]) if symmetric else 0,
                               dilation=tuple(dilation), ceil_mode=bool(ceil_mode))
         self.pool = _MAX_POOL[len(kernel_size)]
         self.momentum = momentum
@@ -53,6 +67,9 @@ class GatedMaxPool(nn.Module):
         self.count = counts[-1]
         # Gate: per window, the index of the input with the highest count; take its spike.
         flat_counts = counts.flatten(0, 1)
+        if self.explicit_pads is not None:  # padded positions never win and carry no spike
+            flat_counts = F.pad(flat_counts, self.explicit_pads, value=float("-inf"))
+            s = F.pad(s.flatten(0, 1), self.explicit_pads).view(steps, -1, *flat_counts.shape[1:])
         _, index = self.pool(flat_counts, **self.pool_args, return_indices=True)
         spikes = s.reshape(flat_counts.shape).flatten(2).gather(2, index.flatten(2))
         return spikes.view(index.shape).view(steps, -1, *index.shape[1:])

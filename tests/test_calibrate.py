@@ -1,0 +1,57 @@
+"""Calibration statistics equal NumPy's over the same activations; normalisation invariant."""
+import numpy as np
+import pytest
+
+import graphs
+from onnx2snn import Config, convert
+from onnx2snn.calibrate import StreamingPercentile, collect_stats
+from onnx2snn.graph import clean_graph
+
+
+@pytest.mark.parametrize("p", [99.9, 99.0, 50.0, 100.0, 0.5])
+@pytest.mark.parametrize("batches", [1, 3, 17])
+def test_streaming_percentile_equals_numpy(p, batches):
+    values = np.random.default_rng(0).exponential(size=5003).astype(np.float32)
+    values[::7] = 0  # ReLU-like ties at zero
+    tracker = StreamingPercentile(values.size, p)
+    for chunk in np.array_split(values, batches):
+        tracker.update(chunk)
+    assert tracker.result() == pytest.approx(float(np.percentile(values, p)), rel=1e-6, abs=1e-7)
+    assert tracker.max == values.max()
+
+
+def test_streaming_percentile_keeps_only_the_top():
+    tracker = StreamingPercentile(100_000, 99.9)
+    for chunk in np.array_split(np.random.default_rng(1).normal(size=100_000).astype(np.float32), 10):
+        tracker.update(chunk)
+    assert tracker.top.size <= 101
+
+
+def test_collect_stats_equals_numpy_over_ort_activations():
+    m, _ = clean_graph(graphs.conv_bn_relu())
+    x = np.random.default_rng(2).normal(size=(53, 1, 8, 8)).astype(np.float32)
+    stats = collect_stats(m, "x", ["r1", "y"], x, p=99.9, batch_size=10)
+    r1, y = graphs.ort_run(m, x, ["r1", "y"])
+    for name, ref in (("r1", r1), ("y", y)):
+        assert stats[name].max == pytest.approx(float(ref.max()), rel=1e-6)
+        assert stats[name].percentile == pytest.approx(float(np.percentile(ref, 99.9)), rel=1e-5)
+        assert stats[name].count == ref.size
+
+
+@pytest.mark.parametrize("robust", [True, False])
+def test_normalised_graph_is_original_divided_by_lambda(robust):
+    """ReLU networks are positively homogeneous: every normalised activation is the original / λ."""
+    m = graphs.conv_bn_relu()
+    x = np.random.default_rng(3).normal(size=(40, 1, 8, 8)).astype(np.float32)
+    cfg = Config()
+    cfg.parser.robust_norm = robust
+    conv = convert(m, x, cfg)
+    (l1, l2) = conv.layers
+    assert l1.stat_tensor == "r1" and l2.stat_tensor == "y" and l2.lambda_in == l1.lambda_out
+    r1_ref, y_ref = graphs.ort_run(m, x, ["r1", "y"])
+    r1, y = graphs.ort_run(conv.snn_model, x, ["r1", "y"])
+    np.testing.assert_allclose(r1 * l1.lambda_out, r1_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y * l2.lambda_out, y_ref, rtol=1e-5, atol=1e-5)
+    expected = np.percentile(r1_ref, 99.9) if robust else r1_ref.max()
+    assert l1.lambda_out == pytest.approx(float(expected), rel=1e-5)
+    assert np.percentile(r1, 99.9) <= 1 + 1e-5 if robust else r1.max() <= 1 + 1e-5
