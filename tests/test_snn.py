@@ -1,0 +1,150 @@
+"""Neurons, spiking max pooling, encoders and the chunked runner on hand-made inputs."""
+import numpy as np
+import pytest
+import torch
+
+import graphs
+from onnx2snn import Config, Onnx2SnnError, convert
+from onnx2snn.snn import GatedMaxPool, IFNeuron, if_step
+from onnx2snn.lower import lower_model
+
+
+@pytest.mark.parametrize("T", [10, 50, 200])
+def test_if_rate_approximates_clipped_input(T):
+    z = torch.linspace(-0.5, 1.5, 81)
+    neuron = IFNeuron(v_threshold=1.0)
+    rate = neuron(z, T, static=True).mean(0)
+    err = (rate - z.clamp(0, 1)).abs().max().item()
+    assert err <= 1.0 / T + 1e-6
+
+
+def test_if_reset_to_value():
+    spike, v = if_step(torch.tensor([0.7]), torch.tensor([0.6]), 1.0, v_reset=0.0)
+    assert spike.item() == 1 and v.item() == 0.0
+    spike, v = if_step(torch.tensor([0.7]), torch.tensor([0.6]), 1.0, v_reset=None)
+    assert spike.item() == 1 and v.item() == pytest.approx(0.3)
+    # Reset to zero loses the overshoot: input 0.6 fires every second step with subtraction
+    # (rate 0.6) but only every second step with reset to zero (rate 0.5).
+    sub = IFNeuron(1.0)(torch.tensor([0.6]), 100, static=True).mean().item()
+    zero = IFNeuron(1.0, v_reset=0.0)(torch.tensor([0.6]), 100, static=True).mean().item()
+    assert sub == pytest.approx(0.6, abs=0.01) and zero == pytest.approx(0.5, abs=0.01)
+
+
+def test_if_state_carries_across_chunks():
+    z = torch.rand(40, 3, 5)
+    whole = IFNeuron()(z, 40)
+    n = IFNeuron()
+    parts = torch.cat([n(z[:13], 13), n(z[13:], 27)])
+    assert torch.equal(whole, parts)
+
+
+def spikes_2x2():
+    """One 2x2 window, 6 steps. Input 0 fires early then stops; input 1 fires steadily later.
+    t:     0 1 2 3 4 5
+    in0:   1 1 0 0 0 0
+    in1:   0 1 1 1 1 1
+    in2,3: 0
+    """
+    s = torch.zeros(6, 1, 1, 2, 2)
+    s[0:2, 0, 0, 0, 0] = 1
+    s[1:6, 0, 0, 0, 1] = 1
+    return s
+
+
+def test_gated_max_pool_follows_highest_count():
+    out = GatedMaxPool([2, 2], [2, 2], [0, 0, 0, 0], [1, 1], False)(spikes_2x2(), 6).flatten().tolist()
+    # counts (in0, in1): t0 (1,0)->in0 spike 1; t1 (2,1)->in0 1; t2 (2,2) tie->in0 0; t3 (2,3)->in1 1 ...
+    assert out == [1, 1, 0, 1, 1, 1]
+
+
+def test_gated_max_pool_chunks_equal_whole():
+    s = (torch.rand(30, 2, 3, 6, 6) < 0.3).float()
+    pool = lambda: GatedMaxPool([2, 2], [2, 2], [0, 0, 0, 0], [1, 1], False, momentum=None)
+    whole = pool()(s, 30)
+    p = pool()
+    assert torch.equal(whole, torch.cat([p(s[:7], 7), p(s[7:], 23)]))
+
+
+def test_gated_max_pool_momentum():
+    # m = 0: the gate follows only the current step's spikes -> any spike in the window passes.
+    out0 = GatedMaxPool([2, 2], [2, 2], [0, 0, 0, 0], [1, 1], False, momentum=0.0)(spikes_2x2(), 6)
+    assert out0.flatten().tolist() == [1, 1, 1, 1, 1, 1]
+    # m = 0.5: at t2 the counts are in0 = 0.5·1.5 = 0.75 vs in1 = 0.5·1 + 1 = 1.5 -> in1 wins earlier.
+    out = GatedMaxPool([2, 2], [2, 2], [0, 0, 0, 0], [1, 1], False, momentum=0.5)(spikes_2x2(), 6)
+    assert out.flatten().tolist() == [1, 1, 1, 1, 1, 1]
+    # m = 1 is the accumulated count.
+    out1 = GatedMaxPool([2, 2], [2, 2], [0, 0, 0, 0], [1, 1], False, momentum=1.0)(spikes_2x2(), 6)
+    assert out1.flatten().tolist() == [1, 1, 0, 1, 1, 1]
+
+
+def max_pool_network(mode):
+    cfg = Config()
+    cfg.simulation.max_pool.if_wta = mode == "wta"
+    cfg.simulation.max_pool.if_spatial_avg = mode == "avg"
+    from onnx2snn.graph import clean_graph
+    cleaned, _ = clean_graph(graphs.conv_bn_relu(pool="MaxPool"))
+    return lower_model(cleaned, cfg)
+
+
+@pytest.mark.parametrize("mode,module", [("gate", "GatedMaxPool"), ("wta", "Function"), ("avg", "Function")])
+def test_max_pool_modes_lowered(mode, module):
+    net = max_pool_network(mode)
+    names = [type(m).__name__ for m in net.layers]
+    assert names[2] == module
+    if mode == "avg":  # average pooling of spikes, then IF neurons (avg_pool.has_neuron)
+        assert "avg_pool" in net.layers[2].description and names[3] == "IFNeuron"
+    if mode == "wta":
+        assert "max_pool" in net.layers[2].description
+
+
+def test_wta_over_counts_and_gate_does_not():
+    """Two inputs firing at rate 1/2 out of phase: max of rates is 1/2; WTA passes a spike every step."""
+    s = torch.zeros(20, 1, 1, 1, 2)
+    s[0::2, 0, 0, 0, 0] = 1
+    s[1::2, 0, 0, 0, 1] = 1
+    gate = GatedMaxPool([1, 2], [1, 2], [0, 0, 0, 0], [1, 1], False)(s, 20).mean().item()
+    wta = torch.nn.functional.max_pool2d(s.flatten(0, 1), (1, 2)).mean().item()
+    assert wta == 1.0 and gate == pytest.approx(0.5, abs=0.05)
+
+
+def poisson_setup():
+    x = np.random.default_rng(0).uniform(0, 1, size=(20, 1, 8, 8)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.encoder.poisson = True
+    return convert(graphs.conv_bn_relu(), x, cfg), x
+
+
+def test_poisson_deterministic_under_seed():
+    conv, x = poisson_setup()
+    run = lambda seed: conv.network.simulate(x, 30, poisson=True, seed=seed, device="cpu").outputs
+    a, b, c = run(1), run(1), run(2)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_poisson_rejects_inputs_outside_unit_interval():
+    conv, x = poisson_setup()
+    with pytest.raises(Onnx2SnnError, match=r"\[0, 1\]"):
+        conv.network.simulate(x * 3 - 1, 5, poisson=True, device="cpu")
+
+
+def test_chunking_does_not_change_results():
+    conv, x = poisson_setup()
+    y = np.arange(len(x)) % 5
+    results = [conv.network.simulate(x, 37, labels=y, chunk=c, device="cpu", batch_size=7) for c in (1, 5, 37)]
+    for r in results[1:]:
+        np.testing.assert_allclose(r.outputs, results[0].outputs, rtol=1e-6, atol=1e-6)
+        assert np.array_equal(r.correct_per_step, results[0].correct_per_step)
+        assert r.firing_rates == pytest.approx(results[0].firing_rates)
+
+
+def test_membrane_output_reads_accumulated_current():
+    x = np.random.default_rng(0).normal(size=(10, 1, 8, 8)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.output = "membrane"
+    cfg.parser.robust_norm = False  # no activation above 1, so no clipping: the readout converges
+    conv = convert(graphs.conv_bn_relu(), x, cfg)
+    assert type(conv.network.layers[-1]).__name__ == "MembraneReadout"
+    r = conv.network.simulate(x, 200, device="cpu")
+    # Accumulated output current / T approaches the normalised ANN's logits.
+    logits = graphs.ort_run(conv.snn_model, x)[0]
+    np.testing.assert_allclose(r.outputs / 200, logits, atol=0.05)
