@@ -1,0 +1,150 @@
+"""The command line: exit codes and one-line messages for bad input; end to end on the example."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+import graphs
+from conftest import EXAMPLES
+
+import onnx2snn
+
+MODEL = os.path.join(EXAMPLES, "mnist_cnn.onnx")
+CALIB = os.path.join(EXAMPLES, "mnist_calib.npy")
+TEST = os.path.join(EXAMPLES, "mnist_test.npz")
+
+
+def cli(*args, cwd):
+    p = subprocess.run([sys.executable, "-m", "onnx2snn", *map(str, args)], cwd=cwd, capture_output=True, text=True)
+    return p.returncode, p.stdout, p.stderr
+
+
+def assert_one_line_error(rc, err, *fragments, code=1):
+    assert rc == code, err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("onnx2snn: error: "), err
+    assert "Traceback" not in err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    onnx.save(graphs.conv_bn_relu(), tmp_path / "tiny.onnx")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).normal(size=(16, 1, 8, 8)).astype(np.float32))
+    return tmp_path
+
+
+def test_missing_model_file(tmp_path):
+    rc, _, err = cli("nope.onnx", CALIB, cwd=tmp_path)
+    assert_one_line_error(rc, err, "nope.onnx", "does not exist")
+
+
+def test_not_an_onnx_file(tmp_path):
+    (tmp_path / "bad.onnx").write_text("this is not protobuf")
+    rc, _, err = cli("bad.onnx", CALIB, cwd=tmp_path)
+    assert_one_line_error(rc, err, "bad.onnx", "not an ONNX model")
+
+
+def test_calibration_shape_mismatch(tiny):
+    np.save(tiny / "wrong.npy", np.zeros((4, 1, 28, 28), np.float32))
+    rc, _, err = cli("tiny.onnx", "wrong.npy", cwd=tiny)
+    assert_one_line_error(rc, err, "(4, 1, 28, 28)", "(N, 1, 8, 8)")
+
+
+def test_calibration_nan(tiny):
+    x = np.zeros((10, 1, 8, 8), np.float32)
+    x[6, 0, 2, 2] = np.nan
+    np.save(tiny / "nan.npy", x)
+    rc, _, err = cli("tiny.onnx", "nan.npy", cwd=tiny)
+    assert_one_line_error(rc, err, "NaN", "sample 6")
+
+
+def test_calibration_dtype_and_empty(tiny):
+    np.save(tiny / "f64.npy", np.zeros((3, 1, 8, 8)))
+    assert_one_line_error(*cli("tiny.onnx", "f64.npy", cwd=tiny)[::2], "float64", "float32")
+    np.save(tiny / "empty.npy", np.zeros((0, 1, 8, 8), np.float32))
+    assert_one_line_error(*cli("tiny.onnx", "empty.npy", cwd=tiny)[::2], "empty")
+
+
+def test_unsupported_ops_all_listed(tmp_path):
+    onnx.save(graphs.unsupported(), tmp_path / "sig.onnx")
+    np.save(tmp_path / "c.npy", np.zeros((2, 5), np.float32))
+    rc, _, err = cli("sig.onnx", "c.npy", cwd=tmp_path)
+    assert_one_line_error(rc, err, "2 node(s)", "sig (Sigmoid)", "tanh (Tanh)", "retrain with ReLU")
+    assert not [p for p in os.listdir(tmp_path) if p.endswith("_snn")], "no output on failure"
+
+
+def test_bad_config_value(tiny):
+    (tiny / "c.json").write_text(json.dumps({"simulation": {"max_pool": {"momentum": 2}}}))
+    rc, _, err = cli("tiny.onnx", "calib.npy", "--config", "c.json", cwd=tiny)
+    assert_one_line_error(rc, err, "c.json", "momentum")
+
+
+def test_bad_flag_is_usage_error(tiny):
+    rc, _, err = cli("tiny.onnx", "calib.npy", "--max-pool", "median", cwd=tiny)
+    assert rc == 2 and "invalid choice" in err
+
+
+def test_converts_without_eval_and_leaves_input_untouched(tiny):
+    before = (tiny / "tiny.onnx").read_bytes()
+    rc, out, err = cli("tiny.onnx", "calib.npy", "-q", cwd=tiny)
+    assert rc == 0, err
+    assert (tiny / "tiny.onnx").read_bytes() == before
+    files = sorted(os.listdir(tiny / "tiny_snn"))
+    assert files == ["config.json", "report.json", "tiny.snn.onnx"]
+    assert "verified with onnxruntime" in out
+    rc, _, _ = cli("tiny.onnx", "calib.npy", "-q", cwd=tiny)  # a second run: a new folder
+    assert rc == 0 and os.path.isdir(tiny / "tiny_snn-2")
+
+
+def test_snn_onnx_is_self_describing_and_reloads(tiny):
+    rc, _, err = cli("tiny.onnx", "calib.npy", "-q", "--max-pool", "wta", "-T", "20", cwd=tiny)
+    assert rc == 0, err
+    path = tiny / "tiny_snn" / "tiny.snn.onnx"
+    m = onnx.load(path)
+    onnx.checker.check_model(m)
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert meta["onnx2snn.version"] == onnx2snn.__version__
+    assert json.loads(meta["onnx2snn.config"])["simulation"]["T"] == 20
+    assert len(meta["onnx2snn.source_sha256"]) == 64
+    conv_node = next(n for n in m.graph.node if n.op_type == "Conv")
+    props = {p.key: p.value for p in conv_node.metadata_props}
+    assert float(props["onnx2snn.lambda"]) > 0 and "lambda" in conv_node.doc_string
+    # load() rebuilds the same SNN from the file alone
+    x = np.load(tiny / "calib.npy")
+    net = onnx2snn.load(str(path))
+    assert net.config.simulation.T == 20 and net.config.max_pool_mode == "wta"
+    direct = onnx2snn.convert(str(tiny / "tiny.onnx"), x, net.config).network
+    np.testing.assert_array_equal(net.simulate(x, 20, device="cpu").outputs,
+                                  direct.simulate(x, 20, device="cpu").outputs)
+
+
+def test_load_rejects_plain_onnx(tiny):
+    with pytest.raises(onnx2snn.Onnx2SnnError, match="not an onnx2snn output"):
+        onnx2snn.load(str(tiny / "tiny.onnx"))
+
+
+def test_example_end_to_end(tmp_path):
+    """The README's main command: SNN at T=100 within 0.5 % of the ANN on the shipped subset."""
+    rc, out, err = cli(MODEL, CALIB, "--eval", TEST, "-q", "-o", tmp_path / "out", cwd=tmp_path)
+    assert rc == 0, err
+    assert "ANN accuracy" in out and "SNN accuracy" in out
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert len(rep["accuracy_per_step"]) == 100
+    assert rep["snn_accuracy"] == rep["accuracy_per_step"][-1]
+    assert rep["ann_accuracy"] > 0.97
+    assert rep["snn_accuracy"] >= rep["ann_accuracy"] - 0.005
+    assert set(rep["firing_rates"]) and all(0 < r < 1 for r in rep["firing_rates"].values())
+
+
+def test_shared_reference_model_verifies(shared_dir, tmp_path):
+    """The reference MNIST model from ../shared converts and verifies (skipped without ../shared)."""
+    data = np.load(os.path.join(shared_dir, "data", "mnist.npz"))
+    calib = (data["x_train"][:50].astype(np.float32) / 255)[:, None]
+    conv = onnx2snn.convert(os.path.join(shared_dir, "models", "mnist_cnn.onnx"), calib)
+    assert max(conv.verification.values()) < 1e-4 and len(conv.layers) == 4
