@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("neurons and simulation")
     g.add_argument("--reset-to-zero", nargs="?", const=0.0, type=float, metavar="V",
                    help="reset the membrane to V (default 0) after a spike, instead of subtracting the threshold")
-    g.add_argument("--v-init", type=float, help="initial membrane potential / threshold (default 0)")
+    g.add_argument("--v-init", type=float, help="initial membrane potential / threshold (default 0.5; the seed used 0)")
     g.add_argument("--poisson", action="store_true", help="Poisson spike input (inputs must lie in [0, 1])")
     g.add_argument("--output", choices=["spikes", "membrane"],
                    help="classify by output spike counts (default) or output membrane potential")

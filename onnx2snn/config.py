@@ -44,7 +44,7 @@ class SimulationConfig:
     T: int = 100                    # time steps
     # None/False: reset by subtraction; True: reset to 0; a number: reset to that value
     reset_to_zero: Union[None, bool, float] = None
-    v_init: float = 0.0             # initial membrane potential, in units of the threshold
+    v_init: float = 0.5             # initial membrane potential / threshold (seed: 0; 0.5 halves the worst-case error)
     output: str = "spikes"          # class from the output neurons' spike counts, or "membrane"
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     avg_pool: AvgPoolConfig = field(default_factory=AvgPoolConfig)
