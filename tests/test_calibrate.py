@@ -55,3 +55,16 @@ def test_normalised_graph_is_original_divided_by_lambda(robust):
     expected = np.percentile(r1_ref, 99.9) if robust else r1_ref.max()
     assert l1.lambda_out == pytest.approx(float(expected), rel=1e-5)
     assert np.percentile(r1, 99.9) <= 1 + 1e-5 if robust else r1.max() <= 1 + 1e-5
+
+
+def test_verification_names_first_layer_that_differs():
+    from onnx2snn.errors import VerificationError
+    from onnx2snn.verify import verify
+    m = graphs.conv_bn_relu()
+    x = np.random.default_rng(4).normal(size=(12, 1, 8, 8)).astype(np.float32)
+    conv = convert(m, x)
+    cleaned, _ = clean_graph(m)
+    conv.layers[0].lambda_out *= 1.01  # a scale the edited graph does not have
+    with pytest.raises(VerificationError, match=r"layer conv1 \(Conv\), tensor 'r1'") as e:
+        verify(m, cleaned, conv.snn_model, "x", conv.layers, x)
+    assert e.value.exit_code == 3

@@ -129,12 +129,22 @@ def test_load_rejects_plain_onnx(tiny):
         onnx2snn.load(str(tiny / "tiny.onnx"))
 
 
+def readme_main_command():
+    """The `onnx2snn ...` part of the README's first set-up command."""
+    readme = open(os.path.join(os.path.dirname(EXAMPLES), "..", "README.md")).read()
+    line = next(l for l in readme.splitlines() if l.startswith("pip install") and "onnx2snn onnx2snn/models" in l)
+    return line.split("&& ")[-1].split()
+
+
 def test_example_end_to_end(tmp_path):
-    """The README's main command: SNN at T=100 within 0.5 % of the ANN on the shipped subset."""
-    rc, out, err = cli(MODEL, CALIB, "--eval", TEST, "-q", "-o", tmp_path / "out", cwd=tmp_path)
+    """The README's main command, as written: SNN at T=100 within 0.5 % of the ANN on the shipped subset."""
+    cmd = readme_main_command()
+    assert cmd[0] == "onnx2snn"
+    os.symlink(os.path.dirname(EXAMPLES), tmp_path / "onnx2snn")  # the README runs from the repository root
+    rc, out, err = cli(*cmd[1:], "-q", cwd=tmp_path)
     assert rc == 0, err
     assert "ANN accuracy" in out and "SNN accuracy" in out
-    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    rep = json.loads((tmp_path / "mnist_cnn_snn" / "report.json").read_text())
     assert len(rep["accuracy_per_step"]) == 100
     assert rep["snn_accuracy"] == rep["accuracy_per_step"][-1]
     assert rep["ann_accuracy"] > 0.97

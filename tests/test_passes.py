@@ -77,3 +77,17 @@ def test_caller_model_not_modified():
     before = m.SerializeToString()
     clean_graph(load_model(m).model)
     assert m.SerializeToString() == before
+
+
+def test_fixed_batch_input_made_dynamic():
+    """A model exported with batch 1 still calibrates in batches."""
+    import onnx2snn
+    m = graphs.conv_bn_relu()
+    for vi in (m.graph.input[0], m.graph.output[0]):
+        vi.type.tensor_type.shape.dim[0].Clear()
+        vi.type.tensor_type.shape.dim[0].dim_value = 1
+    info = load_model(m)
+    assert info.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    x = np.random.default_rng(0).normal(size=(9, 1, 8, 8)).astype(np.float32)
+    conv = onnx2snn.convert(m, x)
+    assert max(conv.verification.values()) < 1e-4

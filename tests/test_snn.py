@@ -148,3 +148,24 @@ def test_membrane_output_reads_accumulated_current():
     # Accumulated output current / T approaches the normalised ANN's logits.
     logits = graphs.ort_run(conv.snn_model, x)[0]
     np.testing.assert_allclose(r.outputs / 1000, logits, atol=0.03)
+
+
+def test_spatial_avg_mode_on_spikes():
+    """if_spatial_avg: a window with inputs at rates 1, 1/2, 0, 0 passes rate 3/8 (the average),
+    re-spiked by IF neurons."""
+    from onnx2snn.graph import clean_graph
+    from onnx import helper
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["y"], name="flat")]
+    m = graphs.model(nodes, [], (1, 2, 2))
+    cfg = Config()
+    cfg.simulation.max_pool.if_spatial_avg = True
+    cfg.simulation.output = "membrane"
+    net = lower_model(clean_graph(m)[0], cfg)
+    x = np.array([[[[1.0, 0.5], [0.0, 0.0]]]], np.float32)
+    r = net.simulate(x, 80, device="cpu")
+    assert r.outputs[0, 0] / 80 == pytest.approx(0.375, abs=1 / 40)
+    cfg.simulation.max_pool.if_spatial_avg = False  # the gate: the max rate, 1
+    r = lower_model(clean_graph(m)[0], cfg).simulate(x, 80, device="cpu")
+    assert r.outputs[0, 0] / 80 == pytest.approx(1.0, abs=1 / 40)

@@ -63,17 +63,35 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto]) -> ModelInfo:
     if not tt.HasField("shape") or len(tt.shape.dim) < 2:
         raise Onnx2SnnError(f"{label}: input {inp.name!r} must have a known shape (batch, ...) of rank >= 2")
     dims = tt.shape.dim
+    if dims[0].HasField("dim_value"):
+        # A fixed batch size (often 1 from a trace) would stop batched calibration and simulation:
+        # make it dynamic in our copy; shape inference below says if the graph depends on it.
+        _make_batch_dynamic(model, inp.name)
+        try:
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        except Exception as e:
+            raise Onnx2SnnError(f"{label}: input {inp.name!r} has a fixed batch size {dims[0].dim_value} that the "
+                                f"graph depends on ({_first_line(e)}); export with a dynamic batch dimension") from None
+        dims = next(i for i in model.graph.input if i.name == inp.name).type.tensor_type.shape.dim
     sample = []
     for i, d in enumerate(dims[1:], start=1):
         if not d.HasField("dim_value"):
             raise Onnx2SnnError(f"{label}: input {inp.name!r} dimension {i} is dynamic ({d.dim_param or '?'}); "
                                 "only the batch dimension may be")
         sample.append(d.dim_value)
-    if dims[0].HasField("dim_value") and dims[0].dim_value != 1:
-        # A fixed batch > 1 would force every calibration batch to that size; accept it but warn via name.
-        pass
     outputs = tuple(o.name for o in model.graph.output)
     return ModelInfo(model, inp.name, tuple(sample), outputs, sha, name)
+
+
+def _make_batch_dynamic(model: onnx.ModelProto, input_name: str) -> None:
+    """Set the first dimension of the input and of every output to a symbolic 'N'."""
+    del model.graph.value_info[:]  # inferred again from the dynamic input
+    for vi in list(model.graph.input) + list(model.graph.output):
+        if vi.name == input_name or vi in model.graph.output:
+            shape = vi.type.tensor_type.shape
+            if len(shape.dim):
+                shape.dim[0].Clear()
+                shape.dim[0].dim_param = "N"
 
 
 def _first_line(e: Exception) -> str:
