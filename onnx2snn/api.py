@@ -25,7 +25,7 @@ from .graph import clean_graph, load_model
 from .graph.annotate import KEY_CONFIG, KEY_LAYERS, annotate, read_metadata
 from .graph.view import GraphView
 from .lower import check_supported, lower_model
-from .normalize import LayerScale, apply_scales, assign_scales, plan_layers
+from .normalize import LayerScale, Plan, apply_scales, assign_scales, plan_layers
 from .snn.network import SimulationResult, SpikingNetwork
 from .verify import verify
 
@@ -36,6 +36,7 @@ class Conversion:
     snn_model: onnx.ModelProto          # the annotated, rescaled graph (write with ``save``)
     network: SpikingNetwork             # the torch SNN lowered from it
     layers: List[LayerScale]            # λ_pre, λ and the statistic per weighted layer
+    plan: Plan                          # tensor scales, Add factors, Clip bounds
     stats: Dict[str, TensorStats]       # calibration statistics per activation tensor
     config: Config
     source: onnx.ModelProto             # the original model (shape-inferred copy)
@@ -75,26 +76,27 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     cleaned, passes = clean_graph(info.model)
     view = GraphView(cleaned)
     check_supported(view, label)
-    layers = plan_layers(view)
+    plan = plan_layers(view)
     timings["clean"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    tensors = [l.stat_tensor for l in layers if l.stat_tensor is not None]
     cb = (lambda n: progress("calibrate", n, len(x))) if progress else None
-    stats = collect_stats(cleaned, info.input_name, tensors, x, config.parser.percentile, config.batch_size, cb)
+    stats = collect_stats(cleaned, info.input_name, plan.stat_tensors, x, config.parser.percentile,
+                          config.batch_size, cb)
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    assign_scales(view, layers, stats, config.parser.robust_norm)
-    edited = apply_scales(cleaned, layers)
-    verification = verify(info.model, cleaned, edited, info.input_name, layers, x)
+    assign_scales(view, plan, stats, config.parser.robust_norm)
+    edited = apply_scales(cleaned, plan)
+    verification = verify(info.model, cleaned, edited, info.input_name, plan, x)
+    layers = plan.layers
     timings["normalise+verify"] = time.perf_counter() - t
 
     snn_model = annotate(edited, layers, config.to_json(), info.sha256, __version__)
     network = lower_model(snn_model, config)
     network.layer_scales = layers
     timings["total"] = time.perf_counter() - t0
-    return Conversion(snn_model, network, layers, stats, config, info.model, info.input_name, info.sample_shape, passes,
+    return Conversion(snn_model, network, layers, plan, stats, config, info.model, info.input_name, info.sample_shape, passes,
                       verification, timings)
 
 

@@ -1,29 +1,42 @@
 """Data-based normalisation: rescale each weighted layer so its ReLU output is at most 1.
 
-For a weighted layer (Conv, Gemm) with input at scale λ_in and output activation statistic λ_out
-(max, or p-th percentile with robust normalisation):
+Every tensor t of the edited graph equals the original tensor divided by its *scale* s_t, an
+array broadcastable to the tensor's per-sample shape: a scalar for most tensors, per channel after
+a Concat of branches normalised apart, per feature after a Flatten of those. For a weighted layer
+(Conv, Gemm) with input scale s_in and output activation statistic λ (max, or p-th percentile with
+robust normalisation):
 
-    W <- W · λ_in / λ_out,    b <- b / λ_out
+    W[o, i] <- W[o, i] · s_in[i] / λ,    b <- b / λ
 
 ReLU networks are positively homogeneous, so the rescaled graph computes exactly the original
-activations divided by λ_out at every normalised layer (``verify.py`` checks this). Which tensor
-gives a layer's λ_out: the output of the first ReLU reached through scale-preserving ops
-(pooling, reshapes), or the graph output for the output layer; otherwise the layer keeps its
-input's scale (λ_out = λ_in).
+activations divided by λ at every normalised layer (``verify.py`` checks this).
+
+Which tensor gives a layer's λ: the output of the first ReLU/Clip reached through scale-preserving
+ops (pooling, reshapes) and residual Adds, or the graph output for the output layer; otherwise
+the layer keeps its input's (largest) scale. Branches that merge:
+
+* Add: every input must arrive at the scale of the Add's output (its ReLU's λ). A weighted layer
+  that feeds it gets that λ directly; any other input (an identity shortcut) is multiplied by
+  s_in/λ — a synaptic factor, so spikes stay binary;
+* Concat: no common scale needed — the output scale is the inputs' scales side by side, and the
+  next weighted layer takes it per input channel.
 """
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from .calibrate import TensorStats
+from .errors import Onnx2SnnError
 from .graph.view import GraphView
 from .lower.registry import HANDLERS
+
+ACTIVATIONS = ("Relu", "Clip")
 
 
 @dataclass
@@ -32,8 +45,8 @@ class LayerScale:
     op: str
     input: str                  # its data input
     output: str                 # its output tensor
-    stat_tensor: Optional[str]  # tensor whose statistic sets λ_out (None: inherits λ_in)
-    lambda_in: float = 1.0
+    stat_tensor: Optional[str]  # tensor whose statistic sets λ (None: keeps its input's scale)
+    lambda_in: Union[float, List[float]] = 1.0   # scalar, or per input channel/feature
     lambda_out: float = 1.0
     statistic: str = ""         # e.g. "p99.9 of relu3_out" or "inherited"
 
@@ -41,16 +54,34 @@ class LayerScale:
         return asdict(self)
 
 
-def plan_layers(view: GraphView) -> List[LayerScale]:
+@dataclass
+class Plan:
+    """What normalisation will do: λ per weighted layer, synaptic factors on Add inputs, Clip bounds."""
+    layers: List[LayerScale]
+    merge_stats: Dict[str, Optional[str]] = field(default_factory=dict)    # Add node -> stat tensor
+    scales: Dict[str, np.ndarray] = field(default_factory=dict)            # tensor -> scale array
+    factors: List[Tuple[str, int, np.ndarray]] = field(default_factory=list)  # (Add node, input, s_in/λ)
+    clips: Dict[str, float] = field(default_factory=dict)                  # Clip node -> new max
+
+    @property
+    def stat_tensors(self) -> List[str]:
+        names = [l.stat_tensor for l in self.layers] + list(self.merge_stats.values())
+        return list(dict.fromkeys(t for t in names if t is not None))
+
+
+def plan_layers(view: GraphView) -> Plan:
     """The weighted layers in topological order, each with the tensor that will set its scale."""
-    layers = []
+    layers, merges = [], {}
     for node in view.nodes:
         handler = HANDLERS.get(node.op_type)
-        if handler is None or handler.scale != "weighted":
+        if handler is None:
             continue
-        layers.append(LayerScale(node.name, node.op_type, view.data_inputs(node)[0], node.output[0],
-                                 _stat_tensor(view, node.output[0])))
-    return layers
+        if handler.scale == "weighted":
+            layers.append(LayerScale(node.name, node.op_type, view.data_inputs(node)[0], node.output[0],
+                                     _stat_tensor(view, node.output[0])))
+        elif node.op_type == "Add":
+            merges[node.name] = _stat_tensor(view, node.output[0])
+    return Plan(layers, merges)
 
 
 def _stat_tensor(view: GraphView, tensor: str) -> Optional[str]:
@@ -61,56 +92,167 @@ def _stat_tensor(view: GraphView, tensor: str) -> Optional[str]:
         if len(consumers) != 1:
             return None
         (node,) = consumers
-        if node.op_type == "Relu":
+        if node.op_type in ACTIVATIONS:
             return node.output[0]
         handler = HANDLERS.get(node.op_type)
-        if handler is None or handler.scale != "preserve":
+        if handler is None or not (handler.scale in ("preserve", "transform") or node.op_type == "Add"):
             return None
         tensor = node.output[0]
 
 
-def assign_scales(view: GraphView, layers: List[LayerScale], stats: Dict[str, TensorStats],
-                  robust: bool) -> List[LayerScale]:
-    """Fill in λ_in and λ_out, propagating scales through the graph in topological order."""
-    by_node = {l.node: l for l in layers}
-    scale = {view.input_name: 1.0}
-    for node in view.nodes:
-        data = view.data_inputs(node)
-        lam_in = scale.get(data[0], 1.0) if data else 1.0
-        layer = by_node.get(node.name)
-        if layer is None:
-            for out in node.output:
-                scale[out] = lam_in
-            continue
-        layer.lambda_in = lam_in
-        if layer.stat_tensor is None:
-            layer.lambda_out, layer.statistic = lam_in, "inherited"
-        else:
-            s = stats[layer.stat_tensor]
-            lam, kind = (s.percentile, f"p{s.p:g}") if robust else (s.max, "max")
-            if not lam > 0:  # a layer that never fired on the calibration data
-                lam, kind = (s.max, "max") if s.max > 0 else (1.0, "none (all activations <= 0)")
-            layer.lambda_out, layer.statistic = float(lam), f"{kind} of {layer.stat_tensor}"
-        scale[node.output[0]] = layer.lambda_out
-    return layers
+# --- scale arrays -----------------------------------------------------------------------------
 
+def compress(s: np.ndarray) -> np.ndarray:
+    """Shrink every axis along which ``s`` is constant to length 1."""
+    for axis in range(s.ndim):
+        if s.shape[axis] > 1 and np.all(s == np.take(s, [0], axis=axis)):
+            s = np.take(s, [0], axis=axis)
+    return s
+
+
+def uniform(value: float, rank: int) -> np.ndarray:
+    return np.full((1,) * rank, float(value))
+
+
+def _sample_shape(view: GraphView, tensor: str) -> Tuple[int, ...]:
+    shape = view.sample_shape(tensor)
+    if shape is None:
+        raise Onnx2SnnError(f"the shape of tensor {tensor!r} is unknown after shape inference; "
+                            "export the model with static shapes (except the batch dimension)")
+    return shape
+
+
+def _full(s: np.ndarray, shape) -> np.ndarray:
+    return np.broadcast_to(s, shape)
+
+
+def _channel_vector(s: np.ndarray, shape, what: str) -> np.ndarray:
+    """The per-channel (axis 0 of the per-sample shape) values of a scale; it must not vary
+    spatially."""
+    c = compress(s)
+    if any(d != 1 for d in c.shape[1:]):
+        raise Onnx2SnnError(f"{what}: the input's scale varies across spatial positions; cannot normalise")
+    return np.broadcast_to(c.reshape(-1), (shape[0],)) if c.ndim else np.full(shape[0], float(c))
+
+
+# --- assigning scales --------------------------------------------------------------------------
+
+def assign_scales(view: GraphView, plan: Plan, stats: Dict[str, TensorStats], robust: bool) -> Plan:
+    """Fill in λ per layer, the scale of every tensor, the Add factors and Clip bounds."""
+    by_node = {l.node: l for l in plan.layers}
+    scale = plan.scales
+    scale[view.input_name] = uniform(1.0, len(_sample_shape(view, view.input_name)))
+
+    def statistic(tensor: str) -> Tuple[float, str]:
+        s = stats[tensor]
+        lam, kind = (s.percentile, f"p{s.p:g}") if robust else (s.max, "max")
+        if not lam > 0:  # never active on the calibration data
+            lam, kind = (s.max, "max") if s.max > 0 else (1.0, "none (all activations <= 0)")
+        return float(lam), f"{kind} of {tensor}"
+
+    for node in view.nodes:
+        if node.op_type == "Constant":
+            continue
+        data = view.data_inputs(node)
+        ins = [scale[t] for t in data]
+        out = node.output[0]
+        out_rank = len(_sample_shape(view, out))
+        kind = HANDLERS[node.op_type].scale
+        layer = by_node.get(node.name)
+        if layer is not None:
+            in_shape = _sample_shape(view, data[0])
+            if node.op_type == "Gemm":
+                lam_in = _full(ins[0], in_shape).reshape(-1)
+            else:
+                lam_in = _channel_vector(ins[0], in_shape, f"{node.name} ({node.op_type})")
+            if layer.stat_tensor is None:
+                layer.lambda_out, layer.statistic = float(np.max(lam_in)), "inherited"
+            else:
+                layer.lambda_out, layer.statistic = statistic(layer.stat_tensor)
+            layer.lambda_in = float(lam_in[0]) if np.all(lam_in == lam_in[0]) else lam_in.tolist()
+            scale[out] = uniform(layer.lambda_out, out_rank)
+        elif node.op_type == "Add":
+            stat = plan.merge_stats.get(node.name)
+            target = uniform(statistic(stat)[0], out_rank) if stat else compress(ins[0])
+            for i, (t, s) in enumerate(zip(data, ins)):
+                if not np.allclose(_full(s, _sample_shape(view, t)), np.broadcast_to(target, _sample_shape(view, t)),
+                                   rtol=1e-7, atol=0):
+                    plan.factors.append((node.name, list(node.input).index(t), compress(s / target)))
+            scale[out] = target
+        elif node.op_type == "Concat":
+            axis = _positive_axis(view, node) - 1
+            parts = [_full(s, _sample_shape(view, t)) for t, s in zip(data, ins)]
+            scale[out] = compress(np.concatenate(parts, axis=axis))
+        elif kind == "preserve":
+            scale[out] = ins[0]
+            if node.op_type == "Clip":
+                bound = _clip_max(view, node)
+                if bound is not None:
+                    c = compress(ins[0])
+                    if c.size != 1:
+                        raise Onnx2SnnError(f"{node.name} (Clip): its input's scale varies per channel; cannot rescale the bound")
+                    plan.clips[node.name] = bound / float(c.reshape(-1)[0])
+        elif kind == "transform":
+            full = np.ascontiguousarray(_full(ins[0], _sample_shape(view, data[0])))
+            scale[out] = compress(HANDLERS[node.op_type].transform(node, view, full))
+        else:
+            raise RuntimeError(f"no scale rule for {node.op_type} ({node.name})")
+    return plan
+
+
+def _positive_axis(view: GraphView, node) -> int:
+    axis = view.attrs(node).get("axis", 0)
+    return axis + len(view.shapes[node.output[0]]) if axis < 0 else axis
+
+
+def _clip_max(view: GraphView, node) -> Optional[float]:
+    if len(node.input) > 2 and node.input[2]:
+        return float(view.const(node.input[2]))
+    a = view.attrs(node)
+    return float(a["max"]) if "max" in a else None
+
+
+# --- applying them -----------------------------------------------------------------------------
 
 _fresh = itertools.count()
 
 
-def apply_scales(model: onnx.ModelProto, layers: List[LayerScale]) -> onnx.ModelProto:
-    """A copy of ``model`` with each weighted layer's initializers rescaled (new initializers:
-    the originals may be shared)."""
+def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
+    """A copy of ``model`` with each weighted layer's initializers rescaled (new initializers: the
+    originals may be shared), a Mul before each Add input that needs a factor, Clip bounds moved."""
     graph = gs.import_onnx(model)
     nodes = {n.name: n for n in graph.nodes}
-    for layer in layers:
+    for layer in plan.layers:
         node = nodes[layer.node]
-        w = node.inputs[1].values.astype(np.float64) * (layer.lambda_in / layer.lambda_out)
-        node.inputs[1] = gs.Constant(f"{node.name}.weight.snn{next(_fresh)}", w.astype(np.float32))
+        w = node.inputs[1].values.astype(np.float64)
+        lam_in = np.asarray(layer.lambda_in, np.float64)
+        if lam_in.ndim and node.op == "Conv":
+            groups = node.attrs.get("group", 1)
+            cout, cin_g = w.shape[:2]
+            index = (np.arange(cout)[:, None] // (cout // groups)) * cin_g + np.arange(cin_g)[None, :]
+            lam_in = lam_in[index].reshape(cout, cin_g, *([1] * (w.ndim - 2)))
+        elif lam_in.ndim:  # Gemm, W (out, in)
+            lam_in = lam_in[None, :]
+        node.inputs[1] = gs.Constant(f"{node.name}.weight.snn{next(_fresh)}", (w * lam_in / layer.lambda_out).astype(np.float32))
         if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
             b = node.inputs[2].values.astype(np.float64) / layer.lambda_out
             node.inputs[2] = gs.Constant(f"{node.name}.bias.snn{next(_fresh)}", b.astype(np.float32))
-    graph.cleanup()
+    for add_name, index, factor in plan.factors:
+        add = nodes[add_name]
+        src = add.inputs[index]
+        scaled = gs.Variable(f"{src.name}.x{next(_fresh)}", dtype=np.float32)
+        graph.nodes.append(gs.Node("Mul", f"{add_name}/factor{index}",
+                                   inputs=[src, gs.Constant(f"{add_name}.factor{index}.{next(_fresh)}",
+                                                            factor.astype(np.float32))],
+                                   outputs=[scaled]))
+        add.inputs[index] = scaled
+    for clip_name, bound in plan.clips.items():
+        clip = nodes[clip_name]
+        if len(clip.inputs) > 2:
+            clip.inputs[2] = gs.Constant(f"{clip_name}.max.snn{next(_fresh)}", np.array(bound, np.float32))
+        else:
+            clip.attrs["max"] = float(bound)
+    graph.cleanup().toposort()
     out = gs.export_onnx(graph)
     out.ir_version = model.ir_version
     return onnx.shape_inference.infer_shapes(out)

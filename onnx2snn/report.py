@@ -6,6 +6,8 @@ from typing import List
 
 import numpy as np
 
+from .graph.annotate import format_scale
+
 
 def summary_line(ann_acc: float, snn_acc: float) -> str:
     diff = 100 * (ann_acc - snn_acc)
@@ -17,7 +19,7 @@ def layer_table(layers: List) -> str:
     """One row per weighted layer: op, λ_pre, λ and the statistic λ came from."""
     rows = [("layer", "op", "lambda_pre", "lambda", "from")]
     for l in layers:
-        rows.append((l.node, l.op, f"{l.lambda_in:.4g}", f"{l.lambda_out:.4g}", l.statistic))
+        rows.append((l.node, l.op, format_scale(l.lambda_in), f"{l.lambda_out:.4g}", l.statistic))
     return _table(rows)
 
 

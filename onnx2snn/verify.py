@@ -1,28 +1,30 @@
 """Check with onnxruntime that the normalised graph is the original one up to the known scales."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 import onnx
 
 from .calibrate import run
 from .errors import VerificationError
-from .normalize import LayerScale
+from .normalize import Plan
 
 TOLERANCE = 1e-4
 
 
 def verify(original: onnx.ModelProto, cleaned: onnx.ModelProto, edited: onnx.ModelProto, input_name: str,
-           layers: List[LayerScale], x: np.ndarray, max_samples: int = 256) -> Dict[str, float]:
+           plan: Plan, x: np.ndarray, max_samples: int = 256) -> Dict[str, float]:
     """Relative error max|edited·λ − original| / max|original| per normalised tensor, in graph
     order; raises ``VerificationError`` naming the first tensor above ``TOLERANCE``.
 
     Tensors are compared against the original model where it has them (every ReLU output and the
     graph output keep their names through the passes), else against the cleaned graph."""
     x = np.asarray(x[:max_samples])
-    checks = [(l.stat_tensor, l) for l in layers if l.stat_tensor is not None]
-    names = [t for t, _ in checks]
+    owner = {name: tensor for name, tensor in plan.merge_stats.items() if tensor}
+    owner = {t: f"{n} (Add)" for n, t in owner.items()}
+    owner.update({l.stat_tensor: f"{l.node} ({l.op})" for l in plan.layers if l.stat_tensor})
+    names = plan.stat_tensors
     original_names = _tensor_names(original)
     from_original = [t for t in names if t in original_names]
     from_cleaned = [t for t in names if t not in original_names]
@@ -31,15 +33,16 @@ def verify(original: onnx.ModelProto, cleaned: onnx.ModelProto, edited: onnx.Mod
         reference.update(zip(from_cleaned, run(cleaned, input_name, x, from_cleaned)))
     got = dict(zip(names, run(edited, input_name, x, names)))
     errors = {}
-    for tensor, layer in checks:
+    for tensor in names:
         ref = reference[tensor]
-        err = float(np.max(np.abs(got[tensor].astype(np.float64) * layer.lambda_out - ref)) /
+        scale = plan.scales[tensor]
+        err = float(np.max(np.abs(got[tensor].astype(np.float64) * scale[None] - ref)) /
                     max(float(np.max(np.abs(ref))), 1e-12))
         errors[tensor] = err
         if not err <= TOLERANCE:
             raise VerificationError(
-                f"verification failed at layer {layer.node} ({layer.op}), tensor {tensor!r}: relative error "
-                f"{err:.3g} > {TOLERANCE:g} between the normalised graph (×λ={layer.lambda_out:.6g}) and the original")
+                f"verification failed at layer {owner[tensor]}, tensor {tensor!r}: relative error {err:.3g} > "
+                f"{TOLERANCE:g} between the normalised graph (×λ={float(np.max(scale)):.6g}) and the original")
     return errors
 
 

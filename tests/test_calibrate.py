@@ -64,7 +64,7 @@ def test_verification_names_first_layer_that_differs():
     x = np.random.default_rng(4).normal(size=(12, 1, 8, 8)).astype(np.float32)
     conv = convert(m, x)
     cleaned, _ = clean_graph(m)
-    conv.layers[0].lambda_out *= 1.01  # a scale the edited graph does not have
+    conv.plan.scales["r1"] = conv.plan.scales["r1"] * 1.01  # a scale the edited graph does not have
     with pytest.raises(VerificationError, match=r"layer conv1 \(Conv\), tensor 'r1'") as e:
-        verify(m, cleaned, conv.snn_model, "x", conv.layers, x)
+        verify(m, cleaned, conv.snn_model, "x", conv.plan, x)
     assert e.value.exit_code == 3

@@ -27,10 +27,11 @@ def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha2
         layer = by_name.get(node.name)
         if layer is None:
             continue
-        node.doc_string = (f"onnx2snn: W <- W*lambda_pre/lambda, b <- b/lambda with lambda_pre={layer.lambda_in:.6g}, "
+        node.doc_string = (f"onnx2snn: W <- W*lambda_pre/lambda, b <- b/lambda with lambda_pre={format_scale(layer.lambda_in)}, "
                            f"lambda={layer.lambda_out:.6g} ({layer.statistic})")
         del node.metadata_props[:]
-        for k, v in (("onnx2snn.lambda_pre", f"{layer.lambda_in:.9g}"),
+        pre = json.dumps(layer.lambda_in) if isinstance(layer.lambda_in, list) else f"{layer.lambda_in:.9g}"
+        for k, v in (("onnx2snn.lambda_pre", pre),
                      ("onnx2snn.lambda", f"{layer.lambda_out:.9g}"),
                      ("onnx2snn.statistic", layer.statistic)):
             node.metadata_props.add(key=k, value=v)
@@ -44,6 +45,13 @@ def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha2
     out.doc_string = ("Rate-coded SNN by onnx2snn: a rescaled ANN in which every ReLU becomes IF neurons with "
                       "threshold 1. onnxruntime runs it as the rescaled ANN; onnx2snn.load() rebuilds the SNN.")
     return out
+
+
+def format_scale(value) -> str:
+    """A scalar, or 'per channel min–max' for a vector of scales."""
+    if isinstance(value, list):
+        return f"per channel {min(value):.4g}-{max(value):.4g}"
+    return f"{value:.4g}"
 
 
 def read_metadata(model: onnx.ModelProto) -> dict:

@@ -3,7 +3,15 @@
 Each pass takes and returns a ``gs.Graph``; ``clean_graph`` runs them in order and records the op
 counts after each (Polygraphy-style), so the report can say what changed.
 
-  fold constants  ->  drop Dropout/Identity  ->  canonicalise Gemm/Conv  ->  absorb BatchNorm
+  fold constants -> drop Dropout/Identity -> drop the output Softmax -> batch-size shape arithmetic
+  -> MatMul+Add to Gemm -> canonicalise Gemm/Conv -> per-channel affine ops to BatchNorm
+  -> merge BatchNorms -> absorb BatchNorm into Conv/Gemm -> remaining BatchNorm to a depthwise Conv
+
+Per-channel affine ops (Mul/Add/Sub/Div by a constant, as input normalisation and standalone biases
+are written) all become BatchNormalization (γ = scale, β = shift, mean 0, var 1, ε 0), so one
+absorption rule folds them into the Conv/Gemm before them, and what is left is one kind of node:
+a per-channel affine, lowered as a depthwise 1×1 Conv (or a diagonal Gemm) that normalisation
+treats as any other weighted layer.
 """
 from __future__ import annotations
 
@@ -31,11 +39,19 @@ def clean_graph(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, List[dict]]:
     history = [{"pass": "input", "ops": _op_counts(graph)}]
     for name, fn in (("fold constants", fold_constants),
                      ("drop Dropout/Identity", drop_passthrough),
+                     ("drop output Softmax/LogSoftmax", drop_output_softmax),
+                     ("batch-size shape arithmetic", batch_shape_reshape),
+                     ("MatMul+Add to Gemm", matmul_add_to_gemm),
                      ("canonicalise Gemm/Conv", canonicalise_linear),
-                     ("absorb BatchNormalization", absorb_batchnorm)):
+                     ("affine ops to BatchNormalization", affine_to_batchnorm),
+                     ("merge consecutive BatchNormalization", merge_batchnorms),
+                     ("absorb BatchNormalization", absorb_batchnorm),
+                     ("remaining BatchNormalization to depthwise Conv", batchnorm_to_linear)):
+        before = {n.name for n in graph.nodes}
         graph = fn(graph)
         graph.cleanup().toposort()
-        history.append({"pass": name, "ops": _op_counts(graph)})
+        removed = sorted(before - {n.name for n in graph.nodes})
+        history.append({"pass": name, "ops": _op_counts(graph), "removed": removed})
         log.info("%s: %s", name, history[-1]["ops"])
     out = gs.export_onnx(graph)
     out.ir_version = model.ir_version
@@ -83,6 +99,79 @@ def drop_passthrough(graph: gs.Graph) -> gs.Graph:
     return graph
 
 
+def drop_output_softmax(graph: gs.Graph) -> gs.Graph:
+    """Softmax/LogSoftmax producing the graph output keep the argmax: drop them, the logits become
+    the output (and keep their own name, which the original graph also has)."""
+    for node in [n for n in graph.nodes if n.op in ("Softmax", "LogSoftmax")]:
+        out = node.outputs[0]
+        src = node.inputs[0]
+        if out in graph.outputs and len(out.outputs) == 0 and src.inputs and src not in graph.outputs:
+            graph.outputs[graph.outputs.index(out)] = src
+            node.inputs.clear()
+            node.outputs.clear()
+    return graph
+
+
+def batch_shape_reshape(graph: gs.Graph) -> gs.Graph:
+    """``x.view(x.size(0), -1)`` exports as Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1])),
+    which constant folding cannot fold with a dynamic batch. Its first element is the batch size,
+    i.e. ONNX Reshape's 0 ("copy this dimension"): replace the shape by the constant [0, ...]."""
+    for node in [n for n in graph.nodes if n.op == "Reshape"]:
+        shape = node.inputs[1]
+        if _is_const(shape) or not shape.inputs or shape.inputs[0].op != "Concat":
+            continue
+        parts = shape.inputs[0].inputs
+        if not parts or not _is_batch_size(parts[0]) or not all(_is_const(p) for p in parts[1:]):
+            continue
+        rest = [int(v) for p in parts[1:] for v in np.asarray(p.values).reshape(-1)]
+        node.inputs[1] = gs.Constant(f"{node.name}.shape.{next(_fresh)}", np.array([0, *rest], np.int64))
+    return graph
+
+
+def _is_batch_size(t) -> bool:
+    """Is ``t`` dimension 0 of some tensor's Shape (through Unsqueeze/Squeeze/Cast)?"""
+    while t.inputs and t.inputs[0].op in ("Unsqueeze", "Squeeze", "Cast"):
+        t = t.inputs[0].inputs[0]
+    if not t.inputs:
+        return False
+    node = t.inputs[0]
+    if node.op == "Gather" and node.inputs[0].inputs and node.inputs[0].inputs[0].op == "Shape":
+        return _is_const(node.inputs[1]) and np.asarray(node.inputs[1].values).reshape(-1).tolist() == [0]
+    if node.op == "Slice" and node.inputs[0].inputs and node.inputs[0].inputs[0].op == "Shape":
+        s, e = node.inputs[1:3]
+        return (_is_const(s) and _is_const(e) and np.asarray(s.values).tolist() in ([0], 0)
+                and np.asarray(e.values).tolist() in ([1], 1))
+    if node.op == "Shape":
+        return node.attrs.get("start", 0) == 0 and node.attrs.get("end", None) == 1
+    return False
+
+
+def matmul_add_to_gemm(graph: gs.Graph) -> gs.Graph:
+    """MatMul(X (N,K), W const (K,M)) [+ Add(const (M,) or (1,M))], as tf2onnx and the dynamo exporter
+    write dense layers, becomes Gemm(X, Wᵀ, b, transB=1)."""
+    for node in [n for n in graph.nodes if n.op == "MatMul"]:
+        x, w = node.inputs
+        if not _is_const(w) or w.values.ndim != 2 or x.shape is None or len(x.shape) != 2:
+            continue
+        out = node.outputs[0]
+        bias = np.zeros(w.values.shape[1], np.float32)
+        add = out.outputs[0] if len(out.outputs) == 1 and out not in graph.outputs else None
+        if add is not None and add.op == "Add":
+            other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+            if _is_const(other) and np.asarray(other.values).size in (1, bias.size):
+                bias = np.broadcast_to(np.asarray(other.values, np.float32).reshape(-1), bias.shape).copy()
+                out = add.outputs[0]
+                add.inputs.clear()
+                add.outputs.clear()
+        gemm = gs.Node("Gemm", node.name, attrs={"transB": 1},
+                       inputs=[x, _const(node, "weight", np.ascontiguousarray(w.values.T.astype(np.float32))),
+                               _const(node, "bias", bias)], outputs=[out])
+        node.inputs.clear()
+        node.outputs.clear()
+        graph.nodes.append(gemm)
+    return graph
+
+
 def canonicalise_linear(graph: gs.Graph) -> gs.Graph:
     """Bring every Gemm with constant weights to Y = X·Wᵀ + b (transB=1, alpha=beta=1, b of shape
     (N,)) and give every Conv with constant weights a bias, so later passes see one form."""
@@ -111,7 +200,8 @@ def canonicalise_linear(graph: gs.Graph) -> gs.Graph:
 
 def absorb_batchnorm(graph: gs.Graph) -> gs.Graph:
     """Fold BatchNormalization into the Conv/Gemm that feeds it alone:
-    W̄ = γ/σ·W, b̄ = γ/σ·(b − μ) + β with σ = sqrt(var + ε)."""
+    W̄ = γ/σ·W, b̄ = γ/σ·(b − μ) + β with σ = sqrt(var + ε). Repeated BN→BN chains were merged
+    before, so one sweep suffices."""
     for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
         x = bn.inputs[0]
         if len(x.inputs) != 1 or len(x.outputs) != 1 or x in graph.outputs:
@@ -125,20 +215,116 @@ def absorb_batchnorm(graph: gs.Graph) -> gs.Graph:
             continue  # training-mode statistics are consumed
         if not all(_is_const(t) for t in bn.inputs[1:5]):
             continue
-        gamma, beta, mean, var = (t.values.astype(np.float64) for t in bn.inputs[1:5])
-        scale = gamma / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+        scale, shift = _bn_affine(bn)
         w = producer.inputs[1].values.astype(np.float64)
         b = producer.inputs[2].values.astype(np.float64)
         if w.shape[0] != scale.shape[0]:
             continue
         w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
-        b = (b - mean) * scale + beta
+        b = b * scale + shift
         # New constants, never edited in place: an initializer may be shared with another node.
         producer.inputs[1] = _const(producer, "weight", w.astype(np.float32))
         producer.inputs[2] = _const(producer, "bias", b.astype(np.float32))
         producer.outputs[0] = bn.outputs[0]
         bn.inputs.clear()
         bn.outputs.clear()
+    return graph
+
+
+def affine_to_batchnorm(graph: gs.Graph) -> gs.Graph:
+    """x·c, c·x, x+c, c+x, x−c, c−x, x/c with a constant c that is the same for every position of a
+    channel (axis 1) become BatchNormalization(γ, β, mean=0, var=1, ε=0)."""
+    for node in [n for n in graph.nodes if n.op in ("Mul", "Add", "Sub", "Div")]:
+        a, b = node.inputs
+        if _is_const(a) == _is_const(b) or (node.op == "Div" and _is_const(a)):
+            continue
+        x, c = (b, a) if _is_const(a) else (a, b)
+        if x.shape is None or len(x.shape) < 2 or not isinstance(x.shape[1], int):
+            continue
+        channel = _per_channel(np.asarray(c.values, np.float64), x.shape)
+        if channel is None:
+            continue
+        ones = np.ones_like(channel)
+        gamma, beta = {"Mul": (channel, 0 * ones), "Add": (ones, channel), "Div": (1 / channel, 0 * ones),
+                       "Sub": (-ones, channel) if _is_const(a) else (ones, -channel)}[node.op]
+        params = [_const(node, role, v.astype(np.float32)) for role, v in
+                  (("gamma", gamma), ("beta", beta), ("mean", 0 * ones), ("var", ones))]
+        bn = gs.Node("BatchNormalization", node.name, attrs={"epsilon": 0.0}, inputs=[x, *params],
+                     outputs=list(node.outputs))
+        node.inputs.clear()
+        node.outputs.clear()
+        graph.nodes.append(bn)
+    return graph
+
+
+def _per_channel(c: np.ndarray, shape) -> "np.ndarray | None":
+    """The per-channel vector of constant ``c`` broadcast against a tensor of ``shape`` (N, C, ...),
+    or None if ``c`` varies along another axis (or broadcasting fails)."""
+    rank = len(shape)
+    if c.ndim > rank:
+        return None
+    c = c.reshape((1,) * (rank - c.ndim) + c.shape)
+    if c.shape[0] != 1 or any(d not in (1, s) for d, s in zip(c.shape[1:], shape[1:])):
+        return None
+    if any(d != 1 for d in c.shape[2:]):
+        return None
+    return np.broadcast_to(c.reshape(-1), (shape[1],)).astype(np.float64)
+
+
+def merge_batchnorms(graph: gs.Graph) -> gs.Graph:
+    """BN₁ followed by BN₂ alone (e.g. x − mean, then / std) becomes one BN."""
+    for bn2 in [n for n in graph.nodes if n.op == "BatchNormalization"]:
+        x = bn2.inputs[0]
+        if len(x.inputs) != 1 or x.inputs[0].op != "BatchNormalization" or len(x.outputs) != 1 or x in graph.outputs:
+            continue
+        bn1 = x.inputs[0]
+        if not all(_is_const(t) for t in bn1.inputs[1:5] + bn2.inputs[1:5]):
+            continue
+        a1, c1 = _bn_affine(bn1)
+        a2, c2 = _bn_affine(bn2)
+        ones = np.ones_like(a1)
+        params = [_const(bn1, role, v.astype(np.float32)) for role, v in
+                  (("gamma", a1 * a2), ("beta", c1 * a2 + c2), ("mean", 0 * ones), ("var", ones))]
+        merged = gs.Node("BatchNormalization", bn1.name, attrs={"epsilon": 0.0}, inputs=[bn1.inputs[0], *params],
+                         outputs=list(bn2.outputs))
+        for n in (bn1, bn2):
+            n.inputs.clear()
+            n.outputs.clear()
+        graph.nodes.append(merged)
+        graph.toposort()
+    return graph
+
+
+def _bn_affine(bn: gs.Node):
+    """BatchNormalization as y = a·x + c (per channel)."""
+    gamma, beta, mean, var = (t.values.astype(np.float64) for t in bn.inputs[1:5])
+    a = gamma / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+    return a, beta - mean * a
+
+
+def batchnorm_to_linear(graph: gs.Graph) -> gs.Graph:
+    """A BatchNormalization that no Conv/Gemm could absorb (after a Concat, at the input, …) is a
+    per-channel affine: a depthwise Conv with 1×…×1 kernels (rank ≥ 3) or a diagonal Gemm (rank 2)."""
+    for bn in [n for n in graph.nodes if n.op == "BatchNormalization"]:
+        x = bn.inputs[0]
+        if x.shape is None or len(x.shape) < 2 or not all(_is_const(t) for t in bn.inputs[1:5]):
+            continue
+        if len(bn.outputs) > 1 and any(t.outputs for t in bn.outputs[1:]):
+            continue
+        a, c = _bn_affine(bn)
+        rank = len(x.shape)
+        if rank == 2:
+            node = gs.Node("Gemm", bn.name, attrs={"transB": 1},
+                           inputs=[x, _const(bn, "weight", np.diag(a).astype(np.float32)),
+                                   _const(bn, "bias", c.astype(np.float32))], outputs=[bn.outputs[0]])
+        else:
+            w = a.reshape((-1, 1) + (1,) * (rank - 2)).astype(np.float32)
+            node = gs.Node("Conv", bn.name, attrs={"group": int(a.size), "kernel_shape": [1] * (rank - 2)},
+                           inputs=[x, _const(bn, "weight", w), _const(bn, "bias", c.astype(np.float32))],
+                           outputs=[bn.outputs[0]])
+        bn.inputs.clear()
+        bn.outputs.clear()
+        graph.nodes.append(node)
     return graph
 
 

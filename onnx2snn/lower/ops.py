@@ -217,7 +217,7 @@ def _check_flatten(node, ctx):
     return None
 
 
-@register("Flatten", scale="preserve", check=_check_flatten)
+@register("Flatten", scale="transform", check=_check_flatten, transform=lambda node, view, scale: scale.reshape(-1))
 def lower_flatten(node, ctx):
     ctx.add(node, Function(lambda x: x.flatten(1), "flatten"), [node.input[0]], node.output[0],
             spikes=ctx.is_spike(node.input[0]))
@@ -245,8 +245,216 @@ def _check_reshape(node, ctx):
     return None
 
 
-@register("Reshape", scale="preserve", check=_check_reshape)
+@register("Reshape", scale="transform", check=_check_reshape, transform=lambda node, view, scale: scale.reshape(view.sample_shape(node.output[0])))
 def lower_reshape(node, ctx):
     target = _reshape_target(node, ctx)
     ctx.add(node, Function(lambda x: x.reshape(x.shape[0], *target), f"reshape to (B, {target})"),
             [node.input[0]], node.output[0], spikes=ctx.is_spike(node.input[0]))
+
+
+# --- activations with a bound -------------------------------------------------------------------
+
+def _clip_bounds(node, ctx):
+    a = ctx.view.attrs(node)
+    if len(node.input) > 1 or not a:  # opset >= 11: min and max are inputs
+        lo = ctx.view.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        hi = ctx.view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        dynamic = any(n and ctx.view.const(n) is None for n in list(node.input)[1:])
+        return (None if lo is None else float(lo)), (None if hi is None else float(hi)), dynamic
+    return a.get("min"), a.get("max"), False
+
+
+def _check_clip(node, ctx):
+    lo, hi, dynamic = _clip_bounds(node, ctx)
+    if dynamic:
+        return "Clip with non-constant bounds"
+    if lo is None or lo != 0:
+        return f"Clip with min={lo} is not a ReLU (only min=0, e.g. ReLU6, is rate-codable)"
+    return None
+
+
+@register("Clip", scale="preserve", check=_check_clip)
+def lower_clip(node, ctx):
+    # IF neurons saturate at one spike per step, i.e. at 1 ≤ max/λ: the upper bound comes free.
+    lower_relu(node, ctx)
+
+
+# --- merges -------------------------------------------------------------------------------------
+
+def _check_add(node, ctx):
+    if len(ctx.view.data_inputs(node)) != 2:
+        return "Add of an activation and a constant that varies across positions (only per-channel constants fold)"
+    return None
+
+
+@register("Add", scale="merge", check=_check_add)
+def lower_add(node, ctx):
+    # Sum of input currents (or spikes weighted by their synaptic factors): analog, not spikes.
+    ctx.add(node, Function(torch.add, "add"), list(node.input), node.output[0])
+
+
+def _check_mul(node, ctx):
+    data = ctx.view.data_inputs(node)
+    if len(data) != 1:
+        return "Mul of two activations is not rate-codable"
+    const = next(ctx.view.const(i) for i in node.input if i not in data)
+    shape = ctx.view.sample_shape(data[0])
+    if shape is None or const.ndim > len(shape) or any(d not in (1, s) for d, s in zip(const.shape[::-1], shape[::-1])):
+        return "Mul by a constant that does not broadcast per sample"
+    return None
+
+
+@register("Mul", scale="factor", check=_check_mul)
+def lower_mul(node, ctx):
+    data = ctx.view.data_inputs(node)[0]
+    const = torch.from_numpy(np.array(next(ctx.view.const(i) for i in node.input if i != data), np.float32))
+    module = Function(lambda x, c=const: x * c.to(x.device), f"multiply by a {tuple(const.shape)} constant")
+    ctx.add(node, module, [data], node.output[0])
+
+
+def _concat_axis(node, ctx):
+    axis = ctx.view.attrs(node).get("axis", 0)
+    return axis + len(ctx.view.shapes[node.output[0]]) if axis < 0 else axis
+
+
+def _check_concat(node, ctx):
+    if _concat_axis(node, ctx) == 0:
+        return "Concat along the batch axis"
+    if len(ctx.view.data_inputs(node)) != len(node.input):
+        return "Concat with a constant input"
+    return None
+
+
+@register("Concat", scale="merge", check=_check_concat)
+def lower_concat(node, ctx):
+    axis = _concat_axis(node, ctx)
+    ctx.add(node, Function(lambda *xs: torch.cat(xs, dim=axis), f"concat axis={axis}"), list(node.input),
+            node.output[0], spikes=all(ctx.is_spike(i) for i in node.input))
+
+
+# --- layout ops (the scale array moves with the data) -------------------------------------------
+
+def _reshape_scale(node, view, scale):
+    return scale.reshape(view.sample_shape(node.output[0]))
+
+
+def _transpose_perm(node, ctx):
+    rank = len(ctx.view.shapes[node.input[0]])
+    return list(ctx.view.attrs(node).get("perm", list(reversed(range(rank)))))
+
+
+def _check_transpose(node, ctx):
+    if _transpose_perm(node, ctx)[0] != 0:
+        return "Transpose that moves the batch axis"
+    return None
+
+
+def _transpose_scale(node, view, scale):
+    perm = list(view.attrs(node).get("perm", list(reversed(range(scale.ndim + 1)))))
+    return scale.transpose([p - 1 for p in perm[1:]])
+
+
+@register("Transpose", scale="transform", check=_check_transpose, transform=_transpose_scale)
+def lower_transpose(node, ctx):
+    perm = _transpose_perm(node, ctx)
+    ctx.add(node, Function(lambda x: x.permute(*perm), f"permute {perm}"), [node.input[0]], node.output[0],
+            spikes=ctx.is_spike(node.input[0]))
+
+
+def _squeeze_axes(node, ctx):
+    axes = ctx.view.const(node.input[1]) if len(node.input) > 1 and node.input[1] else ctx.view.attrs(node).get("axes")
+    return None if axes is None else [int(a) for a in np.asarray(axes).reshape(-1)]
+
+
+def _check_squeeze(node, ctx):
+    if len(node.input) > 1 and node.input[1] and ctx.view.const(node.input[1]) is None:
+        return f"{node.op_type} with non-constant axes"
+    if ctx.view.sample_shape(node.output[0]) is None:
+        return f"{node.op_type} whose output shape is unknown"
+    rank = len(ctx.view.shapes[node.output[0] if node.op_type == "Unsqueeze" else node.input[0]])
+    axes = _squeeze_axes(node, ctx) or []
+    if any((a + rank if a < 0 else a) == 0 for a in axes) or (node.op_type == "Squeeze" and not axes):
+        return f"{node.op_type} of the batch axis"
+    return None
+
+
+def _lower_to_shape(node, ctx):
+    """Reshape to the (shape-inferred) per-sample output shape: right for Squeeze/Unsqueeze."""
+    target = ctx.view.sample_shape(node.output[0])
+    ctx.add(node, Function(lambda x: x.reshape(x.shape[0], *target), f"reshape to (B, {target})"),
+            [node.input[0]], node.output[0], spikes=ctx.is_spike(node.input[0]))
+
+
+register("Squeeze", scale="transform", check=_check_squeeze, transform=_reshape_scale)(_lower_to_shape)
+register("Unsqueeze", scale="transform", check=_check_squeeze, transform=_reshape_scale)(_lower_to_shape)
+
+
+def _pad_args(node, view):
+    a = view.attrs(node)
+    mode = a.get("mode", b"constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    pads = view.const(node.input[1]) if len(node.input) > 1 else np.array(a.get("pads", []))
+    value = view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.array(a.get("value", 0.0))
+    return mode, pads, value
+
+
+def _check_pad(node, ctx):
+    mode, pads, value = _pad_args(node, ctx.view)
+    if len(node.input) > 3 and node.input[3]:
+        return "Pad with axes input"
+    if pads is None or value is None:
+        return "Pad with non-constant pads or value"
+    if mode != "constant" or float(value) != 0:
+        return f"Pad mode={mode} value={float(value)}: only zero padding keeps rates proportional"
+    rank = len(pads) // 2
+    if pads[0] or pads[rank] or pads[1] or pads[rank + 1]:
+        return "Pad of the batch or channel axis"
+    return None
+
+
+def _pad_scale(node, view, scale):
+    """Padded positions are zeros, at any scale: extend the edge values; crop for negative pads."""
+    _, pads, _ = _pad_args(node, view)
+    rank = len(pads) // 2
+    begin, end = [int(p) for p in pads[1:rank]], [int(p) for p in pads[rank + 1:]]
+    scale = np.pad(scale, [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)], mode="edge")
+    return scale[tuple(slice(max(-b, 0), n - max(-e, 0)) for b, e, n in zip(begin, end, scale.shape))]
+
+
+@register("Pad", scale="transform", check=_check_pad, transform=_pad_scale)
+def lower_pad(node, ctx):
+    from ..snn.pooling import torch_pads
+    _, pads, _ = _pad_args(node, ctx.view)
+    rank = len(pads) // 2
+    spatial = [int(p) for p in list(pads[2:rank]) + list(pads[rank + 2:])]
+    ctx.add(node, Function(partial(F.pad, pad=torch_pads(spatial)), f"pad {spatial}"), [node.input[0]],
+            node.output[0], spikes=ctx.is_spike(node.input[0]))
+
+
+def _reduce_axes(node, view):
+    a = view.attrs(node)
+    axes = view.const(node.input[1]) if len(node.input) > 1 and node.input[1] else a.get("axes")
+    rank = len(view.shapes[node.input[0]])
+    if axes is None:
+        return None, rank
+    return sorted(int(x) + rank if int(x) < 0 else int(x) for x in np.asarray(axes).reshape(-1)), rank
+
+
+def _check_reduce_mean(node, ctx):
+    axes, rank = _reduce_axes(node, ctx.view)
+    if axes is None or any(x < 2 for x in axes):
+        return "ReduceMean over the batch or channel axis (only spatial axes: global average pooling)"
+    return None
+
+
+def _reduce_scale(node, view, scale):
+    axes, _ = _reduce_axes(node, view)
+    keep = view.attrs(node).get("keepdims", 1)
+    return scale.mean(axis=tuple(x - 1 for x in axes), keepdims=bool(keep))
+
+
+@register("ReduceMean", scale="transform", check=_check_reduce_mean, transform=_reduce_scale)
+def lower_reduce_mean(node, ctx):
+    axes, _ = _reduce_axes(node, ctx.view)
+    keep = bool(ctx.view.attrs(node).get("keepdims", 1))
+    _add_subsampling(node, ctx, Function(lambda x: x.mean(dim=axes, keepdim=keep), f"mean over axes {axes}"))

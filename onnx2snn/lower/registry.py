@@ -4,8 +4,13 @@ Each handler is registered with ``@register(op, scale=...)``:
 
 * ``scale="weighted"``: a layer whose initializers are rescaled, W <- W·λ_in/λ_out, b <- b/λ_out
   (Conv, Gemm);
-* ``scale="preserve"``: output scale = input scale (ReLU, pooling, reshapes: positively
-  homogeneous ops).
+* ``scale="preserve"``: output scale = input scale (ReLU, Clip, pooling: positively homogeneous,
+  elementwise or per channel);
+* ``scale="transform"``: the scale array moves as the tensor does (Flatten, Reshape, Transpose,
+  Squeeze, Pad…): ``transform(node, view, scale)`` maps the input's scale, broadcast to its full
+  per-sample shape, to the output's;
+* ``scale="merge"``: Add and Concat, which ``normalize.py`` handles itself;
+* ``scale="factor"``: Mul by a constant, which only normalisation itself inserts (synaptic factors).
 
 ``check(node, ctx)`` returns why a node cannot be converted (or None); ``lower(node, ctx)`` adds
 the node's torch modules to the network being built. Every unsupported node of a graph is
@@ -25,6 +30,7 @@ class OpHandler:
     scale: str                          # "weighted" | "preserve"
     lower: Callable                     # (node, ctx) -> None
     check: Optional[Callable] = None    # (node, ctx) -> reason or None
+    transform: Optional[Callable] = None  # (node, view, scale) -> scale, for scale="transform"
 
 
 HANDLERS: Dict[str, OpHandler] = {}
@@ -38,13 +44,17 @@ ADVICE = {
     "Selu": "not rate-codable with IF neurons; retrain with ReLU",
     "Gelu": "not rate-codable with IF neurons; retrain with ReLU",
     "HardSigmoid": "not rate-codable with IF neurons; retrain with ReLU",
-    "BatchNormalization": "only BatchNormalization directly after a Conv/Gemm is absorbed",
+    "BatchNormalization": "BatchNormalization whose input shape is unknown; export with static shapes",
+    "PRelu": "negative slope is not rate-codable with IF neurons; retrain with ReLU",
+    "Softmax": "Softmax is only supported at the graph output (where it is dropped)",
+    "LogSoftmax": "LogSoftmax is only supported at the graph output (where it is dropped)",
+    "MatMul": "MatMul is supported only as a dense layer: 2-D input times a constant 2-D weight",
 }
 
 
-def register(op: str, scale: str, check: Optional[Callable] = None):
+def register(op: str, scale: str, check: Optional[Callable] = None, transform: Optional[Callable] = None):
     def wrap(fn):
-        HANDLERS[op] = OpHandler(op, scale, fn, check)
+        HANDLERS[op] = OpHandler(op, scale, fn, check, transform)
         return fn
     return wrap
 
