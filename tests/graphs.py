@@ -21,13 +21,13 @@ def bn_params(prefix, c, r):
             init(f"{prefix}.mean", r.normal(0, 0.5, c)), init(f"{prefix}.var", r.uniform(0.3, 2.0, c))]
 
 
-def model(nodes, inits, in_shape, out_name="y", out_shape=("N", None), extra_outputs=()):
+def model(nodes, inits, in_shape, out_name="y", out_shape=("N", None), extra_outputs=(), opset=OPSET):
     g = helper.make_graph(
         nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_shape])],
         [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, out_shape)] +
         [helper.make_tensor_value_info(o, TensorProto.FLOAT, []) for o in extra_outputs],
         inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
     onnx.checker.check_model(m)
     return m

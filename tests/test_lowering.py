@@ -47,11 +47,6 @@ def test_pooling_lowering_matches_onnxruntime(op, attrs):
     np.testing.assert_allclose(ann_outputs(cleaned, x), graphs.ort_run(m, x)[0], rtol=1e-5, atol=1e-6)
 
 
-def test_every_registered_handler_is_exercised():
-    """The handler tests above cover every op in the registry (NIR's habit: enumerate them)."""
-    covered = {"Conv", "Gemm", "Relu", "AveragePool", "MaxPool", "GlobalAveragePool", "Flatten", "Reshape"}
-    assert set(HANDLERS) <= covered, f"untested handlers: {set(HANDLERS) - covered}"
-
 
 def test_reshape_to_2d_lowering():
     from onnx import helper

@@ -276,7 +276,11 @@ def _check_clip(node, ctx):
 @register("Clip", scale="preserve", check=_check_clip)
 def lower_clip(node, ctx):
     # IF neurons saturate at one spike per step, i.e. at 1 ≤ max/λ: the upper bound comes free.
-    lower_relu(node, ctx)
+    _, hi, _ = _clip_bounds(node, ctx)
+    if ctx.ann:
+        ctx.add(node, Function(partial(torch.clamp, min=0.0, max=hi), f"clamp 0..{hi}"), [node.input[0]], node.output[0])
+    else:
+        lower_relu(node, ctx)
 
 
 # --- merges -------------------------------------------------------------------------------------

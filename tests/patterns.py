@@ -1,0 +1,180 @@
+"""One tiny graph per pattern real exporters write (issue 3), each with the input shape it takes.
+
+Every builder returns (model, per-sample input shape). Weights are random with non-zero biases;
+BN statistics are non-trivial.
+"""
+import numpy as np
+from onnx import helper, numpy_helper
+
+from graphs import bn_params, init, model, rng
+
+
+def i64(name, values):
+    return numpy_helper.from_array(np.asarray(values, np.int64), name)
+
+
+def f32(name, values):
+    return numpy_helper.from_array(np.asarray(values, np.float32), name)
+
+
+def node(op, inputs, outputs, name, **attrs):
+    return helper.make_node(op, inputs, outputs, name=name, **attrs)
+
+
+def head(r, src, features, inits, nodes, classes=4):
+    """... -> Flatten -> Gemm(classes) -> y"""
+    nodes += [node("Flatten", [src], ["flat"], "flatten"), node("Gemm", ["flat", "wh", "bh"], ["y"], "head", transB=1)]
+    inits += [init("wh", r.normal(0, 0.5, (classes, features))), init("bh", r.normal(0, 0.2, classes))]
+
+
+def depthwise_dilated_strided():
+    """x(4,9,9) -> Conv(group=4, dilation 2, stride 2, pads [0,1,1,0]) -> Relu -> Conv1x1(6) -> Relu -> GAP -> head"""
+    r = rng(10)
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], "dw", group=4, dilations=[2, 2], strides=[2, 2],
+                  kernel_shape=[3, 3], pads=[0, 1, 1, 0]),
+             node("Relu", ["c1"], ["r1"], "relu1"),
+             node("Conv", ["r1", "w2", "b2"], ["c2"], "pw", kernel_shape=[1, 1]),
+             node("Relu", ["c2"], ["r2"], "relu2"),
+             node("GlobalAveragePool", ["r2"], ["g"], "gap")]
+    inits = [init("w1", r.normal(0, 0.6, (4, 1, 3, 3))), init("b1", r.normal(0, 0.2, 4)),
+             init("w2", r.normal(0, 0.6, (6, 4, 1, 1))), init("b2", r.normal(0, 0.2, 6))]
+    head(r, "g", 6, inits, nodes)
+    return model(nodes, inits, (4, 9, 9)), (4, 9, 9)
+
+
+def conv1d_bn_maxpool():
+    """x(3,16) -> Conv1d k3 -> BN -> Relu -> MaxPool1d 2 -> head"""
+    r = rng(11)
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], "conv", kernel_shape=[3]),
+             node("BatchNormalization", ["c1", "bn.gamma", "bn.beta", "bn.mean", "bn.var"], ["n1"], "bn"),
+             node("Relu", ["n1"], ["r1"], "relu"),
+             node("MaxPool", ["r1"], ["p1"], "pool", kernel_shape=[2], strides=[2])]
+    inits = [init("w1", r.normal(0, 0.5, (5, 3, 3))), init("b1", r.normal(0, 0.2, 5)), *bn_params("bn", 5, r)]
+    head(r, "p1", 5 * 7, inits, nodes)
+    return model(nodes, inits, (3, 16)), (3, 16)
+
+
+def matmul_add_dense():
+    """x(6) -> MatMul + Add -> Relu -> MatMul + Add -> y   (tf2onnx's dense layers)"""
+    r = rng(12)
+    nodes = [node("MatMul", ["x", "w1"], ["m1"], "dense1/MatMul"), node("Add", ["m1", "b1"], ["a1"], "dense1/BiasAdd"),
+             node("Relu", ["a1"], ["r1"], "dense1/Relu"),
+             node("MatMul", ["r1", "w2"], ["m2"], "dense2/MatMul"), node("Add", ["m2", "b2"], ["y"], "dense2/BiasAdd")]
+    inits = [init("w1", r.normal(0, 0.5, (6, 8))), init("b1", r.normal(0, 0.2, 8)),
+             init("w2", r.normal(0, 0.5, (8, 3))), init("b2", r.normal(0, 0.2, 3))]
+    return model(nodes, inits, (6,)), (6,)
+
+
+def concat_bn_densenet():
+    """Two branches at different scales -> Concat -> BN -> Relu -> Conv -> Relu -> GAP -> head (pre-activation DenseNet)
+         x ─ Conv(3) ─ Relu ──┐
+         x ─ Conv(2)·4 ─ Relu ┴ Concat ─ BN ─ Relu ─ Conv ─ Relu ─ GAP ─ head"""
+    r = rng(13)
+    nodes = [node("Conv", ["x", "wa", "ba"], ["ca"], "conv_a", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Relu", ["ca"], ["ra"], "relu_a"),
+             node("Conv", ["x", "wb", "bb"], ["cb"], "conv_b", kernel_shape=[1, 1]),
+             node("Relu", ["cb"], ["rb"], "relu_b"),
+             node("Concat", ["ra", "rb"], ["cat"], "concat", axis=1),
+             node("BatchNormalization", ["cat", "bn.gamma", "bn.beta", "bn.mean", "bn.var"], ["n"], "bn"),
+             node("Relu", ["n"], ["rn"], "relu_n"),
+             node("Conv", ["rn", "wc", "bc"], ["cc"], "conv_c", kernel_shape=[3, 3]),
+             node("Relu", ["cc"], ["rc"], "relu_c"),
+             node("GlobalAveragePool", ["rc"], ["g"], "gap")]
+    inits = [init("wa", r.normal(0, 0.5, (3, 2, 3, 3))), init("ba", r.normal(0, 0.2, 3)),
+             init("wb", 4 * r.normal(0, 0.5, (2, 2, 1, 1))), init("bb", r.normal(0, 0.2, 2)), *bn_params("bn", 5, r),
+             init("wc", r.normal(0, 0.5, (4, 5, 3, 3))), init("bc", r.normal(0, 0.2, 4))]
+    head(r, "g", 4, inits, nodes)
+    return model(nodes, inits, (2, 6, 6)), (2, 6, 6)
+
+
+def input_normalisation_bn_first():
+    """x -> Sub(mean) -> Div(std) -> BN -> Relu -> Conv(pads 1) -> ReLU6 (Clip 0..6) -> AvgPool(pads) -> head"""
+    r = rng(14)
+    nodes = [node("Sub", ["x", "mean"], ["xs"], "sub_mean"), node("Div", ["xs", "std"], ["xn"], "div_std"),
+             node("BatchNormalization", ["xn", "bn.gamma", "bn.beta", "bn.mean", "bn.var"], ["n"], "bn_in"),
+             node("Relu", ["n"], ["r0"], "relu0"),
+             node("Conv", ["r0", "w1", "b1"], ["c1"], "conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Clip", ["c1", "zero", "six"], ["r1"], "relu6"),
+             node("AveragePool", ["r1"], ["p1"], "pool", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])]
+    inits = [f32("mean", np.array([0.4, 0.5, 0.3]).reshape(3, 1, 1)), f32("std", np.array([0.2, 0.25, 0.3]).reshape(3, 1, 1)),
+             *bn_params("bn", 3, r), init("w1", r.normal(0, 1.0, (4, 3, 3, 3))), init("b1", r.normal(0, 0.5, 4)),
+             f32("zero", 0.0), f32("six", 6.0)]
+    head(r, "p1", 4 * 4 * 4, inits, nodes)
+    return model(nodes, inits, (3, 8, 8)), (3, 8, 8)
+
+
+def residual_blocks():
+    """Identity and projection shortcuts:
+       x ─ Conv ─ Relu(h) ─ Conv ─┬ Add ─ Relu(o1) ─ Conv(stride 2) ─ Relu ─ Conv ─┬ Add ─ Relu ─ GAP ─ head
+                 └─────── h ──────┘   └──────── Conv1x1 stride 2 (projection) ─────┘"""
+    r = rng(15)
+    nodes = [node("Conv", ["x", "w0", "b0"], ["c0"], "stem", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Relu", ["c0"], ["h"], "stem_relu"),
+             node("Conv", ["h", "w1", "b1"], ["c1"], "block1_conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Add", ["c1", "h"], ["s1"], "block1_add"),
+             node("Relu", ["s1"], ["o1"], "block1_relu"),
+             node("Conv", ["o1", "w2", "b2"], ["c2"], "block2_conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+             node("Relu", ["c2"], ["r2"], "block2_relu1"),
+             node("Conv", ["r2", "w3", "b3"], ["c3"], "block2_conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Conv", ["o1", "wp", "bp"], ["cp"], "block2_proj", kernel_shape=[1, 1], strides=[2, 2]),
+             node("Add", ["c3", "cp"], ["s2"], "block2_add"),
+             node("Relu", ["s2"], ["o2"], "block2_relu2"),
+             node("GlobalAveragePool", ["o2"], ["g"], "gap")]
+    inits = [init("w0", r.normal(0, 0.5, (3, 2, 3, 3))), init("b0", r.normal(0, 0.2, 3)),
+             init("w1", r.normal(0, 0.3, (3, 3, 3, 3))), init("b1", r.normal(0, 0.2, 3)),
+             init("w2", r.normal(0, 0.3, (4, 3, 3, 3))), init("b2", r.normal(0, 0.2, 4)),
+             init("w3", r.normal(0, 0.3, (4, 4, 3, 3))), init("b3", r.normal(0, 0.2, 4)),
+             init("wp", r.normal(0, 0.5, (4, 3, 1, 1))), init("bp", r.normal(0, 0.2, 4))]
+    head(r, "g", 4, inits, nodes)
+    return model(nodes, inits, (2, 8, 8)), (2, 8, 8)
+
+
+def nhwc_transpose():
+    """x(8,8,2) NHWC -> Transpose -> Conv -> Relu -> MaxPool(SAME) -> Transpose back -> Reshape(-1, F) -> MatMul+Add -> Softmax"""
+    r = rng(16)
+    nodes = [node("Transpose", ["x"], ["xt"], "to_nchw", perm=[0, 3, 1, 2]),
+             node("Conv", ["xt", "w1", "b1"], ["c1"], "conv", kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+             node("Relu", ["c1"], ["r1"], "relu"),
+             node("MaxPool", ["r1"], ["p1"], "pool", kernel_shape=[2, 2], strides=[1, 1], auto_pad="SAME_UPPER"),
+             node("Transpose", ["p1"], ["pt"], "to_nhwc", perm=[0, 2, 3, 1]),
+             node("Reshape", ["pt", "shape"], ["f"], "reshape"),
+             node("MatMul", ["f", "w2"], ["m"], "dense/MatMul"), node("Add", ["m", "b2"], ["logits"], "dense/BiasAdd"),
+             node("Softmax", ["logits"], ["y"], "softmax", axis=-1)]
+    inits = [init("w1", r.normal(0, 0.5, (3, 2, 3, 3))), init("b1", r.normal(0, 0.2, 3)), i64("shape", [-1, 48]),
+             init("w2", r.normal(0, 0.5, (48, 4))), init("b2", r.normal(0, 0.2, 4))]
+    return model(nodes, inits, (8, 8, 2)), (8, 8, 2)
+
+
+def squeeze_pad_reducemean():
+    """x -> Pad(0,1) -> Conv -> Relu -> ReduceMean(2,3, keepdims 1) -> Squeeze(2,3) -> Unsqueeze(2) -> Flatten -> Gemm"""
+    r = rng(17)
+    nodes = [node("Pad", ["x", "pads"], ["xp"], "pad", mode="constant"),
+             node("Conv", ["xp", "w1", "b1"], ["c1"], "conv", kernel_shape=[3, 3]),
+             node("Relu", ["c1"], ["r1"], "relu"),
+             node("ReduceMean", ["r1", "axes"], ["m"], "mean", keepdims=1),
+             node("Squeeze", ["m", "sq_axes"], ["s"], "squeeze"),
+             node("Unsqueeze", ["s", "unsq_axes"], ["u"], "unsqueeze")]
+    inits = [i64("pads", [0, 0, 0, 1, 0, 0, 1, 0]), init("w1", r.normal(0, 0.5, (5, 2, 3, 3))), init("b1", r.normal(0, 0.2, 5)),
+             i64("axes", [2, 3]), i64("sq_axes", [2, 3]), i64("unsq_axes", [2])]
+    head(r, "u", 5, inits, nodes)
+    return model(nodes, inits, (2, 6, 6), opset=18), (2, 6, 6)  # opset 18: ReduceMean axes as an input
+
+
+def shape_chain_reshape():
+    """x.view(x.size(0), -1): Reshape(r, Concat(Unsqueeze(Gather(Shape(r), 0)), [-1])) -> Gemm"""
+    r = rng(18)
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], "conv", kernel_shape=[3, 3]),
+             node("Relu", ["c1"], ["r1"], "relu"),
+             node("Shape", ["r1"], ["shp"], "shape"), node("Gather", ["shp", "zero"], ["n"], "gather", axis=0),
+             node("Unsqueeze", ["n", "ax0"], ["n1"], "unsq"), node("Concat", ["n1", "minus1"], ["tgt"], "cat", axis=0),
+             node("Reshape", ["r1", "tgt"], ["f"], "view"),
+             node("Gemm", ["f", "w2", "b2"], ["y"], "fc", transB=1)]
+    inits = [init("w1", r.normal(0, 0.5, (3, 1, 3, 3))), init("b1", r.normal(0, 0.2, 3)),
+             i64("zero", 0), i64("ax0", [0]), i64("minus1", [-1]),
+             init("w2", r.normal(0, 0.5, (4, 48))), init("b2", r.normal(0, 0.2, 4))]
+    return model(nodes, inits, (1, 6, 6)), (1, 6, 6)
+
+
+PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
+                                    input_normalisation_bn_first, residual_blocks, nhwc_transpose,
+                                    squeeze_pad_reducemean, shape_chain_reshape)}
