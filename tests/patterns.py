@@ -175,6 +175,20 @@ def shape_chain_reshape():
     return model(nodes, inits, (1, 6, 6)), (1, 6, 6)
 
 
+def reduce_sum_div():
+    """jax2onnx's mean: x -> Conv -> Relu -> Transpose(NHWC) -> ReduceSum(1,2, keepdims 0) -> Div(HW) -> Gemm"""
+    r = rng(19)
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], "conv", kernel_shape=[3, 3]),
+             node("Relu", ["c1"], ["r1"], "relu"),
+             node("Transpose", ["r1"], ["t"], "to_nhwc", perm=[0, 2, 3, 1]),
+             node("ReduceSum", ["t", "axes"], ["s"], "sum", keepdims=0),
+             node("Div", ["s", "hw"], ["m"], "div"),
+             node("Gemm", ["m", "w2", "b2"], ["y"], "fc", transB=1)]
+    inits = [init("w1", r.normal(0, 0.5, (3, 2, 3, 3))), init("b1", r.normal(0, 0.2, 3)), i64("axes", [1, 2]),
+             f32("hw", 16.0), init("w2", r.normal(0, 0.5, (4, 3))), init("b2", r.normal(0, 0.2, 4))]
+    return model(nodes, inits, (2, 6, 6)), (2, 6, 6)
+
+
 PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
                                     input_normalisation_bn_first, residual_blocks, nhwc_transpose,
-                                    squeeze_pad_reducemean, shape_chain_reshape)}
+                                    squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div)}

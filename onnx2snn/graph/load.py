@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from typing import Tuple, Union
@@ -9,6 +10,8 @@ from typing import Tuple, Union
 import onnx
 
 from ..errors import Onnx2SnnError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -48,7 +51,14 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto]) -> ModelInfo:
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as e:
-        raise Onnx2SnnError(f"{label}: ONNX shape inference failed: {_first_line(e)}") from None
+        # Some exporters (seen: jax2onnx) annotate intermediate tensors with wrong shapes. Those
+        # annotations are hints, not semantics: drop them and infer again.
+        del model.graph.value_info[:]
+        try:
+            model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+            log.info("%s: dropped the exporter's intermediate shape annotations (%s)", label, _first_line(e))
+        except Exception:
+            raise Onnx2SnnError(f"{label}: ONNX shape inference failed: {_first_line(e)}") from None
 
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]

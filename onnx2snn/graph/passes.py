@@ -70,6 +70,8 @@ def _op_counts(graph: gs.Graph) -> Dict[str, int]:
 
 def fold_constants(graph: gs.Graph) -> gs.Graph:
     """Evaluate every constant subgraph (Identity-fed parameters, shape arithmetic) with onnxruntime."""
+    import onnxruntime
+    onnxruntime.set_default_logger_severity(3)  # its optimiser's warnings are not the user's business
     graph.fold_constants()
     return graph
 

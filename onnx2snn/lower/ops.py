@@ -444,21 +444,38 @@ def _reduce_axes(node, view):
     return sorted(int(x) + rank if int(x) < 0 else int(x) for x in np.asarray(axes).reshape(-1)), rank
 
 
-def _check_reduce_mean(node, ctx):
+def _check_reduce(node, ctx):
     axes, rank = _reduce_axes(node, ctx.view)
-    if axes is None or any(x < 2 for x in axes):
-        return "ReduceMean over the batch or channel axis (only spatial axes: global average pooling)"
+    if axes is None or 0 in axes:
+        return f"{node.op_type} over the batch axis"
+    if ctx.view.attrs(node).get("noop_with_empty_axes", 0):
+        return f"{node.op_type} with noop_with_empty_axes"
     return None
 
 
 def _reduce_scale(node, view, scale):
+    """A mean or sum is scale-preserving when the scale is the same along the reduced axes."""
     axes, _ = _reduce_axes(node, view)
+    reduced = tuple(x - 1 for x in axes)
+    if not np.all(scale.max(axis=reduced, keepdims=True) == scale.min(axis=reduced, keepdims=True)):
+        from ..errors import Onnx2SnnError
+        raise Onnx2SnnError(f"{node.name} ({node.op_type}) reduces over inputs normalised at different scales")
     keep = view.attrs(node).get("keepdims", 1)
-    return scale.mean(axis=tuple(x - 1 for x in axes), keepdims=bool(keep))
+    return scale.max(axis=reduced, keepdims=bool(keep))
 
 
-@register("ReduceMean", scale="transform", check=_check_reduce_mean, transform=_reduce_scale)
+@register("ReduceMean", scale="transform", check=_check_reduce, transform=_reduce_scale)
 def lower_reduce_mean(node, ctx):
+    # A mean of spikes is a subsampling of rates (IF neurons after it when avg_pool.has_neuron).
     axes, _ = _reduce_axes(node, ctx.view)
     keep = bool(ctx.view.attrs(node).get("keepdims", 1))
     _add_subsampling(node, ctx, Function(lambda x: x.mean(dim=axes, keepdim=keep), f"mean over axes {axes}"))
+
+
+@register("ReduceSum", scale="transform", check=_check_reduce, transform=_reduce_scale)
+def lower_reduce_sum(node, ctx):
+    # A sum of spikes is no rate in [0, 1]: it stays an input current for the next layer.
+    axes, _ = _reduce_axes(node, ctx.view)
+    keep = bool(ctx.view.attrs(node).get("keepdims", 1))
+    ctx.add(node, Function(lambda x: x.sum(dim=axes, keepdim=keep), f"sum over axes {axes}"), [node.input[0]],
+            node.output[0])
