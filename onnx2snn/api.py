@@ -116,13 +116,14 @@ def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config
 
 def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray] = None,
              T: Optional[int] = None, config: Optional[Config] = None, chunk: Optional[int] = None,
-             progress: Optional[Callable[[int], None]] = None) -> SimulationResult:
+             record_rates: bool = False, progress: Optional[Callable[[int], None]] = None) -> SimulationResult:
     """Simulate ``network`` on inputs ``x`` for ``T`` steps (default: the config's); see
     ``SpikingNetwork.simulate``."""
     config = config or network.config or Config()
-    return network.simulate(x, T or config.simulation.T, labels, batch_size=config.batch_size,
-                            device=config.device, poisson=config.simulation.encoder.poisson,
-                            seed=config.seed, chunk=chunk, progress=progress)
+    sim = config.simulation
+    return network.simulate(x, T or sim.T, labels, batch_size=config.batch_size, device=config.device,
+                            poisson=sim.encoder.poisson, seed=config.seed, chunk=chunk or sim.chunk,
+                            dtype=sim.dtype, record_rates=record_rates, progress=progress)
 
 
 def ann_accuracy(model: onnx.ModelProto, input_name: str, x: np.ndarray, labels: np.ndarray,

@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(plain max of spikes), or average pooling instead")
     g.add_argument("--momentum", type=float, help="max-pool gate counts c <- m*c + s (m in [0, 1]; default: plain count)")
     g.add_argument("--chunk", type=int, help="time steps simulated per layer call (default: as many as fit in memory)")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="weights and currents in reduced precision (spikes stay exact; default float32)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="log each graph pass")
     p.add_argument("--version", action="version", version=f"onnx2snn {__version__}")
@@ -84,6 +86,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         "simulation.T": a.timesteps, "device": a.device, "batch_size": a.batch_size, "seed": a.seed,
         "parser.percentile": a.percentile, "simulation.v_init": a.v_init, "simulation.output": a.output,
         "simulation.reset_to_zero": a.reset_to_zero, "simulation.max_pool.momentum": a.momentum,
+        "simulation.chunk": a.chunk, "simulation.dtype": a.dtype,
     }
     for key, value in overrides.items():
         if value is not None:
@@ -147,7 +150,7 @@ def run(a: argparse.Namespace) -> int:
             bar = tqdm(total=len(x), desc=f"simulating T={cfg.simulation.T}", unit="img", file=sys.stderr)
         t = time.perf_counter()
         try:
-            result = api.simulate(conv.network, x, y, config=cfg, chunk=a.chunk,
+            result = api.simulate(conv.network, x, y, config=cfg, record_rates=True,
                                   progress=bar.update if bar else None)
         finally:
             if bar:

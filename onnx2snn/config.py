@@ -46,6 +46,8 @@ class SimulationConfig:
     reset_to_zero: Union[None, bool, float] = None
     v_init: float = 0.5             # initial membrane potential / threshold (seed: 0; 0.5 halves the worst-case error)
     output: str = "spikes"          # class from the output neurons' spike counts, or "membrane"
+    dtype: str = "float32"          # weights and currents: float32, or bfloat16/float16 (spikes exact)
+    chunk: Optional[int] = None     # time steps per layer call; None: as many as fit in memory
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     avg_pool: AvgPoolConfig = field(default_factory=AvgPoolConfig)
     max_pool: MaxPoolConfig = field(default_factory=MaxPoolConfig)
@@ -70,6 +72,10 @@ class Config:
                "simulation.reset_to_zero", s.reset_to_zero, "false, true or a reset value")
         _check(_is_number(s.v_init), "simulation.v_init", s.v_init, "a number")
         _check(s.output in ("spikes", "membrane"), "simulation.output", s.output, '"spikes" or "membrane"')
+        _check(s.dtype in ("float32", "bfloat16", "float16"), "simulation.dtype", s.dtype,
+               '"float32", "bfloat16" or "float16"')
+        _check(s.chunk is None or (_is_int(s.chunk) and s.chunk >= 1), "simulation.chunk", s.chunk,
+               "null or an integer >= 1")
         _check(isinstance(s.encoder.poisson, bool), "simulation.encoder.poisson", s.encoder.poisson, "true or false")
         _check(isinstance(s.avg_pool.has_neuron, bool), "simulation.avg_pool.has_neuron",
                s.avg_pool.has_neuron, "true or false")

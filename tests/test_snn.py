@@ -130,11 +130,12 @@ def test_poisson_rejects_inputs_outside_unit_interval():
 def test_chunking_does_not_change_results():
     conv, x = poisson_setup()
     y = np.arange(len(x)) % 5
-    results = [conv.network.simulate(x, 37, labels=y, chunk=c, device="cpu", batch_size=7) for c in (1, 5, 37)]
+    results = [conv.network.simulate(x, 37, labels=y, chunk=c, device="cpu", batch_size=7, record_rates=True)
+               for c in (1, 5, 37)]
     for r in results[1:]:
         np.testing.assert_allclose(r.outputs, results[0].outputs, rtol=1e-6, atol=1e-6)
         assert np.array_equal(r.correct_per_step, results[0].correct_per_step)
-        assert r.firing_rates == pytest.approx(results[0].firing_rates)
+        assert r.firing_rates and r.firing_rates == pytest.approx(results[0].firing_rates)
 
 
 def test_membrane_output_reads_accumulated_current():
@@ -169,3 +170,17 @@ def test_spatial_avg_mode_on_spikes():
     cfg.simulation.max_pool.if_spatial_avg = False  # the gate: the max rate, 1
     r = lower_model(clean_graph(m)[0], cfg).simulate(x, 80, device="cpu")
     assert r.outputs[0, 0] / 80 == pytest.approx(1.0, abs=1 / 40)
+
+
+def test_bfloat16_on_cpu_runs_and_stays_close():
+    conv, x = poisson_setup()
+    a = conv.network.simulate(x, 40, device="cpu").outputs
+    b = conv.network.simulate(x, 40, device="cpu", dtype="bfloat16").outputs
+    assert np.abs(a - b).max() <= 0.1 * np.abs(a).max()
+
+
+def test_reduced_precision_leaves_float32_weights_alone():
+    conv, x = poisson_setup()
+    before = [p.clone() for p in conv.network.parameters()]
+    conv.network.simulate(x, 5, device="cpu", dtype="float16")
+    assert all(p.dtype == torch.float32 and torch.equal(p, q) for p, q in zip(conv.network.parameters(), before))

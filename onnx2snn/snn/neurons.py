@@ -17,6 +17,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from . import kernels
+
 
 def if_step(v: torch.Tensor, z: torch.Tensor, v_threshold: float,
             v_reset: Optional[float]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -43,6 +45,7 @@ class IFNeuron(nn.Module):
     def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = None, v_init: float = 0.0):
         super().__init__()
         self.v_threshold, self.v_reset, self.v_init = float(v_threshold), v_reset, float(v_init)
+        self.count_spikes = False   # the runner turns it on when firing rates are asked for
         self.reset()
         self.reset_stats()
 
@@ -57,14 +60,29 @@ class IFNeuron(nn.Module):
 
     def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
         shape = z.shape if static else z.shape[1:]
-        if self.v is None:
-            self.v = torch.full(shape, self.v_init * self.v_threshold, dtype=z.dtype, device=z.device)
-        v, out = self.v, torch.empty((steps, *shape), dtype=z.dtype, device=z.device)
+        if self.v is None:  # float32 whatever the currents' dtype: the potential accumulates
+            self.v = torch.full(shape, self.v_init * self.v_threshold, dtype=torch.float32, device=z.device)
+        if kernels.available(z):
+            out = kernels.if_chunk(z, self.v, steps, static, self.v_threshold, self.v_reset)
+        else:
+            out = self._loop(z, steps, static)
+        if self.count_spikes:
+            self.spike_count = self.spike_count + out.sum(dtype=torch.float32)  # a tensor: no sync per chunk
+            self.neuron_steps += out.numel()
+        return out
+
+    def _loop(self, z: torch.Tensor, steps: int, static: bool) -> torch.Tensor:
+        """``if_step`` for each step, with in-place ops (no allocation per step)."""
+        v = self.v
+        out = torch.empty((steps, *v.shape), dtype=z.dtype, device=z.device)
         for t in range(steps):
-            out[t], v = if_step(v, z if static else z[t], self.v_threshold, self.v_reset)
-        self.v = v
-        self.spike_count = self.spike_count + out.sum()  # a tensor: no device sync per chunk
-        self.neuron_steps += out.numel()
+            v.add_(z if static else z[t])
+            spikes = out[t]
+            torch.ge(v, self.v_threshold, out=spikes)  # straight into the float output: no bool copy
+            if self.v_reset is None:
+                v.sub_(spikes, alpha=self.v_threshold)
+            else:  # v <- v - s·(v - v_reset)
+                v.addcmul_(spikes, v - self.v_reset, value=-1)
         return out
 
     def extra_repr(self) -> str:
