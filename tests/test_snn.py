@@ -184,3 +184,13 @@ def test_reduced_precision_leaves_float32_weights_alone():
     before = [p.clone() for p in conv.network.parameters()]
     conv.network.simulate(x, 5, device="cpu", dtype="float16")
     assert all(p.dtype == torch.float32 and torch.equal(p, q) for p, q in zip(conv.network.parameters(), before))
+
+
+def test_reduced_precision_through_residual_factors():
+    """Synaptic factors (Mul by constants) follow the network's dtype."""
+    from patterns import PATTERNS
+    m, shape = PATTERNS["residual_blocks"]()
+    x = np.random.default_rng(0).uniform(0, 1, size=(6, *shape)).astype(np.float32)
+    conv = convert(m, x)
+    r = conv.network.simulate(x, 10, device="cpu", dtype="bfloat16")
+    assert np.isfinite(r.outputs).all()

@@ -9,10 +9,8 @@ config below, one simulation of T=128 steps gives the accuracy after each step (
 the same pass), plus the conversion wall time (load, clean, calibrate, normalise, verify, lower).
 """
 import argparse
-import datetime
 import importlib.util
 import os
-import platform
 import sys
 import time
 
@@ -20,8 +18,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import onnx2snn  # noqa: E402
 from onnx2snn import Config  # noqa: E402
+from benchlib import DOCS, machine, write_section  # noqa: E402
 
 STEPS = (8, 16, 32, 64, 100, 128)
 CONFIGS = {
@@ -49,7 +49,7 @@ def main():
     ap.add_argument("--device", default=None)
     ap.add_argument("--batch-size", type=int, default=1000)
     ap.add_argument("--limit", type=int, default=None, help="test images (default: all 10k)")
-    ap.add_argument("--out", default=os.path.join(here, "..", "docs", "BENCHMARKS.md"))
+    ap.add_argument("--out", default=DOCS, help="benchmarks file; this script replaces its own section")
     a = ap.parse_args()
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = os.path.join(a.shared, "models", "mnist_cnn.onnx")
@@ -77,10 +77,8 @@ def main():
             print(f"calib {n_calib:5d}  {label[:40]:40s} " + " ".join(f"{100 * acc[s - 1]:6.2f}" for s in STEPS) +
                   f"  conv {t_conv:.2f}s sim {t_sim:.1f}s", flush=True)
 
-    dev_name = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     lines = [
-        "## MNIST CNN: accuracy vs time steps (issue 2)", "",
-        f"Measured {datetime.date.today()} on {dev_name}, torch {torch.__version__}, onnx2snn {onnx2snn.__version__}.",
+        f"Measured {machine(device)}, onnx2snn {onnx2snn.__version__}.",
         f"Model `../shared/models/mnist_cnn.onnx`, full {len(x_test)}-image MNIST test set, calibration on the first "
         "100 / 1000 training images (as `../shared/tools/datasets.py mnist` writes them). One simulation of T=128 per row; "
         "each column is the accuracy after that many steps of the same pass.", "",
@@ -103,8 +101,7 @@ def main():
             lines.append(f"- default config, {n_calib} calibration images: " + "; ".join(miss))
     lines.append("")
     text = "\n".join(lines)
-    with open(a.out, "w") as f:
-        f.write("# Benchmarks\n\n" + text)
+    write_section("MNIST CNN: accuracy vs time steps (issue 2)", text, a.out)
     print(text)
 
 

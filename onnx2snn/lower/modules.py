@@ -35,6 +35,20 @@ class Function(nn.Module):
         return self.description
 
 
+class ConstantMul(nn.Module):
+    """x · c for a constant c (a synaptic factor); c is a buffer, so it follows .to(device, dtype)."""
+
+    def __init__(self, const):
+        super().__init__()
+        self.register_buffer("const", torch.as_tensor(const))
+
+    def forward(self, x):
+        return x * self.const
+
+    def extra_repr(self) -> str:
+        return f"constant of shape {tuple(self.const.shape)}"
+
+
 class Passthrough(nn.Module):
     """Identity (ReLU of spikes that are already non-negative)."""
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import Function, Padded, Passthrough
+from .modules import ConstantMul, Function, Padded, Passthrough
 from .registry import register
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -311,9 +311,8 @@ def _check_mul(node, ctx):
 @register("Mul", scale="factor", check=_check_mul)
 def lower_mul(node, ctx):
     data = ctx.view.data_inputs(node)[0]
-    const = torch.from_numpy(np.array(next(ctx.view.const(i) for i in node.input if i != data), np.float32))
-    module = Function(lambda x, c=const: x * c.to(x.device), f"multiply by a {tuple(const.shape)} constant")
-    ctx.add(node, module, [data], node.output[0])
+    const = np.array(next(ctx.view.const(i) for i in node.input if i != data), np.float32)
+    ctx.add(node, ConstantMul(const), [data], node.output[0])
 
 
 def _concat_axis(node, ctx):
