@@ -8,6 +8,7 @@ path in ``neurons.py``, which computes the same thing.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -20,7 +21,8 @@ except Exception:  # pragma: no cover - depends on the install
 
 
 def available(t: torch.Tensor) -> bool:
-    return triton is not None and t.is_cuda
+    """Use the kernel for this tensor? (Set ONNX2SNN_NO_TRITON=1 to force the torch path.)"""
+    return triton is not None and t.is_cuda and not os.environ.get("ONNX2SNN_NO_TRITON")
 
 
 if triton is not None:
