@@ -118,7 +118,8 @@ def run(a: argparse.Namespace) -> int:
     from .data import load_labelled
 
     cfg = config_from_args(a)
-    say = (lambda *x: None) if a.quiet else (lambda *x: print(*x, file=sys.stderr))
+    import torch
+    torch.backends.cudnn.benchmark = True  # the CLI owns the process: let cuDNN pick its fastest kernels
     out_dir = os.path.abspath(a.out) if a.out else default_out_dir(a.model)
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise Onnx2SnnError(f"output folder {out_dir!r} exists and is not empty; choose another with --out")

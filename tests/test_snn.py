@@ -194,3 +194,22 @@ def test_reduced_precision_through_residual_factors():
     conv = convert(m, x)
     r = conv.network.simulate(x, 10, device="cpu", dtype="bfloat16")
     assert np.isfinite(r.outputs).all()
+
+
+@pytest.mark.parametrize("pattern", ["residual_blocks", "concat_bn_densenet", "nhwc_transpose"])
+def test_channels_last_layout_gives_same_results(pattern):
+    """The NHWC layout used on CUDA computes exactly what the default layout computes."""
+    from patterns import PATTERNS
+    m, shape = PATTERNS[pattern]()
+    x = np.random.default_rng(0).uniform(0, 1, size=(6, *shape)).astype(np.float32)
+    conv = convert(m, x)
+    a = conv.network.simulate(x, 12, device="cpu", channels_last=False).outputs
+    b = conv.network.simulate(x, 12, device="cpu", channels_last=True).outputs
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_chunks_even_out():
+    conv, _ = poisson_setup()
+    for T in (7, 100, 128):
+        tc = conv.network.auto_chunk(T, 10, torch.device("cpu"))
+        assert 1 <= tc <= T and -(-T // tc) * tc - T < -(-T // tc)  # chunks differ by less than one step each

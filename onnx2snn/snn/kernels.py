@@ -21,8 +21,28 @@ except Exception:  # pragma: no cover - depends on the install
 
 
 def available(t: torch.Tensor) -> bool:
-    """Use the kernel for this tensor? (Set ONNX2SNN_NO_TRITON=1 to force the torch path.)"""
+    """Can the kernel run on this tensor's device? (ONNX2SNN_NO_TRITON=1 forces the torch path.)"""
     return triton is not None and t.is_cuda and not os.environ.get("ONNX2SNN_NO_TRITON")
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """No gaps, no overlaps: the elements fill one block of memory (any dimension order)."""
+    expected = 1
+    for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
+        if size > 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def usable(z: torch.Tensor, v: torch.Tensor, static: bool) -> bool:
+    """The kernel indexes memory flat: the currents of each step must be laid out as ``v`` is,
+    one step after the other."""
+    if not available(z) or not _dense(v):
+        return False
+    if static:
+        return z.stride() == v.stride()
+    return z.stride()[1:] == v.stride() and z.stride(0) == v.numel()
 
 
 if triton is not None:
@@ -44,14 +64,11 @@ if triton is not None:
         tl.store(v_ptr + offs, v, mask=mask)
 
 
-def if_chunk(z: torch.Tensor, v: torch.Tensor, steps: int, static: bool, v_threshold: float,
-             v_reset: Optional[float]) -> torch.Tensor:
-    """Spikes ``[steps, *v.shape]`` (dtype of ``z``); updates ``v`` (float32) in place."""
-    z = z.contiguous()
+def if_chunk(z: torch.Tensor, v: torch.Tensor, out: torch.Tensor, steps: int, static: bool,
+             v_threshold: float, v_reset: Optional[float]) -> None:
+    """Writes the spikes into ``out`` (laid out as ``usable`` requires); updates ``v`` in place."""
     n = v.numel()
-    out = torch.empty((steps, *v.shape), dtype=z.dtype, device=z.device)
     block = 1024
     _if_chunk_kernel[(triton.cdiv(n, block),)](
         z, v, out, n, steps, 0 if static else n, float(v_threshold), float(v_reset or 0.0),
         HARD_RESET=v_reset is not None, BLOCK=block)
-    return out

@@ -111,32 +111,44 @@ class SpikingNetwork(nn.Module):
 
     # --- the whole simulation ---------------------------------------------------------------
     def auto_chunk(self, T: int, batch: int, device: torch.device) -> int:
-        """Steps per chunk: as many as fit a memory budget (a quarter of free GPU memory, 256 MiB on
-        CPU), counting every tensor of a step twice for temporaries."""
+        """Steps per chunk: as many as fit a memory budget (a quarter of the GPU memory that is free
+        or cached by torch, 256 MiB on CPU), counting every tensor of a step twice for
+        temporaries; then evened out so that all chunks but the last have one size (new shapes
+        cost cuDNN a new algorithm search)."""
         if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
-            budget = free // 4
+            cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+            budget = (free + cached) // 4
         else:
             budget = 256 << 20  # CPU: small chunks stay in cache (measured: no gain from larger ones)
         per_step = 2 * 4 * self.elements_per_sample * batch
-        return int(max(1, min(T, budget // per_step)))
+        most = int(max(1, min(T, budget // per_step)))
+        return -(-T // -(-T // most))  # ceil(T / number of chunks)
 
     @torch.no_grad()
     def simulate(self, x: np.ndarray, T: int, labels: Optional[np.ndarray] = None, batch_size: int = 100,
                  device=None, poisson: bool = False, seed: int = 0, chunk: Optional[int] = None,
-                 dtype: str = "float32", record_rates: bool = False,
+                 dtype: str = "float32", record_rates: bool = False, channels_last: Optional[bool] = None,
                  progress: Optional[Callable[[int], None]] = None) -> SimulationResult:
         """Simulate every sample of ``x`` for ``T`` steps; accuracy after each step if ``labels``.
 
         ``dtype``: "float32", or "bfloat16"/"float16" for weights and currents (spikes are exactly
         0/1 in any format; membrane potentials stay float32; a reduced-precision copy of the
         network runs, this one keeps its float32 weights). ``record_rates``: count spikes per
-        layer of neurons (``firing_rates``). ``progress(n)`` is called with the number of samples
-        finished after each batch."""
+        layer of neurons (``firing_rates``). ``channels_last``: NHWC memory layout for 2-D
+        convolutions (default: on CUDA, where tensor-core kernels want it). The chunk size is
+        chosen once, for the first batch, so that every batch runs the same shapes. ``progress(n)``
+        is called with the number of samples finished after each batch."""
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
         net = self.to(device) if dt == torch.float32 else copy.deepcopy(self).to(device=device, dtype=dt)
         net.eval()
+        if channels_last is None:
+            channels_last = device.type == "cuda"
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.to(memory_format=layout)
         if poisson:
             _check_unit_interval(x)
         gen = torch.Generator(device=device)
@@ -147,10 +159,12 @@ class SpikingNetwork(nn.Module):
             m.count_spikes = record_rates
         correct = np.zeros(T, np.int64) if labels is not None else None
         outputs = []
+        tc = chunk or net.auto_chunk(T, min(batch_size, n), device)
         for start in range(0, n, batch_size):
             xb = torch.as_tensor(np.asarray(x[start:start + batch_size]), device=device).to(dt)
+            if channels_last and xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             b = xb.shape[0]
-            tc = chunk or net.auto_chunk(T, b, device)
             net.reset()
             total = None
             hits = [] if labels is not None else None

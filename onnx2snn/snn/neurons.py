@@ -59,22 +59,25 @@ class IFNeuron(nn.Module):
         self.neuron_steps = 0       # neurons × samples × steps counted
 
     def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
-        shape = z.shape if static else z.shape[1:]
-        if self.v is None:  # float32 whatever the currents' dtype: the potential accumulates
-            self.v = torch.full(shape, self.v_init * self.v_threshold, dtype=torch.float32, device=z.device)
-        if kernels.available(z):
-            out = kernels.if_chunk(z, self.v, steps, static, self.v_threshold, self.v_reset)
+        step0 = z if static else z[0]
+        if self.v is None:  # float32 whatever the currents' dtype (the potential accumulates), same layout as z
+            self.v = torch.full_like(step0, self.v_init * self.v_threshold, dtype=torch.float32)
+        # The spikes: one dense buffer, each step laid out like v (so NHWC stays NHWC).
+        n = self.v.numel()
+        out = torch.empty(steps * n, dtype=z.dtype, device=z.device).as_strided((steps, *self.v.shape),
+                                                                                (n, *self.v.stride()))
+        if kernels.usable(z, self.v, static):
+            kernels.if_chunk(z, self.v, out, steps, static, self.v_threshold, self.v_reset)
         else:
-            out = self._loop(z, steps, static)
+            self._loop(z, out, steps, static)
         if self.count_spikes:
             self.spike_count = self.spike_count + out.sum(dtype=torch.float32)  # a tensor: no sync per chunk
             self.neuron_steps += out.numel()
         return out
 
-    def _loop(self, z: torch.Tensor, steps: int, static: bool) -> torch.Tensor:
+    def _loop(self, z: torch.Tensor, out: torch.Tensor, steps: int, static: bool) -> None:
         """``if_step`` for each step, with in-place ops (no allocation per step)."""
         v = self.v
-        out = torch.empty((steps, *v.shape), dtype=z.dtype, device=z.device)
         for t in range(steps):
             v.add_(z if static else z[t])
             spikes = out[t]
@@ -83,7 +86,6 @@ class IFNeuron(nn.Module):
                 v.sub_(spikes, alpha=self.v_threshold)
             else:  # v <- v - s·(v - v_reset)
                 v.addcmul_(spikes, v - self.v_reset, value=-1)
-        return out
 
     def extra_repr(self) -> str:
         reset = "subtract" if self.v_reset is None else f"to {self.v_reset}"

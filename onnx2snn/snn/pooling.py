@@ -56,11 +56,12 @@ class GatedMaxPool(nn.Module):
     def forward(self, s: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
         if static:
             s = s.expand(steps, *s.shape)
-        prev = self.count if self.count is not None else torch.zeros_like(s[0])
+        # Counts in float32 whatever the spikes' dtype: bf16 stops counting exactly at 256.
+        prev = self.count if self.count is not None else torch.zeros_like(s[0], dtype=torch.float32)
         if self.momentum is None or self.momentum == 1:
-            counts = prev + torch.cumsum(s, dim=0)       # all steps of the chunk at once
+            counts = prev + torch.cumsum(s, dim=0, dtype=torch.float32)  # all steps of the chunk at once
         else:
-            counts = torch.empty_like(s)
+            counts = torch.empty_like(s, dtype=torch.float32)
             for t in range(steps):
                 prev = self.momentum * prev + s[t]
                 counts[t] = prev
@@ -71,8 +72,10 @@ class GatedMaxPool(nn.Module):
             flat_counts = F.pad(flat_counts, self.explicit_pads, value=float("-inf"))
             s = F.pad(s.flatten(0, 1), self.explicit_pads).view(steps, -1, *flat_counts.shape[1:])
         _, index = self.pool(flat_counts, **self.pool_args, return_indices=True)
-        spikes = s.reshape(flat_counts.shape).flatten(2).gather(2, index.flatten(2))
-        return spikes.view(index.shape).view(steps, -1, *index.shape[1:])
+        spikes = s.reshape(flat_counts.shape).flatten(2).gather(2, index.flatten(2)).view(index.shape)
+        if s.dim() == 5 and s[0].is_contiguous(memory_format=torch.channels_last):
+            spikes = spikes.contiguous(memory_format=torch.channels_last)  # keep the layout the convs want
+        return spikes.view(steps, -1, *index.shape[1:])
 
     def extra_repr(self) -> str:
         return f"{self.pool_args}, momentum={self.momentum}"
