@@ -68,3 +68,22 @@ def test_verification_names_first_layer_that_differs():
     with pytest.raises(VerificationError, match=r"layer conv1 \(Conv\), tensor 'r1'") as e:
         verify(m, cleaned, conv.snn_model, "x", conv.plan, x)
     assert e.value.exit_code == 3
+
+
+def test_calibration_streams_a_memory_mapped_array_in_bounded_memory(tmp_path):
+    """20 000 samples, memory-mapped: the statistics must not hold the activations (20 MB here)
+    nor the whole input (5 MB); only a batch and the top 0.1 % of values."""
+    import tracemalloc
+    path = tmp_path / "calib.npy"
+    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(20_000, 1, 8, 8))
+    x[:] = np.random.default_rng(5).normal(size=x.shape).astype(np.float32)
+    x.flush()
+    del x
+    m, _ = clean_graph(graphs.conv_bn_relu())
+    x = np.load(path, mmap_mode="r")
+    tracemalloc.start()
+    stats = collect_stats(m, "x", ["r1"], x, p=99.9, batch_size=200)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert stats["r1"].count == 20_000 * 4 * 8 * 8
+    assert peak < 2 * 2**20, f"peak {peak / 2**20:.1f} MiB"
