@@ -213,3 +213,20 @@ def test_chunks_even_out():
     for T in (7, 100, 128):
         tc = conv.network.auto_chunk(T, 10, torch.device("cpu"))
         assert 1 <= tc <= T and -(-T // tc) * tc - T < -(-T // tc)  # chunks differ by less than one step each
+
+
+def test_static_part_computed_once_per_input():
+    """With constant input, the layers before the first neurons run once per batch, not per chunk,
+    and a new input is never served from the cache."""
+    conv, x = poisson_setup()
+    net = conv.network
+    calls = []
+    hook = net.layers[0].register_forward_hook(lambda *a: calls.append(1))
+    net.simulate(x[:7], 20, device="cpu", chunk=4, batch_size=7)
+    assert len(calls) == 1
+    net.reset()
+    a = net(torch.from_numpy(x[:3]), 2, static=True)
+    net.reset()
+    b = net(torch.from_numpy(x[3:6]), 2, static=True)
+    hook.remove()
+    assert len(calls) == 3 and not torch.equal(a, b)

@@ -110,9 +110,12 @@ def main():
     ap.add_argument("--steps", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--models", nargs="+", default=list(DATASET))
     ap.add_argument("--long-T", type=int, default=1024, help="VGG-16 memory check at this T (0: skip)")
+    ap.add_argument("--dtypes", nargs="+", default=None,
+                    help="onnx2snn precisions (default: float32 bfloat16 on CUDA, float32 on CPU)")
     ap.add_argument("--out", default=DOCS)
     a = ap.parse_args()
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtypes = a.dtypes or (["float32", "bfloat16"] if device.type == "cuda" else ["float32"])
     torch.backends.cudnn.benchmark = True
     spec = importlib.util.spec_from_file_location("reference_models", os.path.join(a.shared, "tools", "reference_models.py"))
     refs = importlib.util.module_from_spec(spec)
@@ -137,7 +140,7 @@ def main():
         for T in a.steps:
             fl = floor(ann, x, T, batches, device)
             res = {}
-            for dtype in ("float32", "bfloat16"):
+            for dtype in dtypes:
                 conv.network.simulate(x[:a.batch], T, y[:a.batch], batch_size=a.batch, device=device, dtype=dtype)  # warm-up
                 peak_reset(device)
                 sync(device)
@@ -165,6 +168,9 @@ def main():
 
     def ratio(rate, fl):
         return f"{rate:,.0f} ({fl / rate:.2f}×)" if rate == rate else "—"
+
+    def times(a_, b_):
+        return f"{a_ / b_:.2f}×" if a_ == a_ and b_ == b_ else "—"
     lines = [f"Measured {machine(str(device))}; {a.n} test images, batch {a.batch}; SpikingJelly 2.0.0 "
              f"{'installed' if have_sj else 'not installed: its columns are empty'}. Images/s, and in brackets the time "
              "relative to the floor (1.00× = the floor; lower is faster). Peak memory is the GPU's "
@@ -172,10 +178,12 @@ def main():
              "```", f"python tools/benchmark_speed.py --data data/ --device {device.type} --n {a.n} --batch {a.batch}", "```", "",
              "| model | T | (a) floor | (b) onnx2snn fp32 | (b) onnx2snn bf16 | bf16 accuracy cost | (c) SJ step loop | (d) SJ multi-step | (d)/(b) fp32 | (d)/(b) bf16 | peak GiB (b) fp32 / (d) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    nan3 = (float("nan"),) * 3
     for name, T, fl, res, sj_step, sj_multi in rows:
-        f32, b16 = res["float32"], res["bfloat16"]
-        lines.append(f"| {name} | {T} | {fl:,.0f} | {ratio(f32[0], fl)} | {ratio(b16[0], fl)} | {100 * (f32[2] - b16[2]):+.2f} % | "
-                     f"{ratio(sj_step[0], fl)} | {ratio(sj_multi[0], fl)} | {f32[0] / sj_multi[0]:.2f}× | {b16[0] / sj_multi[0]:.2f}× | "
+        f32, b16 = res["float32"], res.get("bfloat16", nan3)
+        cost = f"{100 * (f32[2] - b16[2]):+.2f} %" if b16[2] == b16[2] else "—"
+        lines.append(f"| {name} | {T} | {fl:,.0f} | {ratio(f32[0], fl)} | {ratio(b16[0], fl)} | {cost} | "
+                     f"{ratio(sj_step[0], fl)} | {ratio(sj_multi[0], fl)} | {times(f32[0], sj_multi[0])} | {times(b16[0], sj_multi[0])} | "
                      f"{f32[1]:.2f} / {sj_multi[1]:.2f} |")
     lines += [""] + notes
     text = "\n".join(lines)

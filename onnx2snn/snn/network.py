@@ -74,6 +74,7 @@ class SpikingNetwork(nn.Module):
 
     # --- state ---------------------------------------------------------------------------
     def reset(self) -> None:
+        """Before a new batch of samples: forget the neuron state."""
         for m in self.layers:
             if getattr(m, "stateful", False):
                 m.reset()
@@ -88,7 +89,12 @@ class SpikingNetwork(nn.Module):
         ``static`` (the same at every step). Returns the readout increments ``[steps, B, classes]``."""
         batch = x.shape[0] if static else x.shape[1]
         env = {self.input_name: (x if static else x.flatten(0, 1), static)}
-        for step, module, dead in zip(self.steps, self.layers, self._free_after):
+        # Tensors that are the same at every step are computed once per input, not once per chunk:
+        # cached while the same static input tensor comes back for the next chunk.
+        if not (static and getattr(self, "_cache_input", None) is x):
+            self._cache_input, self._static_cache = (x if static else None), {}
+        cache = self._static_cache
+        for i, (step, module, dead) in enumerate(zip(self.steps, self.layers, self._free_after)):
             args = [env[name] for name in step.inputs]
             for name in dead:
                 del env[name]
@@ -98,8 +104,10 @@ class SpikingNetwork(nn.Module):
                     value = value.view(steps, batch, *value.shape[1:])
                 env[step.output] = (module(value, steps, static=is_static).flatten(0, 1), False)
             else:
-                if all(s for _, s in args):
-                    env[step.output] = (module(*[v for v, _ in args]), True)
+                if all(s for _, s in args):  # the same at every step: computed once per batch
+                    if i not in cache:
+                        cache[i] = module(*[v for v, _ in args])
+                    env[step.output] = (cache[i], True)
                 else:  # mixed: a static operand is repeated over the chunk's steps
                     values = [v if not s else v.unsqueeze(0).expand(steps, *v.shape).flatten(0, 1)
                               for v, s in args]
