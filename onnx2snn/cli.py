@@ -131,6 +131,9 @@ def run(a: argparse.Namespace) -> int:
     before, after = conv.passes[0]["ops"], conv.passes[-1]["ops"]
     print(f"converted {a.model}: {sum(before.values())} nodes -> {sum(after.values())} "
           f"({', '.join(f'{k} {v}' for k, v in after.items())})")
+    for p in conv.passes:
+        if p["pass"].startswith("drop output") and p.get("removed"):
+            print(f"dropped {', '.join(p['removed'])} at the output (argmax unchanged; the SNN reads the logits)")
     print(report.layer_table(conv.layers))
     print(f"verified with onnxruntime: max relative error {max(conv.verification.values(), default=0):.2g} "
           f"over {len(conv.verification)} normalised tensors")

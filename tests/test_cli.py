@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 import graphs
-from conftest import EXAMPLES
+from conftest import EXAMPLES, HERE as HERE_TESTS
 
 import onnx2snn
 
@@ -158,3 +158,33 @@ def test_shared_reference_model_verifies(shared_dir, tmp_path):
     calib = (data["x_train"][:50].astype(np.float32) / 255)[:, None]
     conv = onnx2snn.convert(os.path.join(shared_dir, "models", "mnist_cnn.onnx"), calib)
     assert max(conv.verification.values()) < 1e-4 and len(conv.layers) == 4
+
+
+def test_several_inputs_and_non_float_input_named(tmp_path):
+    from onnx import TensorProto, helper
+    two = helper.make_model(helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"], name="add")], "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
+         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(two, tmp_path / "two.onnx")
+    ints = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"], name="relu")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.INT32, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, ["N", 3])]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(ints, tmp_path / "ints.onnx")
+    np.save(tmp_path / "c.npy", np.zeros((2, 3), np.float32))
+    assert_one_line_error(*cli("two.onnx", "c.npy", cwd=tmp_path)[::2], "2 inputs", "a, b")
+    assert_one_line_error(*cli("ints.onnx", "c.npy", cwd=tmp_path)[::2], "input 'x'", "INT32", "FLOAT")
+
+
+def test_output_softmax_dropped_message(tmp_path):
+    import sys as _sys
+    _sys.path.insert(0, HERE_TESTS)
+    from patterns import PATTERNS
+    m, shape = PATTERNS["nhwc_transpose"]()
+    onnx.save(m, tmp_path / "soft.onnx")
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).uniform(size=(8, *shape)).astype(np.float32))
+    rc, out, err = cli("soft.onnx", "c.npy", "-q", cwd=tmp_path)
+    assert rc == 0, err
+    assert "dropped softmax at the output" in out
