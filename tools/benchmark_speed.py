@@ -184,7 +184,7 @@ def main():
         cost = f"{100 * (f32[2] - b16[2]):+.2f} %" if b16[2] == b16[2] else "—"
         lines.append(f"| {name} | {T} | {fl:,.0f} | {ratio(f32[0], fl)} | {ratio(b16[0], fl)} | {cost} | "
                      f"{ratio(sj_step[0], fl)} | {ratio(sj_multi[0], fl)} | {times(f32[0], sj_multi[0])} | {times(b16[0], sj_multi[0])} | "
-                     f"{f32[1]:.2f} / {sj_multi[1]:.2f} |")
+                     + (f"{f32[1]:.2f} / {sj_multi[1]:.2f} |" if f32[1] == f32[1] else "— |"))
     lines += [""] + notes
     text = "\n".join(lines)
     write_section(f"Simulation speed and memory, {device.type.upper()} (issue 4)", text, a.out)
