@@ -23,9 +23,20 @@ def layer_table(layers: List) -> str:
     return _table(rows)
 
 
-def rates_table(rates: dict) -> str:
-    """One row per layer of neurons: mean spikes per neuron per time step."""
-    return _table([("neuron layer", "mean firing rate")] + [(k, f"{v:.4f}") for k, v in rates.items()])
+def rates_table(layers: List, rates: dict, neuron_of: dict) -> str:
+    """One row per layer of neurons, in network order: the weighted layer(s) that drive it, their
+    λ (pooling neurons have none), and the mean spikes per neuron per step. ``neuron_of``: weighted
+    layer name -> the neuron layer its λ was measured at."""
+    drivers = {}
+    for l in layers:
+        if l.node in neuron_of:
+            drivers.setdefault(neuron_of[l.node], []).append(l)
+    rows = [("neuron layer", "driven by", "lambda", "mean firing rate")]
+    for name, rate in rates.items():
+        ls = drivers.get(name, [])
+        rows.append((name, " + ".join(f"{l.node} ({l.op})" for l in ls) or "-",
+                     f"{ls[0].lambda_out:.4g}" if ls else "-", f"{rate:.4f}"))
+    return _table(rows)
 
 
 def _table(rows) -> str:

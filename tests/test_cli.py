@@ -144,6 +144,7 @@ def test_example_end_to_end(tmp_path):
     rc, out, err = cli(*cmd[1:], "-q", cwd=tmp_path)
     assert rc == 0, err
     assert "ANN accuracy" in out and "SNN accuracy" in out
+    assert "driven by" in out and "/13/Gemm (Gemm)" in out  # the per-layer table: op, λ, firing rate
     rep = json.loads((tmp_path / "mnist_cnn_snn" / "report.json").read_text())
     assert len(rep["accuracy_per_step"]) == 100
     assert rep["snn_accuracy"] == rep["accuracy_per_step"][-1]
@@ -188,3 +189,12 @@ def test_output_softmax_dropped_message(tmp_path):
     rc, out, err = cli("soft.onnx", "c.npy", "-q", cwd=tmp_path)
     assert rc == 0, err
     assert "dropped softmax at the output" in out
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda(tiny):
+    x = np.load(tiny / "calib.npy")[:4]
+    np.savez(tiny / "eval.npz", x=x, y=np.zeros(4, np.int64))
+    rc, _, err = cli("tiny.onnx", "calib.npy", "--eval", "eval.npz", "--device", "cuda", "-q", cwd=tiny)
+    assert_one_line_error(rc, err, "no CUDA device")
+    assert not os.path.exists(tiny / "tiny_snn")

@@ -147,7 +147,12 @@ class SpikingNetwork(nn.Module):
         convolutions (default: on CUDA, where tensor-core kernels want it). The chunk size is
         chosen once, for the first batch, so that every batch runs the same shapes. ``progress(n)``
         is called with the number of samples finished after each batch."""
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except RuntimeError as e:
+            raise Onnx2SnnError(f"invalid device {device!r}: {e}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise Onnx2SnnError(f"device {str(device)!r} asked for, but this torch sees no CUDA device (use --device cpu)")
         dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
         net = self.to(device) if dt == torch.float32 else copy.deepcopy(self).to(device=device, dtype=dt)
         net.eval()
@@ -196,6 +201,7 @@ class SpikingNetwork(nn.Module):
                 progress(b)
         rates = ({name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in net.neuron_layers().items()}
                  if record_rates else {})
+        net._cache_input, net._static_cache = None, {}  # hold no batch after returning
         return SimulationResult(T, n, correct, np.concatenate(outputs), rates)
 
 
