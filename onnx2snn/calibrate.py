@@ -10,7 +10,7 @@ the activations (0.1 % at p = 99.9) rather than all of them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np

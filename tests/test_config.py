@@ -1,5 +1,4 @@
 """Config: seed defaults, round trip through JSON and TOML, rejection of bad keys and values."""
-import json
 
 import pytest
 

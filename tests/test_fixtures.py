@@ -3,7 +3,6 @@ those frameworks) convert, verify, and their SNN reaches their ANN's accuracy wi
 import os
 
 import numpy as np
-import onnx
 import pytest
 
 from conftest import EXAMPLES, HERE

@@ -6,7 +6,6 @@ import torch
 import graphs
 from onnx2snn.graph import clean_graph
 from onnx2snn.lower import lower_model
-from onnx2snn.lower.registry import HANDLERS
 
 
 def ann_outputs(model, x):

@@ -57,7 +57,6 @@ def test_constants_folded():
 
 def test_shared_initializer_not_modified():
     """Two convs share one weight; absorbing BN into one must not change the other."""
-    import onnx
     from onnx import helper
     r = graphs.rng(4)
     nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c1"], name="c1", kernel_shape=[1, 1]),

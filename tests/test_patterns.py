@@ -99,11 +99,10 @@ def test_unsupported_activation_advice():
 
 def test_every_registered_handler_has_a_pattern():
     """NIR's habit: enumerate the registry, so a new handler without a test fails here."""
-    from graphs import conv_bn_relu, identity_fed_bn
     used = set()
-    for build in list(PATTERNS.values()):
-        m, _ = build()
-        conv = convert(m, data(_))
+    for build in PATTERNS.values():
+        m, shape = build()
+        conv = convert(m, data(shape))
         used |= {n.op_type for n in conv.snn_model.graph.node}
     used |= {"AveragePool", "Gemm"}  # conv_bn_relu in test_lowering
     assert set(HANDLERS) <= used, f"handlers without a pattern test: {set(HANDLERS) - used}"

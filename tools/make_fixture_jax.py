@@ -21,7 +21,6 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     a = ap.parse_args()
 
-    import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx

@@ -24,7 +24,6 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..errors import Onnx2SnnError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Stateless torch modules the lowering builds that torch.nn lacks in the needed form."""
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
