@@ -198,3 +198,15 @@ def test_cuda_device_without_cuda(tiny):
     rc, _, err = cli("tiny.onnx", "calib.npy", "--eval", "eval.npz", "--device", "cuda", "-q", cwd=tiny)
     assert_one_line_error(rc, err, "no CUDA device")
     assert not os.path.exists(tiny / "tiny_snn")
+
+
+def test_bad_evaluation_files(tiny):
+    x = np.load(tiny / "calib.npy")[:4]
+    np.savez(tiny / "noy.npz", x=x)
+    assert_one_line_error(*cli("tiny.onnx", "calib.npy", "--eval", "noy.npz", "-q", cwd=tiny)[::2], "noy.npz", "lacks", "y")
+    np.savez(tiny / "short.npz", x=x, y=np.zeros(3, np.int64))
+    assert_one_line_error(*cli("tiny.onnx", "calib.npy", "--eval", "short.npz", "-q", cwd=tiny)[::2], "(4,)", "(3,)")
+    np.savez(tiny / "shape.npz", x=np.zeros((4, 1, 9, 9), np.float32), y=np.zeros(4, np.int64))
+    assert_one_line_error(*cli("tiny.onnx", "calib.npy", "--eval", "shape.npz", "-q", cwd=tiny)[::2],
+                          "(4, 1, 9, 9)", "(N, 1, 8, 8)")
+    assert not os.path.exists(tiny / "tiny_snn"), "no output on failure"
