@@ -65,7 +65,7 @@ class GatedMaxPool(nn.Module):
             for t in range(steps):
                 prev = self.momentum * prev + s[t]
                 counts[t] = prev
-        self.count = counts[-1]
+        self.count = counts[-1].clone()  # not a view: the chunk's counts can be freed
         # Gate: per window, the index of the input with the highest count; take its spike.
         flat_counts = counts.flatten(0, 1)
         if self.explicit_pads is not None:  # padded positions never win and carry no spike
