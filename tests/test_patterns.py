@@ -106,3 +106,19 @@ def test_every_registered_handler_has_a_pattern():
         used |= {n.op_type for n in conv.snn_model.graph.node}
     used |= {"AveragePool", "Gemm"}  # conv_bn_relu in test_lowering
     assert set(HANDLERS) <= used, f"handlers without a pattern test: {set(HANDLERS) - used}"
+
+
+@pytest.mark.parametrize("name", ["residual_blocks", "concat_bn_densenet", "input_normalisation_bn_first"])
+def test_saved_snn_onnx_rebuilds_the_same_network(name, tmp_path):
+    """Factors, per-channel scales and Clip bounds all live in the .snn.onnx: load() needs nothing else."""
+    import onnx
+    import onnx2snn
+    m, shape = PATTERNS[name]()
+    x = data(shape, 10)
+    conv = convert(m, x)
+    path = str(tmp_path / "m.snn.onnx")
+    conv.save(path)
+    onnx.checker.check_model(onnx.load(path))
+    again = onnx2snn.load(path)
+    np.testing.assert_array_equal(again.simulate(x, 15, device="cpu").outputs,
+                                  conv.network.simulate(x, 15, device="cpu").outputs)
