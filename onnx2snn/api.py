@@ -35,8 +35,7 @@ class Conversion:
     """Everything a conversion produced."""
     snn_model: onnx.ModelProto          # the annotated, rescaled graph (write with ``save``)
     network: SpikingNetwork             # the torch SNN lowered from it
-    layers: List[LayerScale]            # λ_pre, λ and the statistic per weighted layer
-    plan: Plan                          # tensor scales, Add factors, Clip bounds
+    plan: Plan                          # λ per weighted layer, tensor scales, Add factors, Clip bounds
     stats: Dict[str, TensorStats]       # calibration statistics per activation tensor
     config: Config
     source: onnx.ModelProto             # the original model (shape-inferred copy)
@@ -45,6 +44,11 @@ class Conversion:
     passes: List[dict]                  # op counts after each graph pass
     verification: Dict[str, float]      # relative error per normalised tensor
     timings: Dict[str, float] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> List[LayerScale]:
+        """λ_pre, λ and the statistic per weighted layer."""
+        return self.plan.layers
 
     def save(self, path: str) -> None:
         """Write the ``*.snn.onnx`` file atomically (a temporary file, then a rename)."""
@@ -89,14 +93,13 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     assign_scales(view, plan, stats, config.parser.robust_norm)
     edited = apply_scales(cleaned, plan)
     verification = verify(info.model, cleaned, edited, info.input_name, plan, x)
-    layers = plan.layers
     timings["normalise+verify"] = time.perf_counter() - t
 
-    snn_model = annotate(edited, layers, config.to_json(), info.sha256, __version__)
+    snn_model = annotate(edited, plan.layers, config.to_json(), info.sha256, __version__)
     network = lower_model(snn_model, config)
-    network.layer_scales = layers
+    network.layer_scales = plan.layers
     timings["total"] = time.perf_counter() - t0
-    return Conversion(snn_model, network, layers, plan, stats, config, info.model, info.input_name, info.sample_shape, passes,
+    return Conversion(snn_model, network, plan, stats, config, info.model, info.input_name, info.sample_shape, passes,
                       verification, timings)
 
 

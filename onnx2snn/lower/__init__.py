@@ -57,17 +57,14 @@ class LowerContext:
 def unsupported_nodes(view: GraphView) -> List[str]:
     """One line per node that cannot be converted: name, op, reason."""
     problems = []
+    ctx = LowerContext(view, Config(), ann=False)  # checks read the graph only
     for node in view.nodes:
         if node.op_type == "Constant":
             continue
-        reason = unsupported_reason(node, view_ctx(view))
+        reason = unsupported_reason(node, ctx)
         if reason:
             problems.append(f"{node.name} ({node.op_type}): {reason}")
     return problems
-
-
-def view_ctx(view: GraphView) -> LowerContext:
-    return LowerContext(view, Config(), ann=False)
 
 
 def check_supported(view: GraphView, label: str = "the model") -> None:
