@@ -17,7 +17,8 @@ import numpy as np
 import onnx
 
 from . import __version__
-from .calibrate import TensorStats, collect_stats, run
+from . import snn_calibration
+from .calibrate import TensorStats, collect_histograms, collect_stats, run
 from .config import Config
 from .data import check_inputs, load_calibration
 from .errors import Onnx2SnnError
@@ -25,8 +26,10 @@ from .graph import clean_graph, load_model
 from .graph.annotate import KEY_CONFIG, KEY_LAYERS, annotate, read_metadata
 from .graph.view import GraphView
 from .lower import check_supported, lower_model
-from .normalize import LayerScale, Plan, apply_scales, assign_scales, plan_layers
+from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, plan_layers, statistic_lambdas,
+                        usable_lambdas)
 from .snn.network import SimulationResult, SpikingNetwork
+from .thresholds import clipped_model, search_thresholds
 from .verify import verify
 
 
@@ -43,6 +46,7 @@ class Conversion:
     sample_shape: tuple                 # the model input's shape without the batch dimension
     passes: List[dict]                  # op counts after each graph pass
     verification: Dict[str, float]      # relative error per normalised tensor
+    calibration: Optional[snn_calibration.CalibrationReport] = None  # bias shifts, readout choice
     timings: Dict[str, float] = field(default_factory=dict)
 
     @property
@@ -83,24 +87,67 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     plan = plan_layers(view)
     timings["clean"] = time.perf_counter() - t
 
+    config = Config.from_dict(config.to_dict())  # resolved below (readout); the caller's stays as it was
+    x_fit, x_hold = snn_calibration.split(x, config)
+    search = config.parser.threshold == "search"
     t = time.perf_counter()
-    cb = (lambda n: progress("calibrate", n, len(x))) if progress else None
-    stats = collect_stats(cleaned, info.input_name, plan.stat_tensors, x, config.parser.percentile,
-                          config.batch_size, cb)
+    cb = (lambda n: progress("calibrate", n, len(x_fit))) if progress else None
+    stats = collect_stats(cleaned, info.input_name, plan.stat_tensors, x_fit, config.parser.percentile,
+                          config.batch_size, cb, histograms=search)
+    lambdas = usable_lambdas(choose_lambdas(cleaned, info.input_name, stats, x_fit, config), stats)
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    assign_scales(view, plan, stats, config.parser.robust_norm)
+    assign_scales(view, plan, lambdas)
     edited = apply_scales(cleaned, plan)
-    verification = verify(info.model, cleaned, edited, info.input_name, plan, x)
+    verification = verify(info.model, cleaned, edited, info.input_name, plan, x_fit)
     timings["normalise+verify"] = time.perf_counter() - t
+
+    report = None
+    if config.snn_calibration:
+        t = time.perf_counter()
+        edited, report = calibrate_snn(edited, info, plan, x_fit, x_hold, config)
+        timings["snn_calibration"] = time.perf_counter() - t
 
     snn_model = annotate(edited, plan.layers, config.to_json(), info.sha256, __version__)
     network = lower_model(snn_model, config)
     network.layer_scales = plan.layers
     timings["total"] = time.perf_counter() - t0
     return Conversion(snn_model, network, plan, stats, config, info.model, info.input_name, info.sample_shape, passes,
-                      verification, timings)
+                      verification, report, timings)
+
+
+def choose_lambdas(cleaned: onnx.ModelProto, input_name: str, stats: Dict[str, TensorStats], x: np.ndarray,
+                   config: Config) -> Lambdas:
+    """λ per activation tensor: the seed's statistic, or the T-step search (``thresholds.py``) in
+    two rounds — on the ANN's activations, then on the graph clipped at the first round's λ."""
+    if config.parser.threshold != "search":
+        return statistic_lambdas(stats, config.parser.robust_norm)
+    T, v_init = config.target_T, config.simulation.v_init
+    lambdas = search_thresholds({k: s.histogram for k, s in stats.items()}, T, v_init, stats)
+    clipped = clipped_model(cleaned, {k: lam for k, (lam, _) in lambdas.items() if lam > 0})
+    hists = collect_histograms(clipped, input_name, list(stats), x, config.batch_size)
+    return search_thresholds(hists, T, v_init, stats)
+
+
+def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, x_hold: Optional[np.ndarray],
+                  config: Config):
+    """Bias calibration on the fit images and the readout choice on the held-back ones
+    (``snn_calibration.py``); returns the graph with shifted biases and what was done. ``config``
+    gets the chosen readout."""
+    T = config.target_T
+    fit = x_fit[:config.calibration.samples]
+    report = snn_calibration.CalibrationReport(T, len(fit), 0 if x_hold is None else len(x_hold))
+    network = lower_model(edited, config)
+    if config.calibration.bias:
+        snn_calibration.calibrate_biases(network, edited, info.input_name, plan, fit, T, config, report)
+        edited = snn_calibration.shift_biases(edited, report.bias_shifts)
+    if config.simulation.output == "auto":
+        teacher = run(info.model, info.input_name, x_hold, [info.model.graph.output[0].name], config.batch_size)[0]
+        output, delay = snn_calibration.choose_readout(network, x_hold, teacher.reshape(len(x_hold), -1).argmax(1),
+                                                       T, config, report)
+        config.simulation.output, config.simulation.readout_delay = output, delay
+    return edited, report
 
 
 def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config] = None) -> SpikingNetwork:
@@ -126,7 +173,8 @@ def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray
     sim = config.simulation
     return network.simulate(x, T or sim.T, labels, batch_size=config.batch_size, device=config.device,
                             poisson=sim.encoder.poisson, seed=config.seed, chunk=chunk or sim.chunk,
-                            dtype=sim.dtype, record_rates=record_rates, progress=progress)
+                            dtype=sim.dtype, record_rates=record_rates, progress=progress,
+                            readout_delay=sim.readout_delay or 0)
 
 
 def ann_accuracy(model: onnx.ModelProto, input_name: str, x: np.ndarray, labels: np.ndarray,

@@ -10,12 +10,14 @@ the activations (0.1 % at p = 99.9) rather than all of them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+from .thresholds import StreamingHistogram
 
 
 @dataclass
@@ -24,6 +26,10 @@ class TensorStats:
     percentile: float
     p: float
     count: int
+    histogram: Optional[StreamingHistogram] = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {"max": self.max, "percentile": self.percentile, "p": self.p, "count": self.count}
 
 
 class StreamingPercentile:
@@ -78,31 +84,50 @@ def session(model: onnx.ModelProto, extra_outputs: Sequence[str] = ()) -> ort.In
 
 def collect_stats(model: onnx.ModelProto, input_name: str, tensors: Sequence[str], x: np.ndarray,
                   p: float = 99.9, batch_size: int = 100,
-                  progress: Optional[Callable[[int], None]] = None) -> Dict[str, TensorStats]:
-    """Max and p-th percentile of every tensor in ``tensors`` over all samples of ``x``."""
+                  progress: Optional[Callable[[int], None]] = None,
+                  histograms: bool = False) -> Dict[str, TensorStats]:
+    """Max and p-th percentile of every tensor in ``tensors`` over all samples of ``x`` (and, with
+    ``histograms``, a histogram of each for the threshold search)."""
     tensors = list(dict.fromkeys(tensors))
-    sess = session(model, tensors)
     trackers: Dict[str, StreamingPercentile] = {}
+    hists = {name: StreamingHistogram() for name in tensors} if histograms else {}
     n = len(x)
-    for start in range(0, n, batch_size):
-        batch = np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32)
-        values = sess.run(tensors, {input_name: batch})
+    for batch, values in _stream(model, input_name, tensors, x, batch_size):
         for name, v in zip(tensors, values):
             if name not in trackers:  # per-sample size is known from the first batch
                 trackers[name] = StreamingPercentile(n * (v.size // len(batch)), p)
             trackers[name].update(v)
+            if histograms:
+                hists[name].update(v)
         if progress:
             progress(len(batch))
-    return {name: TensorStats(t.max, t.result(), p, t.total) for name, t in trackers.items()}
+    return {name: TensorStats(t.max, t.result(), p, t.total, hists.get(name)) for name, t in trackers.items()}
+
+
+def collect_histograms(model: onnx.ModelProto, input_name: str, tensors: Sequence[str], x: np.ndarray,
+                       batch_size: int = 100) -> Dict[str, StreamingHistogram]:
+    """A histogram of every tensor in ``tensors`` over all samples of ``x``."""
+    tensors = list(dict.fromkeys(tensors))
+    hists = {name: StreamingHistogram() for name in tensors}
+    for _, values in _stream(model, input_name, tensors, x, batch_size):
+        for name, v in zip(tensors, values):
+            hists[name].update(v)
+    return hists
+
+
+def _stream(model: onnx.ModelProto, input_name: str, tensors: List[str], x: np.ndarray, batch_size: int):
+    """(batch, values of ``tensors``) for each batch of ``x``, read from the array one at a time."""
+    sess = session(model, tensors)
+    for start in range(0, len(x), batch_size):
+        batch = np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32)
+        yield batch, sess.run(tensors, {input_name: batch})
 
 
 def run(model: onnx.ModelProto, input_name: str, x: np.ndarray, outputs: Sequence[str],
         batch_size: int = 100) -> List[np.ndarray]:
     """Run ``model`` over ``x`` in batches; return the requested tensors concatenated."""
-    sess = session(model, outputs)
     parts: List[List[np.ndarray]] = [[] for _ in outputs]
-    for start in range(0, len(x), batch_size):
-        batch = np.ascontiguousarray(x[start:start + batch_size], dtype=np.float32)
-        for i, v in enumerate(sess.run(list(outputs), {input_name: batch})):
+    for _, values in _stream(model, input_name, list(outputs), x, batch_size):
+        for i, v in enumerate(values):
             parts[i].append(v)
     return [np.concatenate(p) for p in parts]

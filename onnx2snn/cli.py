@@ -54,21 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", metavar="DIR", help="output folder (default: ./<model>_snn, made new)")
     p.add_argument("--config", metavar="FILE", help="options from a JSON or TOML file; flags override it")
     p.add_argument("--seed", type=int, help="random seed for Poisson input (default 0)")
-    g = p.add_argument_group("normalisation")
-    g.add_argument("--percentile", type=float, help="robust normalisation percentile p (default 99.9)")
-    g.add_argument("--no-robust-norm", action="store_true", help="scale by the max activation, not the percentile")
+    g = p.add_argument_group("normalisation and calibration for a target T")
+    g.add_argument("--threshold", choices=["search", "statistic"],
+                   help="each layer's scale: minimise the T-step quantisation error (search, default) or take "
+                        "the seed's statistic (--percentile / --no-robust-norm)")
+    g.add_argument("--percentile", type=float, help="robust normalisation percentile p (default 99.9; with --threshold statistic)")
+    g.add_argument("--no-robust-norm", action="store_true", help="scale by the max activation, not the percentile (with --threshold statistic)")
+    g.add_argument("--calibration-T", type=int, metavar="T",
+                   help="the T the thresholds, biases and readout are calibrated for (default: -T)")
+    g.add_argument("--no-bias-calibration", action="store_true",
+                   help="do not shift biases by the SNN's mean rate error on the calibration images")
     g = p.add_argument_group("neurons and simulation")
     g.add_argument("--reset-to-zero", nargs="?", const=0.0, type=float, metavar="V",
                    help="reset the membrane to V (default 0) after a spike, instead of subtracting the threshold")
     g.add_argument("--v-init", type=float, help="initial membrane potential / threshold (default 0.5; the seed used 0)")
     g.add_argument("--poisson", action="store_true", help="Poisson spike input (inputs must lie in [0, 1])")
-    g.add_argument("--output", choices=["spikes", "membrane"],
-                   help="classify by output spike counts (default) or output membrane potential")
+    g.add_argument("--output", choices=["auto", "spikes", "membrane"],
+                   help="classify by output spike counts or membrane potential; auto (default): whichever agrees "
+                        "best with the ANN on held-back calibration images, with the readout delay")
+    g.add_argument("--readout-delay", type=int, metavar="D",
+                   help="the readout ignores the first D steps (default: chosen with --output auto, else 0)")
     g.add_argument("--no-avg-pool-neuron", action="store_true",
                    help="no IF neurons after average pooling (pass pooled spikes on as currents)")
-    g.add_argument("--max-pool", choices=["gate", "wta", "avg"],
-                   help="max pooling of spikes: gate by spike count (default), winner-take-all "
-                        "(plain max of spikes), or average pooling instead")
+    g.add_argument("--max-pool", choices=["max", "gate", "wta", "avg"],
+                   help="max pooling of spikes: running max of spike counts (default, exact), gate by spike "
+                        "count (the seed's), winner-take-all (plain max of spikes), or average pooling instead")
     g.add_argument("--momentum", type=float, help="max-pool gate counts c <- m*c + s (m in [0, 1]; default: plain count)")
     g.add_argument("--chunk", type=int, help="time steps simulated per layer call (default: as many as fit in memory)")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
@@ -85,7 +95,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
         "simulation.T": a.timesteps, "device": a.device, "batch_size": a.batch_size, "seed": a.seed,
         "parser.percentile": a.percentile, "simulation.v_init": a.v_init, "simulation.output": a.output,
         "simulation.reset_to_zero": a.reset_to_zero, "simulation.max_pool.momentum": a.momentum,
-        "simulation.chunk": a.chunk, "simulation.dtype": a.dtype,
+        "simulation.chunk": a.chunk, "simulation.dtype": a.dtype, "parser.threshold": a.threshold,
+        "calibration.T": a.calibration_T, "simulation.readout_delay": a.readout_delay,
     }
     for key, value in overrides.items():
         if value is not None:
@@ -96,9 +107,13 @@ def config_from_args(a: argparse.Namespace) -> Config:
         cfg.simulation.encoder.poisson = True
     if a.no_avg_pool_neuron:
         cfg.simulation.avg_pool.has_neuron = False
+    if a.no_bias_calibration:
+        cfg.calibration.bias = False
     if a.max_pool:
         cfg.simulation.max_pool.if_wta = a.max_pool == "wta"
         cfg.simulation.max_pool.if_spatial_avg = a.max_pool == "avg"
+        if a.max_pool in ("max", "gate"):
+            cfg.simulation.max_pool.rule = a.max_pool
     return cfg.validate()
 
 
@@ -136,11 +151,15 @@ def run(a: argparse.Namespace) -> int:
     print(report.layer_table(conv.layers))
     print(f"verified with onnxruntime: max relative error {max(conv.verification.values(), default=0):.2g} "
           f"over {len(conv.verification)} normalised tensors")
+    if conv.calibration is not None:
+        print(report.calibration_lines(conv.calibration, conv.config))
+    cfg = conv.config  # with the readout chosen
 
     rep = {"onnx2snn_version": __version__, "model": os.path.abspath(a.model), "calibration": os.path.abspath(a.calib),
            "config": cfg.to_dict(), "passes": conv.passes, "layers": [l.to_dict() for l in conv.layers],
-           "statistics": {k: vars(v) for k, v in conv.stats.items()}, "verification": conv.verification,
-           "timings_s": dict(conv.timings)}
+           "statistics": {k: v.to_dict() for k, v in conv.stats.items()}, "verification": conv.verification,
+           "timings_s": dict(conv.timings),
+           "calibration": conv.calibration.to_dict() if conv.calibration else None}
 
     if a.eval:
         x, y = load_labelled(a.eval, conv.sample_shape)

@@ -18,8 +18,21 @@ from .errors import Onnx2SnnError
 
 @dataclass
 class ParserConfig:
+    # "search": λ minimises the T-step quantisation error (thresholds.py); "statistic": the seed's
+    # rule, λ = the percentile (robust_norm) or the max of each activation
+    threshold: str = "search"
     robust_norm: bool = True        # λ = percentile of the activations (True) or their max (False)
     percentile: float = 99.9        # p for robust normalisation, in (0, 100]
+
+
+@dataclass
+class CalibrationConfig:
+    """Calibration of the SNN for a target T on the calibration images (Li et al., ICML 2021)."""
+    T: Optional[int] = None         # target time steps; None: simulation.T
+    bias: bool = True               # shift each layer's bias by the mean rate error, per channel
+    iterations: int = 2             # bias corrections per layer (each re-runs only that layer's neurons)
+    samples: int = 256              # most calibration images simulated per round (cost and memory)
+    holdout: float = 0.2            # share of the calibration images held back to choose the readout
 
 
 @dataclass
@@ -37,6 +50,9 @@ class MaxPoolConfig:
     if_spatial_avg: bool = False    # replace max pooling by average pooling
     if_wta: bool = False            # plain max pooling of the spikes (winner takes all)
     momentum: Optional[float] = None  # gate by a momentum-averaged spike count instead of the total
+    # "max": output count = the running max of the window's input counts (exact); "gate": pass the
+    # spikes of the input with the highest count (the seed's rule; the one momentum applies to)
+    rule: str = "max"
 
 
 @dataclass
@@ -45,7 +61,10 @@ class SimulationConfig:
     # None/False: reset by subtraction; True: reset to 0; a number: reset to that value
     reset_to_zero: Union[None, bool, float] = None
     v_init: float = 0.5             # initial membrane potential / threshold (seed: 0; 0.5 halves the worst-case error)
-    output: str = "spikes"          # class from the output neurons' spike counts, or "membrane"
+    # class from the output neurons' spike counts ("spikes"), their membrane potential
+    # ("membrane"), or whichever agrees best with the ANN on held-back calibration images ("auto")
+    output: str = "auto"
+    readout_delay: Optional[int] = None  # output steps skipped before counting; None: chosen with "auto", else 0
     dtype: str = "float32"          # weights and currents: float32, or bfloat16/float16 (spikes exact)
     chunk: Optional[int] = None     # time steps per layer call; None: as many as fit in memory
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -57,13 +76,15 @@ class SimulationConfig:
 class Config:
     parser: ParserConfig = field(default_factory=ParserConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     seed: int = 0                   # seeds Poisson encoding
     batch_size: int = 100
     device: Optional[str] = None    # None: CUDA when available, else CPU
 
     # --- validation ------------------------------------------------------------------------
     def validate(self) -> "Config":
-        p, s = self.parser, self.simulation
+        p, s, c = self.parser, self.simulation, self.calibration
+        _check(p.threshold in ("search", "statistic"), "parser.threshold", p.threshold, '"search" or "statistic"')
         _check(isinstance(p.robust_norm, bool), "parser.robust_norm", p.robust_norm, "true or false")
         _check(_is_number(p.percentile) and 0 < p.percentile <= 100, "parser.percentile",
                p.percentile, "a number in (0, 100]")
@@ -71,7 +92,15 @@ class Config:
         _check(s.reset_to_zero is None or isinstance(s.reset_to_zero, bool) or _is_number(s.reset_to_zero),
                "simulation.reset_to_zero", s.reset_to_zero, "false, true or a reset value")
         _check(_is_number(s.v_init), "simulation.v_init", s.v_init, "a number")
-        _check(s.output in ("spikes", "membrane"), "simulation.output", s.output, '"spikes" or "membrane"')
+        _check(s.output in ("auto", "spikes", "membrane"), "simulation.output", s.output,
+               '"auto", "spikes" or "membrane"')
+        _check(s.readout_delay is None or (_is_int(s.readout_delay) and s.readout_delay >= 0),
+               "simulation.readout_delay", s.readout_delay, "null or an integer >= 0")
+        _check(c.T is None or (_is_int(c.T) and c.T >= 1), "calibration.T", c.T, "null or an integer >= 1")
+        _check(isinstance(c.bias, bool), "calibration.bias", c.bias, "true or false")
+        _check(_is_int(c.iterations) and c.iterations >= 1, "calibration.iterations", c.iterations, "an integer >= 1")
+        _check(_is_int(c.samples) and c.samples >= 1, "calibration.samples", c.samples, "an integer >= 1")
+        _check(_is_number(c.holdout) and 0 < c.holdout < 1, "calibration.holdout", c.holdout, "a number in (0, 1)")
         _check(s.dtype in ("float32", "bfloat16", "float16"), "simulation.dtype", s.dtype,
                '"float32", "bfloat16" or "float16"')
         _check(s.chunk is None or (_is_int(s.chunk) and s.chunk >= 1), "simulation.chunk", s.chunk,
@@ -84,6 +113,7 @@ class Config:
         _check(isinstance(mp.if_wta, bool), "simulation.max_pool.if_wta", mp.if_wta, "true or false")
         _check(not (mp.if_wta and mp.if_spatial_avg), "simulation.max_pool", "if_wta and if_spatial_avg",
                "at most one of if_wta, if_spatial_avg")
+        _check(mp.rule in ("max", "gate"), "simulation.max_pool.rule", mp.rule, '"max" or "gate"')
         _check(mp.momentum is None or (_is_number(mp.momentum) and 0 <= mp.momentum <= 1),
                "simulation.max_pool.momentum", mp.momentum, "null or a number in [0, 1]")
         _check(_is_int(self.seed), "seed", self.seed, "an integer")
@@ -94,7 +124,25 @@ class Config:
     @property
     def max_pool_mode(self) -> str:
         mp = self.simulation.max_pool
-        return "avg" if mp.if_spatial_avg else "wta" if mp.if_wta else "gate"
+        if mp.if_spatial_avg or mp.if_wta:  # the seed's switches win
+            return "avg" if mp.if_spatial_avg else "wta"
+        return "gate" if mp.momentum is not None else mp.rule  # momentum only means something to the gate
+
+    @property
+    def target_T(self) -> int:
+        """The T the thresholds and the calibration are chosen for."""
+        return self.calibration.T or self.simulation.T
+
+    @property
+    def snn_calibration(self) -> bool:
+        """Does the conversion simulate the SNN on calibration images (bias calibration, readout choice)?"""
+        return self.calibration.bias or self.simulation.output == "auto"
+
+    @property
+    def holds_out(self) -> bool:
+        """Is part of the calibration array held back? Whenever anything is fitted for the target T
+        — so that re-converting with a run's resolved config (output chosen) fits on the same images."""
+        return self.snn_calibration or self.parser.threshold == "search"
 
     # --- (de)serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict:

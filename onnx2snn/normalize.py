@@ -137,18 +137,39 @@ def _channel_vector(s: np.ndarray, shape, what: str) -> np.ndarray:
 
 # --- assigning scales --------------------------------------------------------------------------
 
-def assign_scales(view: GraphView, plan: Plan, stats: Dict[str, TensorStats], robust: bool) -> Plan:
-    """Fill in λ per layer, the scale of every tensor, the Add factors and Clip bounds."""
+Lambdas = Dict[str, Tuple[float, str]]   # activation tensor -> (λ, where it came from)
+
+
+def statistic_lambdas(stats: Dict[str, TensorStats], robust: bool) -> Lambdas:
+    """The seed's rule: λ = the p-th percentile (robust) or the max of each activation."""
+    out = {}
+    for tensor, s in stats.items():
+        lam, kind = (s.percentile, f"p{s.p:g}") if robust else (s.max, "max")
+        out[tensor] = (float(lam), f"{kind} of {tensor}")
+    return out
+
+
+def usable_lambdas(lambdas: Lambdas, stats: Dict[str, TensorStats]) -> Lambdas:
+    """λ must be positive: a layer that never fired on the calibration data falls back to its max,
+    or to 1 if it was never positive at all."""
+    out = dict(lambdas)
+    for tensor, (lam, _) in lambdas.items():
+        if not lam > 0:
+            s = stats[tensor]
+            out[tensor] = ((s.max, f"max of {tensor}") if s.max > 0
+                           else (1.0, f"none (all activations of {tensor} <= 0)"))
+    return out
+
+
+def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
+    """Fill in λ per layer (from ``lambdas``, per activation tensor), the scale of every tensor,
+    the Add factors and Clip bounds."""
     by_node = {l.node: l for l in plan.layers}
     scale = plan.scales
     scale[view.input_name] = uniform(1.0, len(_sample_shape(view, view.input_name)))
 
     def statistic(tensor: str) -> Tuple[float, str]:
-        s = stats[tensor]
-        lam, kind = (s.percentile, f"p{s.p:g}") if robust else (s.max, "max")
-        if not lam > 0:  # never active on the calibration data
-            lam, kind = (s.max, "max") if s.max > 0 else (1.0, "none (all activations <= 0)")
-        return float(lam), f"{kind} of {tensor}"
+        return lambdas[tensor]
 
     for node in view.nodes:
         if node.op_type == "Constant":

@@ -39,6 +39,23 @@ def rates_table(layers: List, rates: dict, neuron_of: dict) -> str:
     return _table(rows)
 
 
+def calibration_lines(cal, config) -> str:
+    """What the calibration for the target T did, in a few lines."""
+    lines = [f"calibrated for T={cal.T} on {cal.fit_images} calibration images"
+             + (f" ({cal.holdout_images} held back)" if cal.holdout_images else "")
+             + f": thresholds by {'T-step search' if config.parser.threshold == 'search' else 'statistic'}"]
+    if cal.rate_error:
+        before = np.mean([e[0] for e in cal.rate_error.values()])
+        after = np.mean([e[-1] for e in cal.rate_error.values()])
+        lines.append(f"  bias calibration: {len(cal.bias_shifts)} layers, mean |rate error| {before:.4f} -> {after:.4f}")
+    if cal.readout is not None:
+        kind, delay = cal.readout
+        agree = cal.readout_agreement[f"{kind}/delay={delay}"]
+        lines.append(f"  readout: {kind}" + (f", first {delay} steps skipped" if delay else "")
+                     + f" ({100 * agree:.1f} % agreement with the ANN on the held-back images)")
+    return "\n".join(lines)
+
+
 def _table(rows) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -8,6 +8,17 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = 17
 
 
+def seed_config():
+    """The seed's conversion (λ = percentile, no SNN calibration, spike-count readout): the edited
+    graph is exactly the original rescaled, and any calibration array size works."""
+    from onnx2snn import Config
+    cfg = Config()
+    cfg.parser.threshold = "statistic"
+    cfg.calibration.bias = False
+    cfg.simulation.output = "spikes"
+    return cfg
+
+
 def rng(seed=0):
     return np.random.default_rng(seed)
 

@@ -43,7 +43,7 @@ def test_normalised_graph_is_original_divided_by_lambda(robust):
     """ReLU networks are positively homogeneous: every normalised activation is the original / λ."""
     m = graphs.conv_bn_relu()
     x = np.random.default_rng(3).normal(size=(40, 1, 8, 8)).astype(np.float32)
-    cfg = Config()
+    cfg = graphs.seed_config()
     cfg.parser.robust_norm = robust
     conv = convert(m, x, cfg)
     (l1, l2) = conv.layers

@@ -144,7 +144,8 @@ def test_example_end_to_end(tmp_path):
     rc, out, err = cli(*cmd[1:], "-q", cwd=tmp_path)
     assert rc == 0, err
     assert "ANN accuracy" in out and "SNN accuracy" in out
-    assert "driven by" in out and "/13/Gemm (Gemm)" in out  # the per-layer table: op, λ, firing rate
+    assert "driven by" in out and "/0/Conv (Conv)" in out  # the per-layer table: op, λ, firing rate
+    assert "calibrated for T=100" in out and "readout:" in out
     rep = json.loads((tmp_path / "mnist_cnn_snn" / "report.json").read_text())
     assert len(rep["accuracy_per_step"]) == 100
     assert rep["snn_accuracy"] == rep["accuracy_per_step"][-1]

@@ -88,5 +88,5 @@ def test_fixed_batch_input_made_dynamic():
     info = load_model(m)
     assert info.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
     x = np.random.default_rng(0).normal(size=(9, 1, 8, 8)).astype(np.float32)
-    conv = onnx2snn.convert(m, x)
+    conv = onnx2snn.convert(m, x, graphs.seed_config())
     assert max(conv.verification.values()) < 1e-4

@@ -22,9 +22,10 @@ def data(shape, n=48, seed=0):
 def test_pattern_converts_verifies_and_lowers(name):
     m, shape = PATTERNS[name]()
     x = data(shape)
-    cfg = Config()
+    cfg = graphs.seed_config()
     cfg.parser.robust_norm = False     # max norm on the test data itself: no clipping, SNN -> ANN
     cfg.simulation.output = "membrane"
+    cfg.simulation.max_pool.rule = "gate"
     conv = convert(m, x, cfg)
     assert max(conv.verification.values()) <= 1e-4
     out_name = conv.snn_model.graph.output[0].name

@@ -81,12 +81,15 @@ def max_pool_network(mode):
     cfg = Config()
     cfg.simulation.max_pool.if_wta = mode == "wta"
     cfg.simulation.max_pool.if_spatial_avg = mode == "avg"
+    if mode in ("max", "gate"):
+        cfg.simulation.max_pool.rule = mode
     from onnx2snn.graph import clean_graph
     cleaned, _ = clean_graph(graphs.conv_bn_relu(pool="MaxPool"))
     return lower_model(cleaned, cfg)
 
 
-@pytest.mark.parametrize("mode,module", [("gate", "GatedMaxPool"), ("wta", "Function"), ("avg", "Function")])
+@pytest.mark.parametrize("mode,module", [("max", "RunningMaxPool"), ("gate", "GatedMaxPool"), ("wta", "Function"),
+                                         ("avg", "Function")])
 def test_max_pool_modes_lowered(mode, module):
     net = max_pool_network(mode)
     names = [type(m).__name__ for m in net.layers]
@@ -191,7 +194,7 @@ def test_reduced_precision_through_residual_factors():
     from patterns import PATTERNS
     m, shape = PATTERNS["residual_blocks"]()
     x = np.random.default_rng(0).uniform(0, 1, size=(6, *shape)).astype(np.float32)
-    conv = convert(m, x)
+    conv = convert(m, x, graphs.seed_config())
     r = conv.network.simulate(x, 10, device="cpu", dtype="bfloat16")
     assert np.isfinite(r.outputs).all()
 
@@ -201,7 +204,7 @@ def test_channels_last_layout_gives_same_results(pattern):
     """The NHWC layout used on CUDA computes exactly what the default layout computes."""
     from patterns import PATTERNS
     m, shape = PATTERNS[pattern]()
-    x = np.random.default_rng(0).uniform(0, 1, size=(6, *shape)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(0, 1, size=(12, *shape)).astype(np.float32)
     conv = convert(m, x)
     a = conv.network.simulate(x, 12, device="cpu", channels_last=False).outputs
     b = conv.network.simulate(x, 12, device="cpu", channels_last=True).outputs

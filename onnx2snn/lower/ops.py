@@ -184,7 +184,7 @@ def _check_max_pool(node, ctx):
 
 @register("MaxPool", scale="preserve", check=_check_max_pool)
 def lower_max_pool(node, ctx):
-    from ..snn.pooling import GatedMaxPool
+    from ..snn.pooling import GatedMaxPool, RunningMaxPool
     kernel, strides, dilations, pads, ceil_mode = _pool_args(node, ctx)
     nd = len(kernel)
     mode = ctx.config.max_pool_mode
@@ -199,6 +199,9 @@ def lower_max_pool(node, ctx):
         ctx.add(node, module, [node.input[0]], node.output[0], spikes=ctx.is_spike(node.input[0]))
     elif mode == "avg":
         _add_subsampling(node, ctx, _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, False))
+    elif mode == "max":
+        ctx.add(node, RunningMaxPool(kernel, strides, pads, dilations, ceil_mode), [node.input[0]],
+                node.output[0], spikes=True)
     else:
         gate = GatedMaxPool(kernel, strides, pads, dilations, ceil_mode,
                             ctx.config.simulation.max_pool.momentum)

@@ -42,6 +42,7 @@ class SimulationResult:
     correct_per_step: Optional[np.ndarray]   # (T,) correct predictions after each step, if labelled
     outputs: np.ndarray                       # (N, classes) accumulated readout after T steps
     firing_rates: Dict[str, float]            # mean spikes per neuron per step, per neuron layer
+    step_outputs: Optional[np.ndarray] = None  # (T, N, classes) readout increment of every step, if recorded
 
     @property
     def accuracy_per_step(self) -> Optional[np.ndarray]:
@@ -137,7 +138,8 @@ class SpikingNetwork(nn.Module):
     def simulate(self, x: np.ndarray, T: int, labels: Optional[np.ndarray] = None, batch_size: int = 100,
                  device=None, poisson: bool = False, seed: int = 0, chunk: Optional[int] = None,
                  dtype: str = "float32", record_rates: bool = False, channels_last: Optional[bool] = None,
-                 progress: Optional[Callable[[int], None]] = None) -> SimulationResult:
+                 progress: Optional[Callable[[int], None]] = None, readout_delay: int = 0,
+                 record_steps: bool = False) -> SimulationResult:
         """Simulate every sample of ``x`` for ``T`` steps; accuracy after each step if ``labels``.
 
         ``dtype``: "float32", or "bfloat16"/"float16" for weights and currents (spikes are exactly
@@ -146,7 +148,9 @@ class SpikingNetwork(nn.Module):
         layer of neurons (``firing_rates``). ``channels_last``: NHWC memory layout for 2-D
         convolutions (default: on CUDA, where tensor-core kernels want it). The chunk size is
         chosen once, for the first batch, so that every batch runs the same shapes. ``progress(n)``
-        is called with the number of samples finished after each batch."""
+        is called with the number of samples finished after each batch. ``readout_delay``: the
+        readout ignores the first steps (their output counts as zero). ``record_steps``: also return
+        every step's readout increment (memory T·N·classes)."""
         try:
             device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         except RuntimeError as e:
@@ -171,10 +175,13 @@ class SpikingNetwork(nn.Module):
             m.reset_stats()
             m.count_spikes = record_rates
         correct = np.zeros(T, np.int64) if labels is not None else None
-        outputs = []
+        outputs, step_outputs = [], []
         tc = chunk or net.auto_chunk(T, min(batch_size, n), device)
         for start in range(0, n, batch_size):
-            xb = torch.as_tensor(np.asarray(x[start:start + batch_size]), device=device).to(dt)
+            batch = np.asarray(x[start:start + batch_size])
+            if not batch.flags.writeable:  # a memory-mapped array: torch wants memory it may write
+                batch = batch.copy()
+            xb = torch.as_tensor(batch, device=device).to(dt)
             if channels_last and xb.dim() == 4:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             b = xb.shape[0]
@@ -190,6 +197,10 @@ class SpikingNetwork(nn.Module):
                 else:
                     out = net(xb, steps, static=True)
                 out = out.reshape(steps, b, -1).float()
+                if t0 < readout_delay:  # not in place: ``out`` may be a view of a cached tensor
+                    out = out * (torch.arange(t0, t0 + steps, device=device) >= readout_delay).view(-1, 1, 1)
+                if record_steps:
+                    step_outputs.append((start, out.cpu().numpy()))
                 cum = torch.cumsum(out, 0) if total is None else total + torch.cumsum(out, 0)
                 total = cum[-1]
                 if hits is not None:
@@ -202,7 +213,13 @@ class SpikingNetwork(nn.Module):
         rates = ({name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in net.neuron_layers().items()}
                  if record_rates else {})
         net._cache_input, net._static_cache = None, {}  # hold no batch after returning
-        return SimulationResult(T, n, correct, np.concatenate(outputs), rates)
+        steps_array = None
+        if record_steps:  # (batch start, [steps, b, K]) chunks -> (T, N, K)
+            by_batch: Dict[int, list] = {}
+            for start, o in step_outputs:
+                by_batch.setdefault(start, []).append(o)
+            steps_array = np.concatenate([np.concatenate(by_batch[s], 0) for s in sorted(by_batch)], 1)
+        return SimulationResult(T, n, correct, np.concatenate(outputs), rates, steps_array)
 
 
 def _check_unit_interval(x: np.ndarray) -> None:

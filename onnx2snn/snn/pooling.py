@@ -79,3 +79,54 @@ class GatedMaxPool(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.pool_args}, momentum={self.momentum}"
+
+
+class RunningMaxPool(nn.Module):
+    """Max pooling of spike trains by the running max of spike counts (lateral inhibition, exact).
+
+    Per window, the output count after step t is the largest input count after step t:
+
+        C[t] = max_window c[t],   out[t] = C[t] − C[t−1]  ∈ {0, 1}
+
+    (a max of counts rises by at most one per step), so the output rate is exactly the max of the
+    input rates at every step, where the gate's can lag behind when the leading input changes.
+    ``forward(s [steps, B, C, *spatial])``, like ``GatedMaxPool``."""
+
+    stateful = True
+
+    def __init__(self, kernel_size: Sequence[int], stride: Sequence[int], pads: Sequence[int],
+                 dilation: Sequence[int], ceil_mode: bool):
+        super().__init__()
+        nd = len(kernel_size)
+        symmetric = list(pads[:nd]) == list(pads[nd:])
+        self.explicit_pads = None if symmetric else torch_pads(pads)
+        self.pool_args = dict(kernel_size=tuple(kernel_size), stride=tuple(stride),
+                              padding=tuple(pads[:nd]) if symmetric else 0,
+                              dilation=tuple(dilation), ceil_mode=bool(ceil_mode))
+        self.pool = _MAX_POOL[nd]
+        self.reset()
+
+    def reset(self) -> None:
+        self.count: Optional[torch.Tensor] = None      # input counts so far
+        self.pooled: Optional[torch.Tensor] = None     # their running max per window
+
+    def forward(self, s: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+        if static:
+            s = s.expand(steps, *s.shape)
+        prev = self.count if self.count is not None else torch.zeros_like(s[0], dtype=torch.float32)
+        counts = prev + torch.cumsum(s, dim=0, dtype=torch.float32)   # float32: exact up to 2^24 steps
+        self.count = counts[-1].clone()
+        flat = counts.flatten(0, 1)
+        if self.explicit_pads is not None:  # padded positions count nothing
+            flat = F.pad(flat, self.explicit_pads)
+        pooled = self.pool(flat, **self.pool_args)
+        pooled = pooled.view(steps, -1, *pooled.shape[1:])
+        before = self.pooled if self.pooled is not None else torch.zeros_like(pooled[0])
+        self.pooled = pooled[-1].clone()
+        out = torch.diff(pooled, dim=0, prepend=before.unsqueeze(0)).to(s.dtype)
+        if s.dim() == 5 and s[0].is_contiguous(memory_format=torch.channels_last):
+            out = out.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(out.shape)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"{self.pool_args}, rule=running max of counts"

@@ -1,0 +1,285 @@
+"""Calibrating the converted SNN for a target T on the calibration images (no labels, no training).
+
+Two steps, after the thresholds (``thresholds.py``) are set and the rescaled graph is verified:
+
+1. **Bias calibration** (Li et al., ICML 2021, "light" pipeline). At a target T the spike rate of
+   a layer of IF neurons is biased against the ANN activation it stands for: rates are quantised,
+   clipped at one spike per step, and neurons whose mean input is slightly negative still fire
+   when their input arrives unevenly. For every weighted layer that drives a layer of neurons
+   through channel-preserving ops only (ReLU, Add, pooling), the bias is shifted, per channel, by
+
+       Δb[c] = mean over images and positions of ( clip(a[c], 0, 1) − rate[c] )
+
+   where ``a`` is the (normalised) ANN activation and ``rate`` the neurons' spikes per step over
+   T steps. All layers are measured in one simulation of the fit images and corrected together; a
+   few passes (``calibration.passes``) settle the corrections of deep layers, whose error also
+   depends on the corrections upstream. Shifts are sums of means over all fit images, so they do
+   not depend on the batch size.
+
+2. **Readout choice** on the held-back calibration images: the output layer read as membrane
+   potential or as spike counts, and the number of first steps it skips (the transient before the
+   layers below settle). The variant whose class agrees most often with the ANN's after T steps
+   wins (ties go to the earlier one: membrane before spikes, shorter delay first). The test set is
+   never seen.
+
+Memory does not grow with the calibration array: at most ``calibration.samples`` fit images are
+simulated, in batches, and the readout choice keeps T × held-back images × classes numbers.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from .calibrate import _stream
+from .config import Config
+from .errors import Onnx2SnnError
+from .graph.view import GraphView
+from .normalize import Plan
+from .snn.network import SpikingNetwork
+from .snn.neurons import IFNeuron, if_step
+
+log = logging.getLogger(__name__)
+
+# Ops between a weighted layer and its neurons through which a per-channel bias shift arrives
+# unchanged at the neurons' input (BatchNormalization is absorbed by then).
+CHANNEL_PRESERVING = ("Relu", "Clip", "Add", "MaxPool", "AveragePool", "GlobalAveragePool")
+MIN_IMAGES = 10
+
+
+@dataclass
+class BiasTarget:
+    layer: str              # the weighted node whose bias is shifted
+    tensor: str             # the activation its neurons stand for (normalised units)
+    neuron: IFNeuron        # the neurons, in the torch network
+    channels: int
+
+
+@dataclass
+class CalibrationReport:
+    T: int
+    fit_images: int
+    holdout_images: int
+    bias_shifts: Dict[str, np.ndarray] = field(default_factory=dict)   # layer -> Δb per channel
+    rate_error: Dict[str, List[float]] = field(default_factory=dict)   # tensor -> mean |error| per iteration
+    readout: Optional[Tuple[str, int]] = None                          # (output, delay) chosen
+    readout_agreement: Dict[str, float] = field(default_factory=dict)  # "membrane/d=0" -> agreement
+
+    def to_dict(self) -> dict:
+        return {"T": self.T, "fit_images": self.fit_images, "holdout_images": self.holdout_images,
+                "bias_shift_mean_abs": {k: float(np.mean(np.abs(v))) for k, v in self.bias_shifts.items()},
+                "rate_error_per_iteration": self.rate_error,
+                "readout": None if self.readout is None else {"output": self.readout[0], "delay": self.readout[1]},
+                "readout_agreement_with_ann": self.readout_agreement}
+
+
+def split(x: np.ndarray, config: Config) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """(fit part, held-back part): the last ``calibration.holdout`` share is held back whenever
+    anything is fitted for the target T (``Config.holds_out``); otherwise everything fits."""
+    if not config.holds_out:
+        return x, None
+    n = len(x)
+    if n < MIN_IMAGES:
+        raise Onnx2SnnError(f"the calibration array has {n} image(s); calibrating for T={config.target_T} needs at "
+                            f"least {MIN_IMAGES} (a fit part and a held-back part): give more images, or use the "
+                            "seed's conversion (--threshold statistic --no-bias-calibration --output spikes)")
+    hold = max(2, int(round(config.calibration.holdout * n)))
+    return x[:n - hold], x[n - hold:]
+
+
+# --- bias calibration ---------------------------------------------------------------------------
+
+def bias_targets(network: SpikingNetwork, model: onnx.ModelProto, plan: Plan) -> List[BiasTarget]:
+    """The weighted layers whose bias can be calibrated, each with the neurons it drives (one
+    layer per layer of neurons: where a residual Add joins two weighted branches, the first). The
+    output layer is left alone: its readout is chosen afterwards, and argmax needs no rate."""
+    view = GraphView(model)
+    neurons = {}
+    for step, module in zip(network.steps, network.layers):
+        if isinstance(module, IFNeuron):
+            neurons.setdefault(step.output, module)               # a ReLU's neurons: named by its output
+    targets, taken = [], set()
+    for layer in plan.layers:
+        tensor = layer.stat_tensor
+        if tensor is None or tensor in taken or tensor not in neurons or not _reaches(view, layer.output, tensor):
+            continue
+        channels = int(view.const(view.producer[layer.output].input[1]).shape[0])
+        shape = view.sample_shape(tensor)
+        if not shape or shape[0] != channels:
+            continue
+        taken.add(tensor)
+        targets.append(BiasTarget(layer.node, tensor, neurons[tensor], channels))
+    return targets
+
+
+def _reaches(view: GraphView, start: str, tensor: str) -> bool:
+    """Does ``start`` lead to ``tensor`` through channel-preserving ops only?"""
+    while start != tensor:
+        consumers = view.consumers.get(start, [])
+        if len(consumers) != 1 or consumers[0].op_type not in CHANNEL_PRESERVING:
+            return False
+        start = consumers[0].output[0]
+    return True
+
+
+def ann_targets(model: onnx.ModelProto, input_name: str, tensors: List[str], x: np.ndarray,
+                batch_size: int) -> Dict[str, np.ndarray]:
+    """Per channel, the mean of clip(a, 0, 1) over images and positions: the rate each layer of
+    neurons should reach (``model`` is the normalised graph, so 1 is the threshold)."""
+    sums: Dict[str, np.ndarray] = {}
+    counts: Dict[str, int] = {}
+    for _, values in _stream(model, input_name, tensors, x, batch_size):
+        for name, v in zip(tensors, values):
+            c = np.clip(v, 0, 1).astype(np.float64)
+            axes = (0,) + tuple(range(2, c.ndim))
+            sums[name] = sums.get(name, 0) + c.sum(axis=axes)
+            counts[name] = counts.get(name, 0) + c.size // c.shape[1]
+    return {name: sums[name] / counts[name] for name in tensors}
+
+
+class _CalibratingNeuron(nn.Module):
+    """Stands in for a layer of neurons during the calibration run: runs them, measures their rate
+    per channel against the ANN's, shifts their input current by the difference, and runs them
+    again (``iterations`` times), passing the corrected spikes downstream."""
+
+    stateful = True
+
+    def __init__(self, neuron: IFNeuron, goal: np.ndarray, iterations: int):
+        super().__init__()
+        self.neuron, self.goal, self.iterations = neuron, goal, iterations
+        self.shift = np.zeros_like(goal)
+        self.errors: List[float] = []    # mean |rate error| before each correction, and after the last
+
+    def reset(self) -> None:
+        self.neuron.reset()
+
+    def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+        channel_dim = 1 if static else 2
+        view = [-1] + [1] * (z.dim() - channel_dim - 1)
+        current = z
+        for i in range(self.iterations + 1):
+            self.neuron.reset()
+            spikes = self.neuron(current, steps, static=static)
+            dims = [d for d in range(spikes.dim()) if d != 2]     # spikes: [steps, B, C, ...]
+            rate = (spikes.sum(dim=dims, dtype=torch.float64) / (spikes.numel() // spikes.shape[2])).cpu().numpy()
+            error = self.goal - rate
+            self.errors.append(float(np.mean(np.abs(error))))
+            if i == self.iterations:
+                return spikes
+            self.shift += error
+            current = z + torch.as_tensor(self.shift, dtype=z.dtype, device=z.device).view(view)
+
+
+def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name: str, plan: Plan,
+                     x: np.ndarray, T: int, config: Config, report: CalibrationReport) -> None:
+    """Shift the biases of ``network`` in place (see the module docstring); record the shifts.
+
+    One simulation of all of ``x`` as one batch and one chunk of T steps, so that every layer's
+    correction is complete (over all images) before the next layer runs."""
+    targets = bias_targets(network, model, plan)
+    if not targets:
+        return
+    goal = ann_targets(model, input_name, [t.tensor for t in targets], x, config.batch_size)
+    index = {id(m): i for i, m in enumerate(network.layers)}
+    stand_ins = {t.layer: _CalibratingNeuron(t.neuron, goal[t.tensor], config.calibration.iterations) for t in targets}
+    for t in targets:
+        network.layers[index[id(t.neuron)]] = stand_ins[t.layer]
+    sim = config.simulation
+    try:
+        network.simulate(x, T, None, batch_size=len(x), device=config.device, poisson=sim.encoder.poisson,
+                         seed=config.seed, chunk=T)
+    finally:
+        for t in targets:
+            network.layers[index[id(t.neuron)]] = t.neuron
+    for t in targets:
+        module = _weighted_module(network, t.layer)
+        shift = torch.as_tensor(stand_ins[t.layer].shift, dtype=module.weight.dtype, device=module.weight.device)
+        if module.bias is None:
+            module.bias = nn.Parameter(shift.clone(), requires_grad=False)
+        else:
+            module.bias.data += shift
+        report.bias_shifts[t.layer] = stand_ins[t.layer].shift
+        report.rate_error[t.tensor] = stand_ins[t.layer].errors
+    log.info("bias calibration: mean |rate error| %.4g -> %.4g over %d layers",
+             np.mean([e[0] for e in report.rate_error.values()]), np.mean([e[-1] for e in report.rate_error.values()]),
+             len(targets))
+
+
+def _simulate(network: SpikingNetwork, x: np.ndarray, T: int, config: Config, **kw):
+    sim = config.simulation
+    return network.simulate(x, T, None, batch_size=config.batch_size, device=config.device,
+                            poisson=sim.encoder.poisson, seed=config.seed, chunk=sim.chunk, **kw)
+
+
+def _weighted_module(network: SpikingNetwork, name: str) -> nn.Module:
+    module = dict(zip((s.name for s in network.steps), network.layers))[name]
+    module = getattr(module, "inner", module)  # Padded(conv)
+    if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        raise RuntimeError(f"{name}: expected a convolution or linear layer, got {type(module).__name__}")
+    return module
+
+
+def shift_biases(model: onnx.ModelProto, shifts: Dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` with each named node's bias initializer shifted (added where missing)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    for node in out.graph.node:
+        if node.name not in shifts:
+            continue
+        delta = np.asarray(shifts[node.name], np.float64)
+        if len(node.input) > 2 and node.input[2]:
+            init = inits[node.input[2]]
+            bias = numpy_helper.to_array(init).astype(np.float64)
+            new = (np.broadcast_to(bias.reshape(-1), delta.shape) + delta).astype(np.float32)
+            init.CopyFrom(numpy_helper.from_array(new, init.name))
+        else:
+            name = f"{node.name}.bias.calibrated"
+            out.graph.initializer.append(numpy_helper.from_array(delta.astype(np.float32), name))
+            if len(node.input) == 2:
+                node.input.append(name)
+            else:
+                node.input[2] = name
+    return out
+
+
+# --- readout choice -------------------------------------------------------------------------------
+
+def delays(T: int) -> List[int]:
+    """Candidate numbers of skipped first steps: 0, 1, 2, 3, 4, 6, 8, 12, … up to T/2."""
+    out, d = [0, 1, 2, 3], 4
+    while d <= T // 2:
+        out += [d, d + d // 2]
+        d *= 2
+    return sorted({k for k in out if k <= T // 2})
+
+
+def choose_readout(network: SpikingNetwork, x: np.ndarray, teacher: np.ndarray, T: int,
+                   config: Config, report: CalibrationReport) -> Tuple[str, int]:
+    """Simulate the held-back images once with a membrane readout; score every (readout, delay)
+    variant by agreement with the ANN's classes ``teacher``; return the best."""
+    z = _simulate(network, x, T, config, record_steps=True).step_outputs        # (T, N, K) input currents
+    sim = config.simulation
+    v_reset = None if sim.reset_to_zero is None or sim.reset_to_zero is False else float(sim.reset_to_zero)
+    spikes = np.empty_like(z)
+    v = torch.full(z.shape[1:], sim.v_init, dtype=torch.float64)
+    zt = torch.as_tensor(z, dtype=torch.float64)
+    for t in range(T):
+        s, v = if_step(v, zt[t], 1.0, v_reset)
+        spikes[t] = s.numpy()
+    best, best_score = None, -1.0
+    for d in delays(T):
+        for kind, per_step in (("membrane", z), ("spikes", spikes)):
+            total = per_step[d:].sum(0)
+            score = float(np.mean(total.argmax(1) == teacher))
+            report.readout_agreement[f"{kind}/delay={d}"] = score
+            if score > best_score:
+                best, best_score = (kind, d), score
+    report.readout = best
+    return best

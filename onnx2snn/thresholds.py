@@ -1,0 +1,124 @@
+"""Thresholds chosen for the target T: each layer's λ minimises the error between its ANN activation
+and the rate a T-step IF neuron can express.
+
+An IF neuron with threshold θ = λ, initial potential v₀·θ and reset by subtraction, driven for T steps
+by a constant current a, fires ``clip(floor(a·T/λ + v₀), 0, T)`` times; read as a rate times λ it
+expresses
+
+    q_T(a; λ) = (λ/T) · clip(floor(a·T/λ + v₀), 0, T)
+
+A large λ (the max) wastes resolution on rare outliers; a small one clips too much. The fixed
+percentile of the seed ignores T; here λ = argmin Σ (a − q_T(a; λ))² over the calibration
+activations (Li et al., ICML 2021, searched the same objective). The sum is evaluated on a streaming
+histogram of each activation (``StreamingHistogram``: bins merge pairwise when the range doubles, so
+memory is fixed and the binning exact), for a grid of candidate λ up to the max.
+
+The search runs in rounds: the first on the ANN's activations, later ones on a copy of the graph in
+which every searched activation is clipped at its λ, as the SNN clips it (``clipped_model``), so each
+layer's λ sees what its converted upstream layers deliver.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterable, Tuple
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+BINS = 8192        # histogram resolution: well below the quantisation step θ/T for T ≤ 1024 at typical λ/max
+CANDIDATES = 256   # λ grid: max·k/256, k = 1…256
+
+
+class StreamingHistogram:
+    """Counts of the non-negative values seen, in ``BINS`` equal bins over [0, range).
+
+    Negative values count as 0 (an IF neuron does not fire for them, and neither does the ReLU). When
+    a value reaches the range, the range doubles and pairs of bins merge: no value is ever re-binned
+    approximately, and memory does not depend on how many values were seen."""
+
+    def __init__(self, bins: int = BINS):
+        self.counts = np.zeros(bins, np.int64)
+        self.range = 0.0
+        self.max = 0.0
+
+    def update(self, values: np.ndarray) -> None:
+        v = np.maximum(values.reshape(-1), 0)
+        if not v.size:
+            return
+        top = float(v.max())
+        self.max = max(self.max, top)
+        if self.range == 0.0:
+            self.range = _power_of_two_above(top) if top > 0 else 0.0
+        while top >= self.range > 0:
+            self.counts = self.counts.reshape(-1, 2).sum(1)
+            self.counts = np.concatenate([self.counts, np.zeros_like(self.counts)])
+            self.range *= 2
+        if self.range == 0.0:  # all zeros so far
+            self.counts[0] += v.size
+            return
+        index = np.minimum((v * (len(self.counts) / self.range)).astype(np.int64), len(self.counts) - 1)
+        self.counts += np.bincount(index, minlength=len(self.counts))
+
+    def centers(self) -> np.ndarray:
+        width = self.range / len(self.counts) if self.range else 0.0
+        return (np.arange(len(self.counts)) + 0.5) * width
+
+
+def _power_of_two_above(x: float) -> float:
+    return 2.0 ** (math.floor(math.log2(x)) + 1)
+
+
+def quantised(a: np.ndarray, lam: float, T: int, v_init: float) -> np.ndarray:
+    """q_T(a; λ): what T steps of an IF neuron with threshold λ express for a constant input a."""
+    return (lam / T) * np.clip(np.floor(a * (T / lam) + v_init), 0, T)
+
+
+def quantisation_error(hist: StreamingHistogram, lams: np.ndarray, T: int, v_init: float) -> np.ndarray:
+    """Σ count·(a − q_T(a; λ))² over the histogram, for each candidate λ (mean per value)."""
+    used = np.nonzero(hist.counts)[0]
+    a, n = hist.centers()[used], hist.counts[used].astype(np.float64)
+    errors = np.empty(len(lams))
+    for i, lam in enumerate(lams):
+        errors[i] = np.dot(n, (a - quantised(a, lam, T, v_init)) ** 2)
+    return errors / max(n.sum(), 1.0)
+
+
+def search_threshold(hist: StreamingHistogram, T: int, v_init: float) -> float:
+    """The candidate λ (a grid up to the max) with the smallest T-step quantisation error."""
+    if hist.max <= 0:
+        return 0.0
+    lams = hist.max * np.arange(1, CANDIDATES + 1) / CANDIDATES
+    errors = quantisation_error(hist, lams, T, v_init)
+    return float(lams[int(np.argmin(errors))])  # argmin: the smallest λ among equals
+
+
+def clipped_model(model: onnx.ModelProto, lambdas: Dict[str, float]) -> onnx.ModelProto:
+    """A copy of ``model`` in which each activation tensor of ``lambdas`` (a ReLU/Clip output, not a
+    graph output) is clipped at its λ, as the SNN's neurons clip it: ``t ← Min(t, λ)``."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    graph_outputs = {o.name for o in g.output}
+    nodes = []
+    for node in g.node:
+        nodes.append(node)
+        for name in node.output:
+            if name in lambdas and name not in graph_outputs:
+                raw = name + "/unclipped"  # consumers keep reading ``name``, now the Min's output
+                node.output[list(node.output).index(name)] = raw
+                g.initializer.append(numpy_helper.from_array(np.array(lambdas[name], np.float32), name + "/lambda"))
+                nodes.append(helper.make_node("Min", [raw, name + "/lambda"], [name], name=name + "/clip"))
+    del g.node[:]
+    g.node.extend(nodes)
+    return out
+
+
+def search_thresholds(hists: Dict[str, StreamingHistogram], T: int, v_init: float,
+                      tensors: Iterable[str]) -> Dict[str, Tuple[float, str]]:
+    """λ and a description of where it came from, per tensor."""
+    out = {}
+    for t in tensors:
+        lam = search_threshold(hists[t], T, v_init)
+        out[t] = (lam, f"T={T} search of {t}")
+    return out
