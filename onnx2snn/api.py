@@ -136,9 +136,9 @@ def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, 
     (``snn_calibration.py``); returns the graph with shifted biases and what was done. ``config``
     gets the chosen readout."""
     T = config.target_T
-    fit = x_fit[:config.calibration.samples]
-    report = snn_calibration.CalibrationReport(T, len(fit), 0 if x_hold is None else len(x_hold))
     network = lower_model(edited, config)
+    fit = x_fit[:snn_calibration.sample_budget(network, T, config)]
+    report = snn_calibration.CalibrationReport(T, len(fit), 0 if x_hold is None else len(x_hold))
     if config.calibration.bias:
         snn_calibration.calibrate_biases(network, edited, info.input_name, plan, fit, T, config, report)
         edited = snn_calibration.shift_biases(edited, report.bias_shifts)
@@ -158,7 +158,11 @@ def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config
     if KEY_CONFIG not in meta:
         raise Onnx2SnnError(f"{os.fspath(path) if not isinstance(path, onnx.ModelProto) else 'the model'} "
                             "is not an onnx2snn output (no onnx2snn.config metadata); convert it first")
-    config = config or Config.from_dict(json.loads(meta[KEY_CONFIG]))
+    if config is None:
+        stored = json.loads(meta[KEY_CONFIG])
+        # Files written by 0.1 predate the max-pool rule: they gated by spike count.
+        stored.get("simulation", {}).get("max_pool", {}).setdefault("rule", "gate")
+        config = Config.from_dict(stored)
     network = lower_model(info.model, config)
     network.layer_scales = [LayerScale(**d) for d in json.loads(meta.get(KEY_LAYERS, "[]"))]
     return network

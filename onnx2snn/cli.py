@@ -74,8 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "best with the ANN on held-back calibration images, with the readout delay")
     g.add_argument("--readout-delay", type=int, metavar="D",
                    help="the readout ignores the first D steps (default: chosen with --output auto, else 0)")
-    g.add_argument("--no-avg-pool-neuron", action="store_true",
-                   help="no IF neurons after average pooling (pass pooled spikes on as currents)")
+    g.add_argument("--avg-pool-neuron", action="store_true",
+                   help="IF neurons after average pooling (default: none; the next layer takes the pooled spikes "
+                        "through its synapses)")
+    g.add_argument("--no-avg-pool-neuron", action="store_true", help=argparse.SUPPRESS)  # the default since 0.2
     g.add_argument("--max-pool", choices=["max", "gate", "wta", "avg"],
                    help="max pooling of spikes: running max of spike counts (default, exact), gate by spike "
                         "count (the seed's), winner-take-all (plain max of spikes), or average pooling instead")
@@ -105,8 +107,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
         cfg.parser.robust_norm = False
     if a.poisson:
         cfg.simulation.encoder.poisson = True
-    if a.no_avg_pool_neuron:
-        cfg.simulation.avg_pool.has_neuron = False
+    if a.no_avg_pool_neuron or a.avg_pool_neuron:
+        cfg.simulation.avg_pool.has_neuron = bool(a.avg_pool_neuron)
     if a.no_bias_calibration:
         cfg.calibration.bias = False
     if a.max_pool:

@@ -235,13 +235,11 @@ def _clip_max(view: GraphView, node) -> Optional[float]:
 
 # --- applying them -----------------------------------------------------------------------------
 
-_fresh = itertools.count()
-
-
 def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     """A copy of ``model`` with each weighted layer's initializers rescaled (new initializers: the
     originals may be shared), a Mul before each Add input that needs a factor, Clip bounds moved."""
     graph = gs.import_onnx(model)
+    _fresh = itertools.count()  # per call: two conversions of one model write identical bytes
     nodes = {n.name: n for n in graph.nodes}
     for layer in plan.layers:
         node = nodes[layer.node]

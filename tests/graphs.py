@@ -9,13 +9,16 @@ OPSET = 17
 
 
 def seed_config():
-    """The seed's conversion (λ = percentile, no SNN calibration, spike-count readout): the edited
-    graph is exactly the original rescaled, and any calibration array size works."""
+    """The seed's conversion (λ = percentile, no SNN calibration, IF neurons after average pooling,
+    spike-count gate, spike-count readout): the edited graph is exactly the original rescaled, and
+    any calibration array size works."""
     from onnx2snn import Config
     cfg = Config()
     cfg.parser.threshold = "statistic"
     cfg.calibration.bias = False
     cfg.simulation.output = "spikes"
+    cfg.simulation.avg_pool.has_neuron = True
+    cfg.simulation.max_pool.rule = "gate"
     return cfg
 
 

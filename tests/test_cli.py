@@ -186,7 +186,7 @@ def test_output_softmax_dropped_message(tmp_path):
     from patterns import PATTERNS
     m, shape = PATTERNS["nhwc_transpose"]()
     onnx.save(m, tmp_path / "soft.onnx")
-    np.save(tmp_path / "c.npy", np.random.default_rng(0).uniform(size=(8, *shape)).astype(np.float32))
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).uniform(size=(16, *shape)).astype(np.float32))
     rc, out, err = cli("soft.onnx", "c.npy", "-q", cwd=tmp_path)
     assert rc == 0, err
     assert "dropped softmax at the output" in out

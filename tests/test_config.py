@@ -10,8 +10,19 @@ def test_seed_defaults():
     assert c.parser.robust_norm is True and c.parser.percentile == 99.9
     s = c.simulation
     assert s.T == 100 and s.reset_to_zero is None and s.encoder.poisson is False
-    assert s.avg_pool.has_neuron is True
     assert (s.max_pool.if_spatial_avg, s.max_pool.if_wta, s.max_pool.momentum) == (False, False, None)
+
+
+def test_low_latency_defaults():
+    """onnx2snn's own defaults (issue 7): calibrated for the run's T, no neurons after average pooling,
+    running-max pooling, readout chosen on held-back calibration images."""
+    c = Config()
+    assert c.parser.threshold == "search" and c.calibration.bias and c.calibration.T is None
+    assert c.target_T == c.simulation.T == 100
+    assert c.simulation.avg_pool.has_neuron is False and c.max_pool_mode == "max"
+    assert c.simulation.output == "auto" and c.simulation.readout_delay is None
+    c.simulation.max_pool.momentum = 0.9  # momentum means the gate
+    assert c.max_pool_mode == "gate"
 
 
 def test_json_round_trip(tmp_path):

@@ -83,6 +83,7 @@ def max_pool_network(mode):
     cfg.simulation.max_pool.if_spatial_avg = mode == "avg"
     if mode in ("max", "gate"):
         cfg.simulation.max_pool.rule = mode
+    cfg.simulation.avg_pool.has_neuron = True
     from onnx2snn.graph import clean_graph
     cleaned, _ = clean_graph(graphs.conv_bn_relu(pool="MaxPool"))
     return lower_model(cleaned, cfg)

@@ -1,0 +1,192 @@
+"""Calibration for a target T (issue 7): threshold search, bias calibration, readout choice,
+running-max pooling."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import graphs
+from conftest import EXAMPLES
+from onnx2snn import Config, Onnx2SnnError, convert, simulate
+from onnx2snn.snn import RunningMaxPool
+from onnx2snn.snn_calibration import ann_targets, delays
+from onnx2snn.thresholds import StreamingHistogram, quantisation_error, search_threshold
+from patterns import PATTERNS
+
+
+# --- threshold search ------------------------------------------------------------------------------
+
+def test_histogram_doubling_is_exact():
+    """Bins merge pairwise when the range doubles: the counts equal one histogram over the final range."""
+    r = np.random.default_rng(0)
+    parts = [r.exponential(0.2, 1000), r.exponential(1.0, 1000), r.exponential(5.0, 1000), -r.random(50)]
+    h = StreamingHistogram(bins=64)
+    for p in parts:
+        h.update(p.astype(np.float32))
+    values = np.maximum(np.concatenate(parts), 0).astype(np.float32)
+    expected, _ = np.histogram(values, bins=64, range=(0, h.range))
+    assert h.range > values.max() and h.counts.sum() == values.size
+    np.testing.assert_array_equal(h.counts, expected)
+
+
+@pytest.mark.parametrize("T", [4, 16, 64])
+def test_search_never_increases_the_error_it_minimises(T):
+    """The searched λ has an error at most that of the max and of the 99.9th percentile."""
+    r = np.random.default_rng(T)
+    values = np.maximum(r.normal(0.3, 1.0, 50_000), 0) * r.choice([1, 8], 50_000, p=[0.999, 0.001])
+    h = StreamingHistogram()
+    h.update(values)
+    lam = search_threshold(h, T, 0.5)
+    err = lambda l: quantisation_error(h, np.array([l]), T, 0.5)[0]
+    assert 0 < lam <= values.max()
+    assert err(lam) <= err(values.max()) + 1e-12
+    assert err(lam) <= err(np.percentile(values, 99.9)) + 1e-12
+    assert lam < values.max()  # the outliers are clipped at low T
+
+
+def test_search_lambda_falls_with_T():
+    """Fewer steps: coarser quantisation, so the search clips more (a smaller λ)."""
+    h = StreamingHistogram()
+    h.update(np.random.default_rng(1).exponential(1.0, 100_000))
+    lams = [search_threshold(h, T, 0.5) for T in (4, 32, 256)]
+    assert lams[0] < lams[1] < lams[2]
+
+
+# --- bias calibration ------------------------------------------------------------------------------
+
+def _layer_rate_errors(conv, reference_model, x, T):
+    """Mean |ANN rate − SNN rate| per channel, per layer of neurons that follows a weighted layer."""
+    from onnx2snn.snn_calibration import bias_targets
+    targets = bias_targets(conv.network, conv.snn_model, conv.plan)
+    goal = ann_targets(reference_model, "x", [t.tensor for t in targets], x, 100)
+    sums = {}
+
+    def hook(tensor):
+        def h(module, args, out):
+            dims = [d for d in range(out.dim()) if d != 2]
+            sums.setdefault(tensor, []).append((out.sum(dim=dims, dtype=torch.float64), out.numel() // out.shape[2]))
+        return h
+
+    handles = [t.neuron.register_forward_hook(hook(t.tensor)) for t in targets]
+    conv.network.simulate(x, T, device="cpu")
+    for h in handles:
+        h.remove()
+    errors = {}
+    for t in targets:
+        rate = sum(s for s, _ in sums[t.tensor]) / sum(n for _, n in sums[t.tensor])
+        errors[t.tensor] = float(np.mean(np.abs(goal[t.tensor] - rate.numpy())))
+    return errors
+
+
+@pytest.mark.parametrize("name", ["residual_blocks", "concat_bn_densenet", "conv1d_bn_maxpool"])
+def test_bias_calibration_reduces_every_layers_rate_error(name):
+    m, shape = PATTERNS[name]()
+    x = np.random.default_rng(0).uniform(0, 1, size=(120, *shape)).astype(np.float32)
+    T = 8
+    cfg = Config()
+    cfg.simulation.T = T
+    cfg.calibration.bias = False
+    plain = convert(m, x, cfg)
+    cfg.calibration.bias = True
+    calibrated = convert(m, x, cfg)
+    assert calibrated.calibration.bias_shifts, "some layer's bias was calibrated"
+    fit = x[:len(x) - calibrated.calibration.holdout_images]
+    before = _layer_rate_errors(plain, plain.snn_model, fit, T)
+    after = _layer_rate_errors(calibrated, plain.snn_model, fit, T)  # same λ: the uncalibrated graph is the goal
+    assert set(before) == set(after)
+    for tensor in before:
+        assert after[tensor] <= before[tensor] + 1e-9, (tensor, before[tensor], after[tensor])
+    assert np.mean(list(after.values())) < np.mean(list(before.values()))
+
+
+def test_calibration_is_deterministic_and_independent_of_batch_size():
+    m, shape = PATTERNS["residual_blocks"]()
+    x = np.random.default_rng(1).uniform(0, 1, size=(60, *shape)).astype(np.float32)
+    results = []
+    for batch in (7, 100, 7):
+        cfg = Config()
+        cfg.simulation.T = 16
+        cfg.batch_size = batch
+        results.append(convert(m, x, cfg))
+    a, b, c = ({i.name: np.frombuffer(i.raw_data, np.float32) if i.raw_data else None for i in r.snn_model.graph.initializer}
+               for r in results)
+    assert results[0].snn_model.SerializeToString() == results[2].snn_model.SerializeToString()
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k] is not None:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert results[0].config.simulation.output == results[1].config.simulation.output
+
+
+def test_calibrated_network_reloads_identically(tmp_path):
+    """The calibrated biases and the chosen readout live in the .snn.onnx: load() gives the same SNN."""
+    import onnx2snn
+    m, shape = PATTERNS["residual_blocks"]()
+    x = np.random.default_rng(2).uniform(0, 1, size=(40, *shape)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T = 12
+    conv = convert(m, x, cfg)
+    path = str(tmp_path / "m.snn.onnx")
+    conv.save(path)
+    net = onnx2snn.load(path)
+    assert net.config.simulation.output in ("spikes", "membrane")
+    assert net.config.simulation.readout_delay == conv.config.simulation.readout_delay
+    np.testing.assert_array_equal(simulate(net, x).outputs, simulate(conv.network, x).outputs)
+
+
+def test_calibration_errors():
+    m = graphs.conv_bn_relu()
+    x = np.random.default_rng(0).normal(size=(6, 1, 8, 8)).astype(np.float32)
+    with pytest.raises(Onnx2SnnError, match="has 6 image.*at least 10"):
+        convert(m, x)
+    cfg = Config()
+    cfg.calibration.T = 0
+    with pytest.raises(Onnx2SnnError, match="calibration.T = 0"):
+        convert(m, np.concatenate([x, x]), cfg)
+    convert(m, x, graphs.seed_config())  # the seed's conversion needs no split
+
+
+def test_mnist_example_low_T_better_with_calibration():
+    """The shipped example at T=16: calibrated for T=16 beats the seed's conversion."""
+    calib = np.load(os.path.join(EXAMPLES, "mnist_calib.npy"))
+    test = np.load(os.path.join(EXAMPLES, "mnist_test.npz"))
+    model = os.path.join(EXAMPLES, "mnist_cnn.onnx")
+    accuracy = {}
+    for name, cfg in (("seed", graphs.seed_config()), ("calibrated", Config())):
+        cfg.simulation.T = 16
+        accuracy[name] = simulate(convert(model, calib, cfg).network, test["x"], test["y"]).accuracy
+    assert accuracy["calibrated"] > accuracy["seed"] + 0.005, accuracy
+
+
+# --- readout ---------------------------------------------------------------------------------------
+
+def test_readout_delay_ignores_first_steps():
+    m, shape = PATTERNS["residual_blocks"]()
+    x = np.random.default_rng(3).uniform(0, 1, size=(12, *shape)).astype(np.float32)
+    conv = convert(m, x, graphs.seed_config())
+    full = conv.network.simulate(x, 10, device="cpu", record_steps=True)
+    late = conv.network.simulate(x, 10, device="cpu", readout_delay=4)
+    assert full.step_outputs.shape == (10, 12, full.outputs.shape[1])
+    np.testing.assert_allclose(late.outputs, full.step_outputs[4:].sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_delay_candidates():
+    assert delays(8) == [0, 1, 2, 3, 4]
+    assert delays(32) == [0, 1, 2, 3, 4, 6, 8, 12, 16]
+
+
+# --- running-max pooling ---------------------------------------------------------------------------
+
+def test_running_max_pool_count_is_the_max_of_counts():
+    """At every step, the output count is exactly the largest input count of the window; chunks agree."""
+    s = (torch.rand(40, 2, 3, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.4).float()
+    pool = lambda: RunningMaxPool([2, 2], [2, 2], [0, 0, 0, 0], [1, 1], False)
+    out = pool()(s, 40)
+    assert torch.all((out == 0) | (out == 1))
+    counts = torch.cumsum(s, 0).flatten(0, 1)
+    expected = torch.nn.functional.max_pool2d(counts, 2, 2).view(40, 2, 3, 3, 3)
+    assert torch.equal(torch.cumsum(out, 0), expected)
+    p = pool()
+    assert torch.equal(out, torch.cat([p(s[:9], 9), p(s[9:], 31)]))
+
