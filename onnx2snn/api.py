@@ -142,6 +142,7 @@ def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, 
     if config.calibration.bias:
         snn_calibration.calibrate_biases(network, edited, info.input_name, plan, fit, T, config, report)
         edited = snn_calibration.shift_biases(edited, report.bias_shifts)
+        edited = snn_calibration.store_v_init(edited, report.v_init_maps)
     if config.simulation.output == "auto":
         teacher = run(info.model, info.input_name, x_hold, [info.model.graph.output[0].name], config.batch_size)[0]
         output, delay = snn_calibration.choose_readout(network, x_hold, teacher.reshape(len(x_hold), -1).argmax(1),

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the T the thresholds, biases and readout are calibrated for (default: -T)")
     g.add_argument("--no-bias-calibration", action="store_true",
                    help="do not shift biases by the SNN's mean rate error on the calibration images")
+    g.add_argument("--v-init-calibration", action="store_true",
+                   help="also calibrate every neuron's initial potential (helps MNIST at T<=16, not CIFAR; off by default)")
     g = p.add_argument_group("neurons and simulation")
     g.add_argument("--reset-to-zero", nargs="?", const=0.0, type=float, metavar="V",
                    help="reset the membrane to V (default 0) after a spike, instead of subtracting the threshold")
@@ -111,6 +113,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
         cfg.simulation.avg_pool.has_neuron = bool(a.avg_pool_neuron)
     if a.no_bias_calibration:
         cfg.calibration.bias = False
+    if a.v_init_calibration:
+        cfg.calibration.v_init = True
     if a.max_pool:
         cfg.simulation.max_pool.if_wta = a.max_pool == "wta"
         cfg.simulation.max_pool.if_spatial_avg = a.max_pool == "avg"

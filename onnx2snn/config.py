@@ -31,6 +31,7 @@ class CalibrationConfig:
     T: Optional[int] = None         # target time steps; None: simulation.T
     bias: bool = True               # shift each layer's bias by the mean rate error, per channel
     iterations: int = 2             # bias corrections per layer (each re-runs only that layer's neurons)
+    v_init: bool = False            # then also the initial potential of every neuron (Li et al.'s "advanced")
     samples: int = 256              # most calibration images simulated per round (cost and memory)
     holdout: float = 0.2            # share of the calibration images held back to choose the readout
 
@@ -101,6 +102,7 @@ class Config:
                "simulation.readout_delay", s.readout_delay, "null or an integer >= 0")
         _check(c.T is None or (_is_int(c.T) and c.T >= 1), "calibration.T", c.T, "null or an integer >= 1")
         _check(isinstance(c.bias, bool), "calibration.bias", c.bias, "true or false")
+        _check(isinstance(c.v_init, bool), "calibration.v_init", c.v_init, "true or false")
         _check(_is_int(c.iterations) and c.iterations >= 1, "calibration.iterations", c.iterations, "an integer >= 1")
         _check(_is_int(c.samples) and c.samples >= 1, "calibration.samples", c.samples, "an integer >= 1")
         _check(_is_number(c.holdout) and 0 < c.holdout < 1, "calibration.holdout", c.holdout, "a number in (0, 1)")

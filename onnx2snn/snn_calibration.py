@@ -40,6 +40,7 @@ from torch import nn
 from .calibrate import _stream
 from .config import Config
 from .errors import Onnx2SnnError
+from .graph.annotate import KEY_V_INIT
 from .graph.view import GraphView
 from .normalize import Plan
 from .snn.network import SpikingNetwork
@@ -73,6 +74,7 @@ class CalibrationReport:
     fit_images: int
     holdout_images: int
     bias_shifts: Dict[str, np.ndarray] = field(default_factory=dict)   # layer -> Δb per channel
+    v_init_maps: Dict[str, np.ndarray] = field(default_factory=dict)   # neuron tensor -> v_init per neuron
     rate_error: Dict[str, List[float]] = field(default_factory=dict)   # tensor -> mean |error| per iteration
     readout: Optional[Tuple[str, int]] = None                          # (output, delay) chosen
     readout_agreement: Dict[str, float] = field(default_factory=dict)  # "membrane/d=0" -> agreement
@@ -148,17 +150,17 @@ def _reaches(view: GraphView, start: str, tensor: str) -> bool:
 
 def ann_targets(model: onnx.ModelProto, input_name: str, tensors: List[str], x: np.ndarray,
                 batch_size: int) -> Dict[str, np.ndarray]:
-    """Per channel, the mean of clip(a, 0, 1) over images and positions: the rate each layer of
-    neurons should reach (``model`` is the normalised graph, so 1 is the threshold)."""
+    """Per neuron (the per-sample shape), the mean of clip(a, 0, 1) over the images: the rate each
+    neuron should reach (``model`` is the normalised graph, so 1 is the threshold)."""
     sums: Dict[str, np.ndarray] = {}
-    counts: Dict[str, int] = {}
     for _, values in _stream(model, input_name, tensors, x, batch_size):
         for name, v in zip(tensors, values):
-            c = np.clip(v, 0, 1).astype(np.float64)
-            axes = (0,) + tuple(range(2, c.ndim))
-            sums[name] = sums.get(name, 0) + c.sum(axis=axes)
-            counts[name] = counts.get(name, 0) + c.size // c.shape[1]
-    return {name: sums[name] / counts[name] for name in tensors}
+            sums[name] = sums.get(name, 0) + np.clip(v, 0, 1).astype(np.float64).sum(axis=0)
+    return {name: sums[name] / len(x) for name in tensors}
+
+
+def per_channel(per_neuron: np.ndarray) -> np.ndarray:
+    return per_neuron.reshape(per_neuron.shape[0], -1).mean(axis=1)
 
 
 class _CalibratingNeuron(nn.Module):
@@ -167,44 +169,62 @@ class _CalibratingNeuron(nn.Module):
     again, ``iterations`` times. A neuron depends only on its own channel's shift, so each channel
     then keeps the shift (none included) whose rate came closest — the error never grows, even where
     a T-step neuron ignores small shifts and a second one overshoots — and the spikes of that
-    choice go downstream."""
+    choice go downstream. With ``v_init``, each neuron's initial potential then moves by T times its
+    own remaining rate error (kept where it helps that neuron)."""
 
     stateful = True
 
-    def __init__(self, neuron: IFNeuron, goal: np.ndarray, iterations: int):
+    def __init__(self, neuron: IFNeuron, goal_map: np.ndarray, iterations: int, v_init: bool):
         super().__init__()
-        self.neuron, self.goal, self.iterations = neuron, goal, iterations
-        self.shift = np.zeros_like(goal)
+        self.neuron, self.goal_map, self.iterations, self.calibrate_v_init = neuron, goal_map, iterations, v_init
+        self.goal = per_channel(goal_map)
+        self.shift = np.zeros_like(self.goal)
+        self.v_init_map: Optional[np.ndarray] = None
         self.errors: List[float] = []    # mean |rate error| over channels: per iteration, then the kept one
 
     def reset(self) -> None:
         self.neuron.reset()
 
     def _run(self, z, shift, steps, static):
+        """Spikes with the input shifted, and the rate per neuron (mean over the images)."""
         view = [-1] + [1] * (z.dim() - (1 if static else 2) - 1)   # channels: dim 1 of [B, C, ...], 2 of [T, B, C, ...]
         self.neuron.reset()
         spikes = self.neuron(z + torch.as_tensor(shift, dtype=z.dtype, device=z.device).view(view), steps, static=static)
         # spikes: [steps, B, C, ...]. Counts per neuron first (exact in float32: at most T), then
-        # float64 over images and positions: a fast contiguous add, and exact sums for any T.
+        # float64 over the images: a fast contiguous add, and exact sums for any T.
         counts = spikes.sum(dim=0, dtype=torch.float32).double()
-        rate = (counts.sum(dim=[d for d in range(counts.dim()) if d != 1]) / (spikes.numel() // spikes.shape[2]))
-        rate = rate.cpu().numpy()
-        return spikes, self.goal - rate
+        return spikes, (counts.sum(dim=0) / (steps * counts.shape[0])).cpu().numpy()
 
     def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
         shifts, errors = [np.zeros_like(self.goal)], []
         for i in range(self.iterations + 1):
-            spikes, error = self._run(z, shifts[-1], steps, static)
-            errors.append(error)
-            self.errors.append(float(np.mean(np.abs(error))))
+            spikes, rate = self._run(z, shifts[-1], steps, static)
+            errors.append(self.goal - per_channel(rate))
+            self.errors.append(float(np.mean(np.abs(errors[-1]))))
             if i < self.iterations:
-                shifts.append(shifts[-1] + error)
+                shifts.append(shifts[-1] + errors[-1])
         best = np.argmin(np.abs(np.stack(errors)), axis=0)          # per channel: the iteration to keep
         self.shift = np.stack(shifts)[best, np.arange(len(best))]
         kept = np.stack(errors)[best, np.arange(len(best))]
         self.errors.append(float(np.mean(np.abs(kept))))
         if not np.all(best == len(shifts) - 1):
-            spikes, _ = self._run(z, self.shift, steps, static)
+            spikes, rate = self._run(z, self.shift, steps, static)
+        if self.calibrate_v_init:
+            spikes = self._calibrate_v_init(z, rate, steps, static)
+        return spikes
+
+    def _calibrate_v_init(self, z, rate, steps, static):
+        base = np.full_like(self.goal_map, self.neuron.v_init)
+        error = self.goal_map - rate
+        candidate = np.clip(base + steps * error, -1.0, 1.0)
+        self.neuron.v_init_map = torch.as_tensor(candidate, dtype=torch.float32, device=z.device)
+        spikes, new_rate = self._run(z, self.shift, steps, static)
+        better = np.abs(self.goal_map - new_rate) < np.abs(error)
+        self.v_init_map = np.where(better, candidate, base)
+        if not np.all(better):
+            self.neuron.v_init_map = torch.as_tensor(self.v_init_map, dtype=torch.float32, device=z.device)
+            spikes, new_rate = self._run(z, self.shift, steps, static)
+        self.errors.append(float(np.mean(np.abs(self.goal - per_channel(new_rate)))))
         return spikes
 
 
@@ -219,7 +239,8 @@ def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name
         return
     goal = ann_targets(model, input_name, [t.tensor for t in targets], x, config.batch_size)
     index = {id(m): i for i, m in enumerate(network.layers)}
-    stand_ins = {t.layer: _CalibratingNeuron(t.neuron, goal[t.tensor], config.calibration.iterations) for t in targets}
+    stand_ins = {t.layer: _CalibratingNeuron(t.neuron, goal[t.tensor], config.calibration.iterations,
+                                             config.calibration.v_init) for t in targets}
     for t in targets:
         network.layers[index[id(t.neuron)]] = stand_ins[t.layer]
     sim = config.simulation
@@ -238,6 +259,8 @@ def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name
             module.bias.data += shift
         report.bias_shifts[t.layer] = stand_ins[t.layer].shift
         report.rate_error[t.tensor] = stand_ins[t.layer].errors
+        if stand_ins[t.layer].v_init_map is not None:
+            report.v_init_maps[t.tensor] = stand_ins[t.layer].v_init_map
     log.info("bias calibration: mean |rate error| %.4g -> %.4g over %d layers",
              np.mean([e[0] for e in report.rate_error.values()]), np.mean([e[-1] for e in report.rate_error.values()]),
              len(targets))
@@ -278,6 +301,21 @@ def shift_biases(model: onnx.ModelProto, shifts: Dict[str, np.ndarray]) -> onnx.
                 node.input.append(name)
             else:
                 node.input[2] = name
+    return out
+
+
+def store_v_init(model: onnx.ModelProto, maps: Dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` carrying each neuron layer's per-neuron v_init: an initializer
+    ``<tensor>.v_init`` named in the metadata of the node that produces the tensor (onnxruntime
+    ignores both; ``onnx2snn.load()`` reads them)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for node in out.graph.node:
+        tensor = node.output[0] if node.output else None
+        if tensor in maps:
+            name = f"{tensor}.v_init"
+            out.graph.initializer.append(numpy_helper.from_array(maps[tensor].astype(np.float32), name))
+            node.metadata_props.add(key=KEY_V_INIT, value=name)
     return out
 
 

@@ -190,3 +190,28 @@ def test_running_max_pool_count_is_the_max_of_counts():
     p = pool()
     assert torch.equal(out, torch.cat([p(s[:9], 9), p(s[9:], 31)]))
 
+
+
+def test_per_neuron_v_init_round_trips(tmp_path):
+    """Potential calibration gives every neuron its own v_init; the .snn.onnx carries them (an
+    initializer named on the ReLU node), onnx.checker accepts the file, and load() rebuilds them."""
+    import onnx
+    import onnx2snn
+    m, shape = PATTERNS["residual_blocks"]()
+    x = np.random.default_rng(4).uniform(0, 1, size=(60, *shape)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T = 8
+    cfg.calibration.v_init = True
+    conv = convert(m, x, cfg)
+    maps = conv.calibration.v_init_maps
+    assert maps and any(np.any(v != cfg.simulation.v_init) for v in maps.values())
+    path = str(tmp_path / "m.snn.onnx")
+    conv.save(path)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    net = onnx2snn.load(path)
+    loaded = {step.output: mod.v_init_map for step, mod in zip(net.steps, net.layers)
+              if getattr(mod, "v_init_map", None) is not None}
+    assert len(loaded) == len(maps)
+    for tensor, v in maps.items():
+        np.testing.assert_array_equal(loaded[tensor].numpy(), v.astype(np.float32))
+    np.testing.assert_array_equal(simulate(net, x).outputs, simulate(conv.network, x).outputs)

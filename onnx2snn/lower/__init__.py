@@ -12,11 +12,13 @@ from typing import List, Optional, Set
 
 import numpy as np
 import onnx
+import torch
 from torch import nn
 
 from ..config import Config
 from ..errors import Onnx2SnnError
 from ..graph.view import GraphView
+from ..graph.annotate import KEY_V_INIT
 from ..snn.network import SpikingNetwork, Step
 from ..snn.neurons import IFNeuron, MembraneReadout
 from . import ops  # noqa: F401  (registers the handlers)
@@ -35,13 +37,23 @@ class LowerContext:
     def is_spike(self, tensor: str) -> bool:
         return tensor in self.spike_tensors
 
-    def neuron(self) -> nn.Module:
+    def neuron(self, node: Optional[onnx.NodeProto] = None) -> nn.Module:
+        """IF neurons (ReLUs for ``ann``); a per-neuron v_init where ``node`` names one (potential
+        calibration)."""
         if self.ann:
             return ReLU()
         sim = self.config.simulation
         reset = sim.reset_to_zero
         v_reset = None if reset is None or reset is False else (0.0 if reset is True else float(reset))
-        return IFNeuron(v_threshold=1.0, v_reset=v_reset, v_init=sim.v_init)
+        v_init_map = None
+        if node is not None:
+            name = next((p.value for p in node.metadata_props if p.key == KEY_V_INIT), None)
+            if name is not None:
+                v_init_map = self.view.const(name)
+                if v_init_map is None:
+                    raise Onnx2SnnError(f"{node.name} ({node.op_type}): its v_init initializer {name!r} is missing")
+                v_init_map = torch.from_numpy(np.array(v_init_map, np.float32))
+        return IFNeuron(v_threshold=1.0, v_reset=v_reset, v_init=sim.v_init, v_init_map=v_init_map)
 
     def add(self, node: onnx.NodeProto, module: nn.Module, inputs: List[str], output: str,
             spikes: bool = False, suffix: str = "") -> None:

@@ -105,7 +105,7 @@ def lower_relu(node, ctx):
     if ctx.is_spike(node.input[0]):
         ctx.add(node, Passthrough(), [node.input[0]], node.output[0], spikes=True)
     else:
-        ctx.add(node, ctx.neuron(), [node.input[0]], node.output[0], spikes=True)
+        ctx.add(node, ctx.neuron(node), [node.input[0]], node.output[0], spikes=True)
 
 
 # --- pooling ------------------------------------------------------------------------------------

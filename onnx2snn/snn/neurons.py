@@ -42,9 +42,13 @@ class IFNeuron(nn.Module):
 
     stateful = True
 
-    def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = None, v_init: float = 0.0):
+    def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = None, v_init: float = 0.0,
+                 v_init_map: Optional[torch.Tensor] = None):
+        """``v_init``: the initial potential as a fraction of the threshold; ``v_init_map``: one per
+        neuron (the per-sample shape, e.g. (C, H, W)) instead, from potential calibration."""
         super().__init__()
         self.v_threshold, self.v_reset, self.v_init = float(v_threshold), v_reset, float(v_init)
+        self.register_buffer("v_init_map", None if v_init_map is None else torch.as_tensor(v_init_map, dtype=torch.float32))
         self.count_spikes = False   # the runner turns it on when firing rates are asked for
         self.reset()
         self.reset_stats()
@@ -61,7 +65,11 @@ class IFNeuron(nn.Module):
     def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
         step0 = z if static else z[0]
         if self.v is None:  # float32 whatever the currents' dtype (the potential accumulates), same layout as z
-            self.v = torch.full_like(step0, self.v_init * self.v_threshold, dtype=torch.float32)
+            if self.v_init_map is None:
+                self.v = torch.full_like(step0, self.v_init * self.v_threshold, dtype=torch.float32)
+            else:
+                self.v = torch.empty_like(step0, dtype=torch.float32)
+                self.v.copy_((self.v_init_map.float() * self.v_threshold).expand_as(step0))
         # The spikes: one dense buffer, each step laid out like v (so NHWC stays NHWC).
         n = self.v.numel()
         out = torch.empty(steps * n, dtype=z.dtype, device=z.device).as_strided((steps, *self.v.shape),
@@ -89,7 +97,8 @@ class IFNeuron(nn.Module):
 
     def extra_repr(self) -> str:
         reset = "subtract" if self.v_reset is None else f"to {self.v_reset}"
-        return f"v_threshold={self.v_threshold}, reset={reset}, v_init={self.v_init}"
+        v_init = f"per neuron {tuple(self.v_init_map.shape)}" if self.v_init_map is not None else self.v_init
+        return f"v_threshold={self.v_threshold}, reset={reset}, v_init={v_init}"
 
 
 class MembraneReadout(nn.Module):
