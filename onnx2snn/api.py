@@ -179,7 +179,7 @@ def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray
     return network.simulate(x, T or sim.T, labels, batch_size=config.batch_size, device=config.device,
                             poisson=sim.encoder.poisson, seed=config.seed, chunk=chunk or sim.chunk,
                             dtype=sim.dtype, record_rates=record_rates, progress=progress,
-                            readout_delay=sim.readout_delay or 0)
+                            readout_delay=sim.readout_delay)
 
 
 def ann_accuracy(model: onnx.ModelProto, input_name: str, x: np.ndarray, labels: np.ndarray,

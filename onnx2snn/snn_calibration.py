@@ -334,7 +334,7 @@ def choose_readout(network: SpikingNetwork, x: np.ndarray, teacher: np.ndarray, 
                    config: Config, report: CalibrationReport) -> Tuple[str, int]:
     """Simulate the held-back images once with a membrane readout; score every (readout, delay)
     variant by agreement with the ANN's classes ``teacher``; return the best."""
-    z = _simulate(network, x, T, config, record_steps=True).step_outputs        # (T, N, K) input currents
+    z = _simulate(network, x, T, config, record_steps=True, readout_delay=0).step_outputs   # (T, N, K) currents
     sim = config.simulation
     v_reset = None if sim.reset_to_zero is None or sim.reset_to_zero is False else float(sim.reset_to_zero)
     spikes = np.empty_like(z)

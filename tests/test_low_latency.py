@@ -10,7 +10,7 @@ import graphs
 from conftest import EXAMPLES
 from onnx2snn import Config, Onnx2SnnError, convert, simulate
 from onnx2snn.snn import RunningMaxPool
-from onnx2snn.snn_calibration import ann_targets, delays
+from onnx2snn.snn_calibration import ann_targets, delays, per_channel
 from onnx2snn.thresholds import StreamingHistogram, quantisation_error, search_threshold
 from patterns import PATTERNS
 
@@ -75,7 +75,7 @@ def _layer_rate_errors(conv, reference_model, x, T):
     errors = {}
     for t in targets:
         rate = sum(s for s, _ in sums[t.tensor]) / sum(n for _, n in sums[t.tensor])
-        errors[t.tensor] = float(np.mean(np.abs(goal[t.tensor] - rate.numpy())))
+        errors[t.tensor] = float(np.mean(np.abs(per_channel(goal[t.tensor]) - rate.numpy())))
     return errors
 
 

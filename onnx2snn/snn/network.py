@@ -64,6 +64,9 @@ class SpikingNetwork(nn.Module):
         self.input_name, self.output_name = input_name, output_name
         self.elements_per_sample = max(1, int(elements_per_sample))  # all tensors of one step, one sample
         self.config = config
+        # Output steps the readout skips (chosen at conversion): a property of the network, so any
+        # simulate() call reads it out as it was calibrated.
+        self.readout_delay = int(getattr(getattr(config, "simulation", None), "readout_delay", None) or 0)
         self.requires_grad_(False)  # an inference runtime: no autograd bookkeeping
         # Free each tensor after its last use, so a chunk holds only the live activations.
         last_use = {}
@@ -138,7 +141,7 @@ class SpikingNetwork(nn.Module):
     def simulate(self, x: np.ndarray, T: int, labels: Optional[np.ndarray] = None, batch_size: int = 100,
                  device=None, poisson: bool = False, seed: int = 0, chunk: Optional[int] = None,
                  dtype: str = "float32", record_rates: bool = False, channels_last: Optional[bool] = None,
-                 progress: Optional[Callable[[int], None]] = None, readout_delay: int = 0,
+                 progress: Optional[Callable[[int], None]] = None, readout_delay: Optional[int] = None,
                  record_steps: bool = False) -> SimulationResult:
         """Simulate every sample of ``x`` for ``T`` steps; accuracy after each step if ``labels``.
 
@@ -149,7 +152,7 @@ class SpikingNetwork(nn.Module):
         convolutions (default: on CUDA, where tensor-core kernels want it). The chunk size is
         chosen once, for the first batch, so that every batch runs the same shapes. ``progress(n)``
         is called with the number of samples finished after each batch. ``readout_delay``: the
-        readout ignores the first steps (their output counts as zero). ``record_steps``: also return
+        readout ignores the first steps (their output counts as zero); None: the network's own. ``record_steps``: also return
         every step's readout increment (memory T·N·classes)."""
         try:
             device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -176,6 +179,7 @@ class SpikingNetwork(nn.Module):
             m.count_spikes = record_rates
         correct = np.zeros(T, np.int64) if labels is not None else None
         outputs, step_outputs = [], []
+        readout_delay = self.readout_delay if readout_delay is None else readout_delay
         tc = chunk or net.auto_chunk(T, min(batch_size, n), device)
         for start in range(0, n, batch_size):
             batch = np.asarray(x[start:start + batch_size])
