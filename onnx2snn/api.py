@@ -109,7 +109,8 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
         edited, report = calibrate_snn(edited, info, plan, x_fit, x_hold, config)
         timings["snn_calibration"] = time.perf_counter() - t
 
-    snn_model = annotate(edited, plan.layers, config.to_json(), info.sha256, __version__)
+    snn_model = annotate(edited, plan.layers, config.to_json(), info.sha256, __version__,
+                         report.bias_shifts if report else None, config.target_T)
     network = lower_model(snn_model, config)
     network.layer_scales = plan.layers
     timings["total"] = time.perf_counter() - t0

@@ -37,6 +37,12 @@ outputs (in --out, default ./<model>_snn/, never beside the input):
   report.json       scales and statistics per layer, verification errors, timings, and with
                     --eval the ANN accuracy and the SNN accuracy after every time step
 
+calibration for a target T (default: -T; set it apart with --calibration-T):
+  each layer's threshold is searched for that T, biases are shifted by the SNN's mean rate error on
+  the calibration images, and the readout (membrane/spikes, first steps skipped) is chosen on the
+  last 20 % of them, held back. --threshold statistic --no-bias-calibration --output spikes
+  --avg-pool-neuron --max-pool gate is the seed's conversion.
+
 exit codes: 0 ok, 1 bad input, 2 bad command line, 3 verification failed
 """
 

@@ -7,8 +7,9 @@ and metadata on export).
 from __future__ import annotations
 
 import json
-from typing import List
+from typing import Dict, List, Optional
 
+import numpy as np
 import onnx
 
 KEY_VERSION = "onnx2snn.version"
@@ -20,16 +21,24 @@ KEY_V_INIT = "onnx2snn.v_init"      # on a ReLU/Clip node: the initializer with 
 
 
 def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha256: str,
-             version: str) -> onnx.ModelProto:
+             version: str, bias_shifts: Optional[Dict[str, np.ndarray]] = None, target_T: Optional[int] = None
+             ) -> onnx.ModelProto:
+    """``bias_shifts``: per layer, the bias calibration's shift (normalised units), for the node's
+    description."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     by_name = {l.node: l for l in layers}
+    bias_shifts = bias_shifts or {}
     for node in out.graph.node:
         layer = by_name.get(node.name)
         if layer is None:
             continue
         node.doc_string = (f"onnx2snn: W <- W*lambda_pre/lambda, b <- b/lambda with lambda_pre={format_scale(layer.lambda_in)}, "
                            f"lambda={layer.lambda_out:.6g} ({layer.statistic})")
+        if node.name in bias_shifts:
+            shift = np.asarray(bias_shifts[node.name])
+            node.doc_string += (f"; then b += the SNN's mean rate error per channel at T={target_T} "
+                                f"(mean |shift| {np.mean(np.abs(shift)):.3g}, max {np.max(np.abs(shift)):.3g})")
         del node.metadata_props[:]
         pre = json.dumps(layer.lambda_in) if isinstance(layer.lambda_in, list) else f"{layer.lambda_in:.9g}"
         for k, v in (("onnx2snn.lambda_pre", pre),

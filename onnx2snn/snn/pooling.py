@@ -31,13 +31,13 @@ def torch_pads(onnx_pads: Sequence[int]) -> list:
     return out
 
 
-class GatedMaxPool(nn.Module):
-    """Spike-count-gated max pooling over a chunk of steps: ``forward(s [steps, B, C, *spatial])``."""
+class _SpikeMaxPool(nn.Module):
+    """What both spiking max-pool rules share: the window (ONNX attributes) and state across chunks."""
 
     stateful = True
 
     def __init__(self, kernel_size: Sequence[int], stride: Sequence[int], pads: Sequence[int],
-                 dilation: Sequence[int], ceil_mode: bool, momentum: Optional[float] = None):
+                 dilation: Sequence[int], ceil_mode: bool):
         """``pads``: ONNX order [x1_begin, ..., x1_end, ...]; asymmetric pads are applied explicitly."""
         super().__init__()
         nd = len(kernel_size)
@@ -46,9 +46,17 @@ class GatedMaxPool(nn.Module):
         self.pool_args = dict(kernel_size=tuple(kernel_size), stride=tuple(stride),
                               padding=tuple(pads[:nd]) if symmetric else 0,
                               dilation=tuple(dilation), ceil_mode=bool(ceil_mode))
-        self.pool = _MAX_POOL[len(kernel_size)]
-        self.momentum = momentum
+        self.pool = _MAX_POOL[nd]
         self.reset()
+
+
+class GatedMaxPool(_SpikeMaxPool):
+    """Spike-count-gated max pooling over a chunk of steps: ``forward(s [steps, B, C, *spatial])``."""
+
+    def __init__(self, kernel_size: Sequence[int], stride: Sequence[int], pads: Sequence[int],
+                 dilation: Sequence[int], ceil_mode: bool, momentum: Optional[float] = None):
+        self.momentum = momentum
+        super().__init__(kernel_size, stride, pads, dilation, ceil_mode)
 
     def reset(self) -> None:
         self.count: Optional[torch.Tensor] = None
@@ -81,7 +89,7 @@ class GatedMaxPool(nn.Module):
         return f"{self.pool_args}, momentum={self.momentum}"
 
 
-class RunningMaxPool(nn.Module):
+class RunningMaxPool(_SpikeMaxPool):
     """Max pooling of spike trains by the running max of spike counts (lateral inhibition, exact).
 
     Per window, the output count after step t is the largest input count after step t:
@@ -91,20 +99,6 @@ class RunningMaxPool(nn.Module):
     (a max of counts rises by at most one per step), so the output rate is exactly the max of the
     input rates at every step, where the gate's can lag behind when the leading input changes.
     ``forward(s [steps, B, C, *spatial])``, like ``GatedMaxPool``."""
-
-    stateful = True
-
-    def __init__(self, kernel_size: Sequence[int], stride: Sequence[int], pads: Sequence[int],
-                 dilation: Sequence[int], ceil_mode: bool):
-        super().__init__()
-        nd = len(kernel_size)
-        symmetric = list(pads[:nd]) == list(pads[nd:])
-        self.explicit_pads = None if symmetric else torch_pads(pads)
-        self.pool_args = dict(kernel_size=tuple(kernel_size), stride=tuple(stride),
-                              padding=tuple(pads[:nd]) if symmetric else 0,
-                              dilation=tuple(dilation), ceil_mode=bool(ceil_mode))
-        self.pool = _MAX_POOL[nd]
-        self.reset()
 
     def reset(self) -> None:
         self.count: Optional[torch.Tensor] = None      # input counts so far
