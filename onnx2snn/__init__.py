@@ -3,7 +3,16 @@ __version__ = "0.2.0"
 
 from .config import Config  # noqa: E402
 from .errors import Onnx2SnnError, VerificationError  # noqa: E402
-from .api import Conversion, convert, load, simulate, ann_accuracy  # noqa: E402
 
 __all__ = ["Config", "Onnx2SnnError", "VerificationError", "Conversion", "convert", "load", "simulate",
            "ann_accuracy", "__version__"]
+_API = {"Conversion", "convert", "load", "simulate", "ann_accuracy"}
+
+
+def __getattr__(name):
+    """The API pulls in onnx, onnxruntime and torch (seconds): imported on first use, so that
+    ``onnx2snn --help`` and option errors answer at once."""
+    if name in _API:
+        from . import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'onnx2snn' has no attribute {name!r}")
