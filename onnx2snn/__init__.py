@@ -12,7 +12,12 @@ _API = {"Conversion", "convert", "load", "simulate", "ann_accuracy"}
 def __getattr__(name):
     """The API pulls in onnx, onnxruntime and torch (seconds): imported on first use, so that
     ``onnx2snn --help`` and option errors answer at once."""
+    import importlib
     if name in _API:
-        from . import api
-        return getattr(api, name)
-    raise AttributeError(f"module 'onnx2snn' has no attribute {name!r}")
+        return getattr(importlib.import_module(".api", __name__), name)
+    try:  # a subpackage not imported yet, e.g. onnx2snn.graph
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
