@@ -3,7 +3,21 @@ __version__ = "0.2.0"
 
 from .config import Config  # noqa: E402
 from .errors import Onnx2SnnError, VerificationError  # noqa: E402
-from .api import Conversion, convert, load, simulate, ann_accuracy  # noqa: E402
 
 __all__ = ["Config", "Onnx2SnnError", "VerificationError", "Conversion", "convert", "load", "simulate",
            "ann_accuracy", "__version__"]
+_API = {"Conversion", "convert", "load", "simulate", "ann_accuracy"}
+
+
+def __getattr__(name):
+    """The API pulls in onnx, onnxruntime and torch (seconds): imported on first use, so that
+    ``onnx2snn --help`` and option errors answer at once."""
+    import importlib
+    if name in _API:
+        return getattr(importlib.import_module(".api", __name__), name)
+    try:  # a subpackage not imported yet, e.g. onnx2snn.graph
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

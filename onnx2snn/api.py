@@ -172,7 +172,8 @@ def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config
 
 def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray] = None,
              T: Optional[int] = None, config: Optional[Config] = None, chunk: Optional[int] = None,
-             record_rates: bool = False, progress: Optional[Callable[[int], None]] = None) -> SimulationResult:
+             record_rates: bool = False,
+             progress: Optional[Callable[[int, Optional[int]], None]] = None) -> SimulationResult:
     """Simulate ``network`` on inputs ``x`` for ``T`` steps (default: the config's); see
     ``SpikingNetwork.simulate``."""
     config = config or network.config or Config()

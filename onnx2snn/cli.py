@@ -16,7 +16,8 @@ import time
 
 from . import __version__
 from .config import Config
-from .errors import Onnx2SnnError
+from . import viewer
+from .errors import Onnx2SnnError, require_file
 
 EPILOG = """\
 examples:
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk", type=int, help="time steps simulated per layer call (default: as many as fit in memory)")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                    help="weights and currents in reduced precision (spikes stay exact; default float32)")
+    p.add_argument("--netron", action="store_true",
+                   help="after writing, open the .snn.onnx in Netron (served on 127.0.0.1; Ctrl+C ends it; "
+                        "needs pip install 'onnx2snn[netron]')")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="log each graph pass")
     p.add_argument("--version", action="version", version=f"onnx2snn {__version__}")
@@ -129,6 +133,21 @@ def config_from_args(a: argparse.Namespace) -> Config:
     return cfg.validate()
 
 
+class LiveAccuracy:
+    """The progress bar's callback: images done, and the SNN's accuracy so far at the final T (the
+    seed printed it as it went, so that a long run can be stopped early)."""
+
+    def __init__(self, bar):
+        self.bar, self.done, self.correct = bar, 0, 0
+
+    def __call__(self, n: int, correct) -> None:
+        self.done += n
+        if correct is not None:
+            self.correct += correct
+            self.bar.set_postfix_str(f"SNN acc {100 * self.correct / self.done:.2f} %", refresh=False)
+        self.bar.update(n)
+
+
 def default_out_dir(model_path: str) -> str:
     stem = os.path.basename(model_path)
     stem = stem[:-5] if stem.endswith(".onnx") else stem
@@ -140,18 +159,24 @@ def default_out_dir(model_path: str) -> str:
 
 
 def run(a: argparse.Namespace) -> int:
-    from . import api, report
-    from .data import load_labelled
-
+    # Options and paths are checked before the heavy imports (onnx, onnxruntime, torch: seconds).
     cfg = config_from_args(a)
-    import torch
-    torch.backends.cudnn.benchmark = True  # the CLI owns the process: let cuDNN pick its fastest kernels
     out_dir = os.path.abspath(a.out) if a.out else default_out_dir(a.model)
     if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
         raise Onnx2SnnError(f"output folder {out_dir!r} exists and is not empty; choose another with --out")
     parent = os.path.dirname(out_dir)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise Onnx2SnnError(f"cannot write the output folder {out_dir!r}: {parent!r} is not a writable folder")
+    if a.netron:
+        viewer.check_available()
+    for path, what in ((a.model, "model file"), (a.calib, "calibration file"), (a.eval, "evaluation file")):
+        if path is not None:
+            require_file(path, what)
+
+    from . import api, report
+    from .data import load_labelled
+    import torch
+    torch.backends.cudnn.benchmark = True  # the CLI owns the process: let cuDNN pick its fastest kernels
 
     conv = api.convert(a.model, a.calib, cfg)
     before, after = conv.passes[0]["ops"], conv.passes[-1]["ops"]
@@ -161,6 +186,8 @@ def run(a: argparse.Namespace) -> int:
         if p["pass"].startswith("drop output") and p.get("removed"):
             print(f"dropped {', '.join(p['removed'])} at the output (argmax unchanged; the SNN reads the logits)")
     print(report.layer_table(conv.layers))
+    if a.verbose:
+        print(conv.network)
     print(f"verified with onnxruntime: max relative error {max(conv.verification.values(), default=0):.2g} "
           f"over {len(conv.verification)} normalised tensors")
     if conv.calibration is not None:
@@ -185,7 +212,7 @@ def run(a: argparse.Namespace) -> int:
         t = time.perf_counter()
         try:
             result = api.simulate(conv.network, x, y, config=cfg, record_rates=True,
-                                  progress=bar.update if bar else None)
+                                  progress=LiveAccuracy(bar) if bar else None)
         finally:
             if bar:
                 bar.close()
@@ -218,7 +245,22 @@ def run(a: argparse.Namespace) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print(f"wrote {out_dir}/: {name}, config.json, report.json")
+    if a.netron:
+        open_in_netron(os.path.join(out_dir, name))
     return 0
+
+
+def open_in_netron(path: str) -> None:
+    """Serve the written file with Netron until Ctrl+C."""
+    host, port = viewer.serve(path)
+    print(f"Netron is serving {os.path.basename(path)} at http://{host}:{port} (Ctrl+C to stop)", flush=True)
+    try:
+        import netron
+        netron.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        viewer.stop((host, port))
 
 
 def main(argv=None) -> int:

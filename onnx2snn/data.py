@@ -5,21 +5,19 @@ stream over them in blocks.
 """
 from __future__ import annotations
 
-import os
 import zipfile
 from typing import Tuple
 
 import numpy as np
 
-from .errors import Onnx2SnnError
+from .errors import Onnx2SnnError, require_file
 
 _BLOCK = 4096  # samples per block when streaming checks
 
 
 def load_calibration(path: str, sample_shape: Tuple[int, ...]) -> np.ndarray:
     """Memory-map a ``.npy`` calibration array and check it against the model's input shape."""
-    if not os.path.isfile(path):
-        raise Onnx2SnnError(f"calibration file {path!r} does not exist")
+    require_file(path, "calibration file")
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:
@@ -32,8 +30,7 @@ def load_calibration(path: str, sample_shape: Tuple[int, ...]) -> np.ndarray:
 
 def load_labelled(path: str, sample_shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
     """Load an ``.npz`` with ``x`` (inputs) and ``y`` (integer class labels)."""
-    if not os.path.isfile(path):
-        raise Onnx2SnnError(f"evaluation file {path!r} does not exist")
+    require_file(path, "evaluation file")
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as e:

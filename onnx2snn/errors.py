@@ -15,3 +15,10 @@ class VerificationError(Onnx2SnnError):
     """The edited graph does not reproduce the original's activations up to the known scales."""
 
     exit_code = 3
+
+
+def require_file(path: str, what: str) -> None:
+    """Raise the one-line error for an input file that is not there (``what``: "model file", …)."""
+    import os
+    if not os.path.isfile(path):
+        raise Onnx2SnnError(f"{what} {path!r} does not exist")

@@ -9,7 +9,7 @@ from typing import Tuple, Union
 
 import onnx
 
-from ..errors import Onnx2SnnError
+from ..errors import Onnx2SnnError, require_file
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto]) -> ModelInfo:
     else:
         path = os.fspath(source)
         label = repr(path)
-        if not os.path.isfile(path):
-            raise Onnx2SnnError(f"model file {path!r} does not exist")
+        require_file(path, "model file")
         try:
             model = onnx.load(path)
         except Exception as e:

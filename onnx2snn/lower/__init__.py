@@ -58,11 +58,11 @@ class LowerContext:
     def add(self, node: onnx.NodeProto, module: nn.Module, inputs: List[str], output: str,
             spikes: bool = False, suffix: str = "") -> None:
         name = node.name + ("/" + suffix if suffix else "")
-        self.steps.append(Step(name, node.op_type, list(inputs), output))
+        shape = self.view.sample_shape(node.output[0])
+        self.steps.append(Step(name, node.op_type, list(inputs), output, shape))
         self.modules.append(module)
         if spikes and not self.ann:
             self.spike_tensors.add(output)
-        shape = self.view.sample_shape(node.output[0])
         self.elements += int(np.prod(shape)) if shape else 0
 
 
@@ -99,7 +99,7 @@ def lower_model(model: onnx.ModelProto, config: Optional[Config] = None, ann: bo
     if not ann and not ctx.is_spike(out):
         # The output layer: IF neurons counting spikes, or the membrane potential.
         readout = ctx.neuron() if config.simulation.output == "spikes" else MembraneReadout()
-        ctx.steps.append(Step("output", "Readout", [out], out + "/readout"))
+        ctx.steps.append(Step("output", "Readout", [out], out + "/readout", view.sample_shape(out)))
         ctx.modules.append(readout)
         out = out + "/readout"
     return SpikingNetwork(ctx.steps, ctx.modules, view.input_name, out, ctx.elements, config)

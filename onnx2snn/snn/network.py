@@ -33,6 +33,7 @@ class Step:
     op: str                 # the ONNX op type, for reports
     inputs: List[str]
     output: str
+    shape: Optional[tuple] = None   # the output's per-sample shape, where known (for listings)
 
 
 @dataclass
@@ -75,6 +76,24 @@ class SpikingNetwork(nn.Module):
                 last_use[name] = i
         self._free_after = [[n for n in dict.fromkeys(step.inputs) if last_use[n] == i and n != output_name]
                             for i, step in enumerate(self.steps)]
+
+    # --- listing ---------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        """One line per step: op, output shape, its module (neuron parameters), and λ where a weighted
+        layer was rescaled — the seed printed the SNN's structure; ``print(network)`` shows this."""
+        lambdas = {l.node: l.lambda_out for l in getattr(self, "layer_scales", None) or []}
+        rows = [("step", "op", "output shape", "module", "λ")]
+        for step, module in zip(self.steps, self.layers):
+            extra = module.extra_repr().replace("\n", " ")
+            text = f"{type(module).__name__}({extra})" if extra else type(module).__name__
+            rows.append((step.name, step.op, "×".join(map(str, step.shape)) if step.shape else "?",
+                         text if len(text) <= 72 else text[:69] + "...",
+                         f"{lambdas[step.name]:.4g}" if step.name in lambdas else ""))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = [f"SpikingNetwork: {self.input_name!r} -> {self.output_name!r}, {len(self.steps)} steps, "
+                 f"{len(self.neuron_layers())} layers of IF neurons, readout delay {self.readout_delay}"]
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+        return "\n".join(lines)
 
     # --- state ---------------------------------------------------------------------------
     def reset(self) -> None:
@@ -141,7 +160,7 @@ class SpikingNetwork(nn.Module):
     def simulate(self, x: np.ndarray, T: int, labels: Optional[np.ndarray] = None, batch_size: int = 100,
                  device=None, poisson: bool = False, seed: int = 0, chunk: Optional[int] = None,
                  dtype: str = "float32", record_rates: bool = False, channels_last: Optional[bool] = None,
-                 progress: Optional[Callable[[int], None]] = None, readout_delay: Optional[int] = None,
+                 progress: Optional[Callable[[int, Optional[int]], None]] = None, readout_delay: Optional[int] = None,
                  record_steps: bool = False) -> SimulationResult:
         """Simulate every sample of ``x`` for ``T`` steps; accuracy after each step if ``labels``.
 
@@ -150,8 +169,9 @@ class SpikingNetwork(nn.Module):
         network runs, this one keeps its float32 weights). ``record_rates``: count spikes per
         layer of neurons (``firing_rates``). ``channels_last``: NHWC memory layout for 2-D
         convolutions (default: on CUDA, where tensor-core kernels want it). The chunk size is
-        chosen once, for the first batch, so that every batch runs the same shapes. ``progress(n)``
-        is called with the number of samples finished after each batch. ``readout_delay``: the
+        chosen once, for the first batch, so that every batch runs the same shapes. ``progress(n,
+        correct)`` is called after each batch with its number of samples and, with labels, how many
+        of them were classified right after T steps (else None). ``readout_delay``: the
         readout ignores the first steps (their output counts as zero); None: the network's own. ``record_steps``: also return
         every step's readout increment (memory T·N·classes)."""
         try:
@@ -209,11 +229,14 @@ class SpikingNetwork(nn.Module):
                 total = cum[-1]
                 if hits is not None:
                     hits.append((cum.argmax(-1) == yb).sum(1))
+            batch_correct = None
             if hits is not None:
-                correct += torch.cat(hits).cpu().numpy()
+                per_step = torch.cat(hits).cpu().numpy()
+                correct += per_step
+                batch_correct = int(per_step[-1])
             outputs.append(total.cpu().numpy())
             if progress is not None:
-                progress(b)
+                progress(b, batch_correct)
         rates = ({name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in net.neuron_layers().items()}
                  if record_rates else {})
         net._cache_input, net._static_cache = None, {}  # hold no batch after returning

@@ -1,0 +1,98 @@
+"""From conversion to audit in one flow (issue 12): live accuracy in the progress bar, the network
+listing, Netron one flag away, fast answers to --help and bad options."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLES
+from test_cli import CALIB, MODEL, TEST, assert_one_line_error, cli
+
+import onnx2snn
+from onnx2snn import viewer
+
+
+def test_progress_bar_shows_live_accuracy(tmp_path):
+    """Without -q the bar (on stderr) carries the SNN's accuracy so far; with -q there is no bar."""
+    rc, out, err = cli(MODEL, CALIB, "--eval", TEST, "-T", "8", "--batch-size", "250", cwd=tmp_path)
+    assert rc == 0, err
+    assert "simulating T=8" in err and "SNN acc " in err and "%" in err.split("SNN acc ")[-1]
+    rc, out, err = cli(MODEL, CALIB, "--eval", TEST, "-T", "8", "-q", "-o", tmp_path / "q", cwd=tmp_path)
+    assert rc == 0 and err == ""
+
+
+def test_verbose_lists_the_spiking_network(tmp_path):
+    """-v prints one line per step (op, shape, neurons, λ), the same text as print(network)."""
+    rc, out, err = cli(MODEL, CALIB, "-T", "8", "-v", "-q", cwd=tmp_path)
+    assert rc == 0, err
+    net = onnx2snn.load(str(tmp_path / "mnist_cnn_snn" / "mnist_cnn.snn.onnx"))
+    listing = repr(net)
+    assert listing in out
+    lines = listing.splitlines()
+    assert len(lines) == 2 + len(net.steps)
+    relu = next(l for l in lines if " Relu " in l)
+    assert "IFNeuron(v_threshold=1.0, reset=subtract, v_init=0.5)" in relu and "32×26×26" in relu
+    conv = next(l for l in lines if " Conv " in l)
+    assert float(conv.split()[-1]) == pytest.approx(net.layer_scales[0].lambda_out, rel=1e-3)
+
+
+def test_netron_missing_is_one_line_before_any_work(tmp_path):
+    """With the extra absent, --netron fails at once, naming the install command; nothing is written."""
+    code = ("import importlib.util, sys; real = importlib.util.find_spec; "
+            "importlib.util.find_spec = lambda n, *a: None if n == 'netron' else real(n, *a); "
+            "from onnx2snn import cli; sys.exit(cli.main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, MODEL, CALIB, "--netron"], cwd=tmp_path, capture_output=True,
+                       text=True)
+    assert_one_line_error(p.returncode, p.stderr, "--netron needs the netron package", "onnx2snn[netron]")
+    assert os.listdir(tmp_path) == []
+
+
+def test_netron_serves_the_file_on_localhost_and_stops(tmp_path):
+    pytest.importorskip("netron")
+    conv = onnx2snn.convert(MODEL, CALIB)
+    path = str(tmp_path / "m.snn.onnx")
+    conv.save(path)
+    host, port = viewer.serve(path, browse=False)
+    try:
+        assert host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=10) as r:
+            assert r.status == 200 and b"netron" in r.read().lower()
+    finally:
+        viewer.stop((host, port))
+    for _ in range(50):  # the listening socket closes as the server thread ends
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+        except OSError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"Netron still answers on {host}:{port} after stop()")
+
+
+def test_help_and_option_errors_do_not_import_the_runtime(tmp_path):
+    """--help, --version and option errors answer without importing torch or onnxruntime."""
+    code = ("import sys; from onnx2snn import cli\n"
+            "try:\n    rc = cli.main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print('heavy' if {'torch', 'onnxruntime', 'onnx'} & set(sys.modules) else 'light', rc)")
+    for args, rc in ((["--help"], 0), (["--version"], 0), ([MODEL, CALIB, "-T", "0"], 1),
+                     (["missing.onnx", CALIB], 1)):
+        p = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True)
+        assert p.stdout.split()[-2:] == ["light", str(rc)], (args, p.stdout, p.stderr)
+    p = subprocess.run([sys.executable, "-m", "onnx2snn", "--version"], capture_output=True, text=True)
+    assert p.stdout.strip() == f"onnx2snn {onnx2snn.__version__}"
+
+
+def test_progress_callback_gets_correct_counts():
+    """simulate(progress=...) is told, per batch, how many samples were right after T steps."""
+    test = np.load(TEST)
+    x, y = test["x"][:60], test["y"][:60]
+    conv = onnx2snn.convert(os.path.join(EXAMPLES, "mnist_cnn.onnx"), CALIB)
+    calls = []
+    result = conv.network.simulate(x, 8, y, batch_size=25, progress=lambda n, c: calls.append((n, c)))
+    assert [n for n, _ in calls] == [25, 25, 10]
+    assert sum(c for _, c in calls) == result.correct_per_step[-1]
