@@ -27,6 +27,14 @@ from torch import nn
 from ..errors import Onnx2SnnError
 
 
+# Memory per chunk of time steps (auto_chunk): each step's tensors are counted TEMPORARIES times
+# (outputs and the temporaries that make them); a chunk may take 1/GPU_CHUNK_SHARE of the free GPU
+# memory, or CPU_CHUNK_BUDGET on CPU, where small chunks stay in cache (measured: no gain from larger).
+TEMPORARIES = 2
+GPU_CHUNK_SHARE = 4
+CPU_CHUNK_BUDGET = 256 << 20
+
+
 @dataclass
 class Step:
     name: str               # the ONNX node it comes from (plus a suffix for inserted neurons)
@@ -141,18 +149,19 @@ class SpikingNetwork(nn.Module):
         return out.view(steps, batch, *out.shape[1:])
 
     # --- the whole simulation ---------------------------------------------------------------
-    def auto_chunk(self, T: int, batch: int, device: torch.device) -> int:
-        """Steps per chunk: as many as fit a memory budget (a quarter of the GPU memory that is free
-        or cached by torch, 256 MiB on CPU), counting every tensor of a step twice for
-        temporaries; then evened out so that all chunks but the last have one size (new shapes
-        cost cuDNN a new algorithm search)."""
-        if device.type == "cuda":
+    def auto_chunk(self, T: int, batch: int, device: torch.device, budget: Optional[int] = None,
+                   element_size: int = 4) -> int:
+        """Steps per chunk: as many as fit a memory budget (``budget`` bytes; default a quarter of
+        the GPU memory that is free or cached by torch, ``CPU_CHUNK_BUDGET`` on CPU), counting every
+        tensor of a step twice for temporaries; then evened out so that all chunks but the last
+        have one size (new shapes cost cuDNN a new algorithm search)."""
+        if budget is None and device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-            budget = (free + cached) // 4
-        else:
-            budget = 256 << 20  # CPU: small chunks stay in cache (measured: no gain from larger ones)
-        per_step = 2 * 4 * self.elements_per_sample * batch
+            budget = (free + cached) // GPU_CHUNK_SHARE
+        elif budget is None:
+            budget = CPU_CHUNK_BUDGET
+        per_step = TEMPORARIES * element_size * self.elements_per_sample * batch
         most = int(max(1, min(T, budget // per_step)))
         return -(-T // -(-T // most))  # ceil(T / number of chunks)
 
@@ -200,7 +209,7 @@ class SpikingNetwork(nn.Module):
         correct = np.zeros(T, np.int64) if labels is not None else None
         outputs, step_outputs = [], []
         readout_delay = self.readout_delay if readout_delay is None else readout_delay
-        tc = chunk or net.auto_chunk(T, min(batch_size, n), device)
+        tc = chunk or net.auto_chunk(T, min(batch_size, n), device, element_size=torch.finfo(dt).bits // 8)
         for start in range(0, n, batch_size):
             batch = np.asarray(x[start:start + batch_size])
             if not batch.flags.writeable:  # a memory-mapped array: torch wants memory it may write
