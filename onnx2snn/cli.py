@@ -17,7 +17,8 @@ import time
 from . import __version__
 from .config import Config
 from . import viewer
-from .errors import Onnx2SnnError, require_file
+from .errors import Onnx2SnnError
+from .paths import model_stem, require_file
 
 EPILOG = """\
 examples:
@@ -149,9 +150,7 @@ class LiveAccuracy:
 
 
 def default_out_dir(model_path: str) -> str:
-    stem = os.path.basename(model_path)
-    stem = stem[:-5] if stem.endswith(".onnx") else stem
-    base = os.path.abspath(f"{stem}_snn")
+    base = os.path.abspath(f"{model_stem(model_path)}_snn")
     out, i = base, 2
     while os.path.exists(out):
         out, i = f"{base}-{i}", i + 1
@@ -233,8 +232,7 @@ def run(a: argparse.Namespace) -> int:
     # Write everything into a temporary folder beside the target, then rename: no half-written output.
     tmp = tempfile.mkdtemp(prefix=".onnx2snn-", dir=parent)
     try:
-        name = os.path.basename(a.model)
-        name = (name[:-5] if name.endswith(".onnx") else name) + ".snn.onnx"
+        name = model_stem(a.model) + ".snn.onnx"
         conv.save(os.path.join(tmp, name))
         cfg.save(os.path.join(tmp, "config.json"))
         report.write_json(os.path.join(tmp, "report.json"), rep)

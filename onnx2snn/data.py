@@ -10,7 +10,8 @@ from typing import Tuple
 
 import numpy as np
 
-from .errors import Onnx2SnnError, require_file
+from .errors import Onnx2SnnError, first_line
+from .paths import require_file
 
 _BLOCK = 4096  # samples per block when streaming checks
 
@@ -21,7 +22,7 @@ def load_calibration(path: str, sample_shape: Tuple[int, ...]) -> np.ndarray:
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:
-        raise Onnx2SnnError(f"{path!r} is not a NumPy .npy array ({_first_line(e)})") from None
+        raise Onnx2SnnError(f"{path!r} is not a NumPy .npy array ({first_line(e)})") from None
     if not isinstance(x, np.ndarray):
         raise Onnx2SnnError(f"{path!r} is a .npz archive; the calibration data must be one .npy array")
     check_inputs(x, sample_shape, f"calibration array {path!r}")
@@ -34,7 +35,7 @@ def load_labelled(path: str, sample_shape: Tuple[int, ...]) -> Tuple[np.ndarray,
     try:
         archive = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise Onnx2SnnError(f"{path!r} is not a NumPy .npz archive ({_first_line(e)})") from None
+        raise Onnx2SnnError(f"{path!r} is not a NumPy .npz archive ({first_line(e)})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise Onnx2SnnError(f"{path!r} is a single array; evaluation data must be an .npz with arrays x and y")
     missing = [k for k in ("x", "y") if k not in archive.files]
@@ -44,7 +45,7 @@ def load_labelled(path: str, sample_shape: Tuple[int, ...]) -> Tuple[np.ndarray,
     try:
         x, y = archive["x"], archive["y"]
     except (zipfile.BadZipFile, ValueError) as e:
-        raise Onnx2SnnError(f"evaluation file {path!r} cannot be read: {_first_line(e)}") from None
+        raise Onnx2SnnError(f"evaluation file {path!r} cannot be read: {first_line(e)}") from None
     check_inputs(x, sample_shape, f"evaluation array {path!r}[x]")
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise Onnx2SnnError(f"evaluation file {path!r}: y must be integer labels of shape ({len(x)},); "
@@ -67,7 +68,3 @@ def check_inputs(x: np.ndarray, sample_shape: Tuple[int, ...], label: str) -> No
             bad = start + int(np.argmax(~np.isfinite(block).reshape(len(block), -1).all(axis=1)))
             raise Onnx2SnnError(f"{label} contains NaN or infinite values (first in sample {bad})")
 
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -17,8 +17,8 @@ class VerificationError(Onnx2SnnError):
     exit_code = 3
 
 
-def require_file(path: str, what: str) -> None:
-    """Raise the one-line error for an input file that is not there (``what``: "model file", …)."""
-    import os
-    if not os.path.isfile(path):
-        raise Onnx2SnnError(f"{what} {path!r} does not exist")
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (library errors can run to pages), or its type."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

@@ -165,6 +165,7 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
     """Fill in λ per layer (from ``lambdas``, per activation tensor), the scale of every tensor,
     the Add factors and Clip bounds."""
     by_node = {l.node: l for l in plan.layers}
+    plan.scales.clear(), plan.factors.clear(), plan.clips.clear()  # idempotent: a second call redoes, never adds
     scale = plan.scales
     scale[view.input_name] = uniform(1.0, len(_sample_shape(view, view.input_name)))
 
@@ -201,7 +202,7 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
                     plan.factors.append((node.name, list(node.input).index(t), compress(s / target)))
             scale[out] = target
         elif node.op_type == "Concat":
-            axis = _positive_axis(view, node) - 1
+            axis = view.positive_axis(node) - 1
             parts = [_full(s, _sample_shape(view, t)) for t, s in zip(data, ins)]
             scale[out] = compress(np.concatenate(parts, axis=axis))
         elif kind == "preserve":
@@ -219,11 +220,6 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
         else:
             raise RuntimeError(f"no scale rule for {node.op_type} ({node.name})")
     return plan
-
-
-def _positive_axis(view: GraphView, node) -> int:
-    axis = view.attrs(node).get("axis", 0)
-    return axis + len(view.shapes[node.output[0]]) if axis < 0 else axis
 
 
 def _clip_max(view: GraphView, node) -> Optional[float]:

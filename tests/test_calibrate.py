@@ -57,17 +57,21 @@ def test_normalised_graph_is_original_divided_by_lambda(robust):
     assert np.percentile(r1, 99.9) <= 1 + 1e-5 if robust else r1.max() <= 1 + 1e-5
 
 
-def test_verification_names_first_layer_that_differs():
+def test_verification_names_every_layer_that_differs():
     from onnx2snn.errors import VerificationError
     from onnx2snn.verify import verify
     m = graphs.conv_bn_relu()
     x = np.random.default_rng(4).normal(size=(12, 1, 8, 8)).astype(np.float32)
-    conv = convert(m, x)
+    conv = convert(m, x, graphs.seed_config())
     cleaned, _ = clean_graph(m)
+    assert verify(m, cleaned, conv.snn_model, "x", conv.plan, x)  # as converted: passes
     conv.plan.scales["r1"] = conv.plan.scales["r1"] * 1.01  # a scale the edited graph does not have
-    with pytest.raises(VerificationError, match=r"layer conv1 \(Conv\), tensor 'r1'") as e:
+    with pytest.raises(VerificationError, match=r"at 1 of 2 .*layer conv1 \(Conv\), tensor 'r1'") as e:
         verify(m, cleaned, conv.snn_model, "x", conv.plan, x)
     assert e.value.exit_code == 3
+    conv.plan.scales["y"] = conv.plan.scales["y"] * 0.9
+    with pytest.raises(VerificationError, match=r"at 2 of 2 .*tensor 'r1'.*; layer fc \(Gemm\), tensor 'y'"):
+        verify(m, cleaned, conv.snn_model, "x", conv.plan, x)
 
 
 def test_calibration_streams_a_memory_mapped_array_in_bounded_memory(tmp_path):
@@ -87,3 +91,20 @@ def test_calibration_streams_a_memory_mapped_array_in_bounded_memory(tmp_path):
     tracemalloc.stop()
     assert stats["r1"].count == 20_000 * 4 * 8 * 8
     assert peak < 2 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_assign_scales_is_idempotent():
+    """A second call recomputes the plan: no Add factor twice."""
+    from patterns import PATTERNS
+    from onnx2snn.graph.view import GraphView
+    from onnx2snn.normalize import assign_scales
+    m, shape = PATTERNS["residual_blocks"]()
+    conv = convert(m, np.random.default_rng(0).uniform(size=(12, *shape)).astype(np.float32), graphs.seed_config())
+    cleaned, _ = clean_graph(m)
+    lambdas = {l.stat_tensor: (l.lambda_out, l.statistic) for l in conv.layers if l.stat_tensor}
+    lambdas.update({t: lambdas.get(t) or (1.0, "") for t in conv.plan.merge_stats.values() if t})
+    factors = [(n, i, f.copy()) for n, i, f in conv.plan.factors]
+    assert factors
+    for _ in range(2):
+        assign_scales(GraphView(cleaned), conv.plan, lambdas)
+        assert [(n, i) for n, i, _ in conv.plan.factors] == [(n, i) for n, i, _ in factors]

@@ -101,12 +101,19 @@ def test_unsupported_activation_advice():
 def test_every_registered_handler_has_a_pattern():
     """NIR's habit: enumerate the registry, so a new handler without a test fails here."""
     used = set()
-    for build in PATTERNS.values():
+    builds = list(PATTERNS.values()) + [lambda: (graphs.conv_bn_relu(), (1, 8, 8))]  # test_lowering's graph
+    for build in builds:
         m, shape = build()
         conv = convert(m, data(shape))
         used |= {n.op_type for n in conv.snn_model.graph.node}
-    used |= {"AveragePool", "Gemm"}  # conv_bn_relu in test_lowering
     assert set(HANDLERS) <= used, f"handlers without a pattern test: {set(HANDLERS) - used}"
+
+
+def test_duplicate_handler_registration_is_refused():
+    from onnx2snn.lower.registry import register
+    with pytest.raises(ValueError, match="Conv.*already registered"):
+        register("Conv", scale="weighted")(lambda node, ctx: None)
+    assert HANDLERS["Conv"].lower.__name__ == "lower_conv"
 
 
 @pytest.mark.parametrize("name", ["residual_blocks", "concat_bn_densenet", "input_normalisation_bn_first"])

@@ -9,7 +9,8 @@ from typing import Tuple, Union
 
 import onnx
 
-from ..errors import Onnx2SnnError, require_file
+from ..errors import Onnx2SnnError, first_line
+from ..paths import model_stem, require_file
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,16 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto]) -> ModelInfo:
         try:
             model = onnx.load(path)
         except Exception as e:
-            raise Onnx2SnnError(f"{path!r} is not an ONNX model ({type(e).__name__}: {_first_line(e)})") from None
+            raise Onnx2SnnError(f"{path!r} is not an ONNX model ({type(e).__name__}: {first_line(e)})") from None
         if not model.graph.node:
             raise Onnx2SnnError(f"{path!r} is not an ONNX model (no graph nodes found)")
-        name = os.path.basename(path)
-        name = name[:-5] if name.endswith(".onnx") else name
+        name = model_stem(path)
     sha = hashlib.sha256(model.SerializeToString()).hexdigest()
 
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
-        raise Onnx2SnnError(f"{label} fails onnx.checker: {_first_line(e)}") from None
+        raise Onnx2SnnError(f"{label} fails onnx.checker: {first_line(e)}") from None
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     except Exception as e:
@@ -55,9 +55,9 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto]) -> ModelInfo:
         del model.graph.value_info[:]
         try:
             model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-            log.info("%s: dropped the exporter's intermediate shape annotations (%s)", label, _first_line(e))
+            log.info("%s: dropped the exporter's intermediate shape annotations (%s)", label, first_line(e))
         except Exception:
-            raise Onnx2SnnError(f"{label}: ONNX shape inference failed: {_first_line(e)}") from None
+            raise Onnx2SnnError(f"{label}: ONNX shape inference failed: {first_line(e)}") from None
 
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
@@ -80,7 +80,7 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto]) -> ModelInfo:
             model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
         except Exception as e:
             raise Onnx2SnnError(f"{label}: input {inp.name!r} has a fixed batch size {dims[0].dim_value} that the "
-                                f"graph depends on ({_first_line(e)}); export with a dynamic batch dimension") from None
+                                f"graph depends on ({first_line(e)}); export with a dynamic batch dimension") from None
         dims = next(i for i in model.graph.input if i.name == inp.name).type.tensor_type.shape.dim
     sample = []
     for i, d in enumerate(dims[1:], start=1):
@@ -102,7 +102,3 @@ def _make_batch_dynamic(model: onnx.ModelProto, input_name: str) -> None:
                 shape.dim[0].Clear()
                 shape.dim[0].dim_param = "N"
 
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__

@@ -32,7 +32,14 @@ class GraphView:
                 self.consumers.setdefault(i, []).append(n)
 
     def attrs(self, node: onnx.NodeProto) -> dict:
-        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        """Attribute values; strings (stored as bytes) decoded."""
+        values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
+
+    def positive_axis(self, node: onnx.NodeProto, default: int = 0) -> int:
+        """The node's ``axis`` attribute counted from the front of its output's rank."""
+        axis = self.attrs(node).get("axis", default)
+        return axis + len(self.shapes[node.output[0]]) if axis < 0 else axis
 
     def const(self, name: str) -> Optional[np.ndarray]:
         return self.constants.get(name)

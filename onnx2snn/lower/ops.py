@@ -9,20 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..snn.pooling import MAX_POOL
 from .modules import ConstantMul, Function, Padded, Passthrough
 from .registry import register
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
-_MAX = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
 def _resolve_pads(node, ctx, kernel, strides, dilations):
     """Explicit ONNX pads, with auto_pad SAME_UPPER/SAME_LOWER/VALID resolved from the input shape."""
     a = ctx.view.attrs(node)
     nd = len(kernel)
-    auto = a.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    auto = a.get("auto_pad", "NOTSET")
     if auto in ("NOTSET", ""):
         return list(a.get("pads", [0] * (2 * nd)))
     if auto == "VALID":
@@ -40,9 +39,7 @@ def _resolve_pads(node, ctx, kernel, strides, dilations):
 
 
 def _needs_shape_for_auto_pad(node, ctx):
-    a = ctx.view.attrs(node)
-    auto = a.get("auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    auto = ctx.view.attrs(node).get("auto_pad", "NOTSET")
     if auto.startswith("SAME") and ctx.view.sample_shape(node.input[0]) is None:
         return f"auto_pad={auto} needs the input shape, which shape inference could not determine"
     return None
@@ -191,7 +188,7 @@ def lower_max_pool(node, ctx):
     symmetric = pads[:nd] == pads[nd:]
     if not ctx.is_spike(node.input[0]) or ctx.ann or mode == "wta":
         # Analog input, the ANN, or winner-take-all: an ordinary max pooling.
-        fn = partial(_MAX[nd], kernel_size=kernel, stride=strides, padding=pads[:nd] if symmetric else 0,
+        fn = partial(MAX_POOL[nd], kernel_size=kernel, stride=strides, padding=pads[:nd] if symmetric else 0,
                      dilation=dilations, ceil_mode=ceil_mode)
         module = Function(fn, f"max_pool kernel={kernel} stride={strides} pads={pads}")
         if not symmetric:  # padded positions never win
@@ -248,7 +245,11 @@ def _check_reshape(node, ctx):
     return None
 
 
-@register("Reshape", scale="transform", check=_check_reshape, transform=lambda node, view, scale: scale.reshape(view.sample_shape(node.output[0])))
+def _reshape_scale(node, view, scale):
+    return scale.reshape(view.sample_shape(node.output[0]))
+
+
+@register("Reshape", scale="transform", check=_check_reshape, transform=_reshape_scale)
 def lower_reshape(node, ctx):
     target = _reshape_target(node, ctx)
     ctx.add(node, Function(lambda x: x.reshape(x.shape[0], *target), f"reshape to (B, {target})"),
@@ -318,13 +319,8 @@ def lower_mul(node, ctx):
     ctx.add(node, ConstantMul(const), [data], node.output[0])
 
 
-def _concat_axis(node, ctx):
-    axis = ctx.view.attrs(node).get("axis", 0)
-    return axis + len(ctx.view.shapes[node.output[0]]) if axis < 0 else axis
-
-
 def _check_concat(node, ctx):
-    if _concat_axis(node, ctx) == 0:
+    if ctx.view.positive_axis(node) == 0:
         return "Concat along the batch axis"
     if len(ctx.view.data_inputs(node)) != len(node.input):
         return "Concat with a constant input"
@@ -333,16 +329,12 @@ def _check_concat(node, ctx):
 
 @register("Concat", scale="merge", check=_check_concat)
 def lower_concat(node, ctx):
-    axis = _concat_axis(node, ctx)
+    axis = ctx.view.positive_axis(node)
     ctx.add(node, Function(lambda *xs: torch.cat(xs, dim=axis), f"concat axis={axis}"), list(node.input),
             node.output[0], spikes=all(ctx.is_spike(i) for i in node.input))
 
 
 # --- layout ops (the scale array moves with the data) -------------------------------------------
-
-def _reshape_scale(node, view, scale):
-    return scale.reshape(view.sample_shape(node.output[0]))
-
 
 def _transpose_perm(node, ctx):
     rank = len(ctx.view.shapes[node.input[0]])
@@ -397,8 +389,7 @@ register("Unsqueeze", scale="transform", check=_check_squeeze, transform=_reshap
 
 def _pad_args(node, view):
     a = view.attrs(node)
-    mode = a.get("mode", b"constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = a.get("mode", "constant")
     pads = view.const(node.input[1]) if len(node.input) > 1 else np.array(a.get("pads", []))
     value = view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.array(a.get("value", 0.0))
     return mode, pads, value

@@ -53,7 +53,11 @@ ADVICE = {
 
 
 def register(op: str, scale: str, check: Optional[Callable] = None, transform: Optional[Callable] = None):
+    """Register ``fn`` as the handler of ``op``; a second handler for one op is an error (as in
+    onnx2torch), not a silent replacement."""
     def wrap(fn):
+        if op in HANDLERS:
+            raise ValueError(f"a handler for {op} is already registered ({HANDLERS[op].lower.__name__})")
         HANDLERS[op] = OpHandler(op, scale, fn, check, transform)
         return fn
     return wrap

@@ -20,6 +20,9 @@ except Exception:  # pragma: no cover - depends on the install
     triton = None
 
 
+BLOCK = 1024  # neurons per Triton program: a common size for elementwise kernels (4 warps × 256 lanes)
+
+
 def available(t: torch.Tensor) -> bool:
     """Can the kernel run on this tensor's device? (ONNX2SNN_NO_TRITON=1 forces the torch path.)"""
     return triton is not None and t.is_cuda and not os.environ.get("ONNX2SNN_NO_TRITON")
@@ -68,7 +71,7 @@ def if_chunk(z: torch.Tensor, v: torch.Tensor, out: torch.Tensor, steps: int, st
              v_threshold: float, v_reset: Optional[float]) -> None:
     """Writes the spikes into ``out`` (laid out as ``usable`` requires); updates ``v`` in place."""
     n = v.numel()
-    block = 1024
+    block = BLOCK
     _if_chunk_kernel[(triton.cdiv(n, block),)](
         z, v, out, n, steps, 0 if static else n, float(v_threshold), float(v_reset or 0.0),
         HARD_RESET=v_reset is not None, BLOCK=block)

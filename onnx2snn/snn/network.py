@@ -33,6 +33,7 @@ from ..errors import Onnx2SnnError
 TEMPORARIES = 2
 GPU_CHUNK_SHARE = 4
 CPU_CHUNK_BUDGET = 256 << 20
+CHECK_BLOCK = 4096  # samples read at a time when checking a (memory-mapped) input's range
 
 
 @dataclass
@@ -260,8 +261,8 @@ class SpikingNetwork(nn.Module):
 
 def _check_unit_interval(x: np.ndarray) -> None:
     lo, hi = math.inf, -math.inf
-    for start in range(0, len(x), 4096):
-        block = np.asarray(x[start:start + 4096])
+    for start in range(0, len(x), CHECK_BLOCK):
+        block = np.asarray(x[start:start + CHECK_BLOCK])
         lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
     if lo < 0 or hi > 1:
         raise Onnx2SnnError(f"Poisson encoding needs inputs in [0, 1]; the data spans [{lo:.4g}, {hi:.4g}] "

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
 def torch_pads(onnx_pads: Sequence[int]) -> list:
@@ -46,7 +46,7 @@ class _SpikeMaxPool(nn.Module):
         self.pool_args = dict(kernel_size=tuple(kernel_size), stride=tuple(stride),
                               padding=tuple(pads[:nd]) if symmetric else 0,
                               dilation=tuple(dilation), ceil_mode=bool(ceil_mode))
-        self.pool = _MAX_POOL[nd]
+        self.pool = MAX_POOL[nd]
         self.reset()
 
 
