@@ -215,3 +215,16 @@ def test_per_neuron_v_init_round_trips(tmp_path):
     for tensor, v in maps.items():
         np.testing.assert_array_equal(loaded[tensor].numpy(), v.astype(np.float32))
     np.testing.assert_array_equal(simulate(net, x).outputs, simulate(conv.network, x).outputs)
+
+
+def test_files_written_by_0_1_0_load_as_they_were():
+    """A .snn.onnx written by onnx2snn 0.1.0 (commit 74b0ff9: ``convert(graphs.conv_bn_relu(pool="MaxPool"),
+    x)`` with x below, then ``save``) predates the max-pool rule and the readout choice: it loads with
+    the gate it was converted for, and simulates to 0.1.0's outputs (saved beside it)."""
+    import onnx2snn
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+    net = onnx2snn.load(os.path.join(fixtures, "v0.1.0_conv_maxpool.snn.onnx"))
+    assert net.config.max_pool_mode == "gate" and net.config.simulation.output == "spikes"
+    x = np.random.default_rng(0).normal(size=(16, 1, 8, 8)).astype(np.float32)
+    expected = np.load(os.path.join(fixtures, "v0.1.0_conv_maxpool.outputs.npy"))
+    np.testing.assert_array_equal(net.simulate(x, 20, device="cpu").outputs, expected)

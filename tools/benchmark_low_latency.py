@@ -123,7 +123,7 @@ def main():
                 print(model, name, row, flush=True)
                 lines.append(f"| {name} | " + " | ".join(f"{c[0]:.2f}" for c in row) + " |")
             lines.append("")
-    title = f"Low latency: accuracy at the target T, calibrated for it (issue 7) — {', '.join(models)}"
+    title = f"Low latency (issue 7): {', '.join(models)}, T={a.steps}"
     write_section(title, "\n".join(lines), a.out)
     print("\n".join(lines))
 
