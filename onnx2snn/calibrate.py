@@ -92,7 +92,7 @@ def collect_stats(model: onnx.ModelProto, input_name: str, tensors: Sequence[str
     trackers: Dict[str, StreamingPercentile] = {}
     hists = {name: StreamingHistogram() for name in tensors} if histograms else {}
     n = len(x)
-    for batch, values in _stream(model, input_name, tensors, x, batch_size):
+    for batch, values in stream_batches(model, input_name, tensors, x, batch_size):
         for name, v in zip(tensors, values):
             if name not in trackers:  # per-sample size is known from the first batch
                 trackers[name] = StreamingPercentile(n * (v.size // len(batch)), p)
@@ -109,13 +109,13 @@ def collect_histograms(model: onnx.ModelProto, input_name: str, tensors: Sequenc
     """A histogram of every tensor in ``tensors`` over all samples of ``x``."""
     tensors = list(dict.fromkeys(tensors))
     hists = {name: StreamingHistogram() for name in tensors}
-    for _, values in _stream(model, input_name, tensors, x, batch_size):
+    for _, values in stream_batches(model, input_name, tensors, x, batch_size):
         for name, v in zip(tensors, values):
             hists[name].update(v)
     return hists
 
 
-def _stream(model: onnx.ModelProto, input_name: str, tensors: List[str], x: np.ndarray, batch_size: int):
+def stream_batches(model: onnx.ModelProto, input_name: str, tensors: List[str], x: np.ndarray, batch_size: int):
     """(batch, values of ``tensors``) for each batch of ``x``, read from the array one at a time."""
     sess = session(model, tensors)
     for start in range(0, len(x), batch_size):
@@ -127,7 +127,7 @@ def run(model: onnx.ModelProto, input_name: str, x: np.ndarray, outputs: Sequenc
         batch_size: int = 100) -> List[np.ndarray]:
     """Run ``model`` over ``x`` in batches; return the requested tensors concatenated."""
     parts: List[List[np.ndarray]] = [[] for _ in outputs]
-    for _, values in _stream(model, input_name, list(outputs), x, batch_size):
+    for _, values in stream_batches(model, input_name, list(outputs), x, batch_size):
         for i, v in enumerate(values):
             parts[i].append(v)
     return [np.concatenate(p) for p in parts]

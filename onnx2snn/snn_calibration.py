@@ -11,10 +11,13 @@ Two steps, after the thresholds (``thresholds.py``) are set and the rescaled gra
        Δb[c] = mean over images and positions of ( clip(a[c], 0, 1) − rate[c] )
 
    where ``a`` is the (normalised) ANN activation and ``rate`` the neurons' spikes per step over
-   T steps. All layers are measured in one simulation of the fit images and corrected together; a
-   few passes (``calibration.passes``) settle the corrections of deep layers, whose error also
-   depends on the corrections upstream. Shifts are sums of means over all fit images, so they do
-   not depend on the batch size.
+   T steps. One simulation runs all fit images as one batch and one chunk of T steps, layer by
+   layer: at each calibrated layer of neurons the stand-in ``_CalibratingNeuron`` measures, shifts
+   and re-runs (``calibration.iterations`` times, keeping per channel the best shift) before the
+   corrected spikes go downstream — so every layer is calibrated on what its calibrated upstream
+   layers deliver (Li et al.'s sequential order) at the cost of about one simulation. Shifts are
+   means over all fit images, so they do not depend on the batch size. With
+   ``calibration.v_init`` each neuron's initial potential is then calibrated too ("advanced").
 
 2. **Readout choice** on the held-back calibration images: the output layer read as membrane
    potential or as spike counts, and the number of first steps it skips (the transient before the
@@ -23,7 +26,8 @@ Two steps, after the thresholds (``thresholds.py``) are set and the rescaled gra
    never seen.
 
 Memory does not grow with the calibration array: at most ``calibration.samples`` fit images are
-simulated, in batches, and the readout choice keeps T × held-back images × classes numbers.
+simulated, fewer where their T steps would not fit the memory budget (``sample_budget``), and the
+readout choice keeps T × held-back images × classes numbers.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from .calibrate import _stream
+from .calibrate import stream_batches
 from .config import Config
 from .errors import Onnx2SnnError
 from .graph.annotate import KEY_V_INIT
@@ -153,7 +157,7 @@ def ann_targets(model: onnx.ModelProto, input_name: str, tensors: List[str], x: 
     """Per neuron (the per-sample shape), the mean of clip(a, 0, 1) over the images: the rate each
     neuron should reach (``model`` is the normalised graph, so 1 is the threshold)."""
     sums: Dict[str, np.ndarray] = {}
-    for _, values in _stream(model, input_name, tensors, x, batch_size):
+    for _, values in stream_batches(model, input_name, tensors, x, batch_size):
         for name, v in zip(tensors, values):
             sums[name] = sums.get(name, 0) + np.clip(v, 0, 1).astype(np.float64).sum(axis=0)
     return {name: sums[name] / len(x) for name in tensors}
