@@ -35,7 +35,7 @@ def main():
     lines = [f"Measured {machine('cpu')}, onnx2snn {onnx2snn.__version__}; {len(calib)} calibration images "
              f"(memory-mapped), batch 100, default config calibrated for T={a.T} (and the seed's conversion for "
              f"comparison); best of {a.repeats} runs. Peak memory: the process's maximum resident set so far.", "",
-             "```", f"python tools/benchmark_conversion.py --data data/ -T {a.T}", "```", "",
+             "```", f"python tools/benchmark_conversion.py --data data/ -T {a.T} --repeats {a.repeats}", "```", "",
              "| model | conversion | load (s) | graph passes (s) | statistics + thresholds (s) | normalise + verify (s) "
              "| SNN calibration (s) | total (s) | peak memory (GiB) |",
              "|---|---|---|---|---|---|---|---|---|"]
