@@ -36,7 +36,8 @@ inputs:
 outputs (in --out, default ./<model>_snn/, never beside the input):
   <model>.snn.onnx  the rescaled graph, annotated (open in Netron; onnx2snn.load() rebuilds the SNN)
   config.json       every option of this run (reusable with --config)
-  report.json       scales and statistics per layer, verification errors, timings, and with
+  report.json       scales and statistics per layer, verification errors, timings, what the
+                    calibration for T did (calibrated_for_T: bias shifts, readout agreement), and with
                     --eval the ANN accuracy and the SNN accuracy after every time step
 
 calibration for a target T (default: -T; set it apart with --calibration-T):
@@ -197,7 +198,7 @@ def run(a: argparse.Namespace) -> int:
            "config": cfg.to_dict(), "passes": conv.passes, "layers": [l.to_dict() for l in conv.layers],
            "statistics": {k: v.to_dict() for k, v in conv.stats.items()}, "verification": conv.verification,
            "timings_s": dict(conv.timings),
-           "calibration": conv.calibration.to_dict() if conv.calibration else None}
+           "calibrated_for_T": conv.calibration.to_dict() if conv.calibration else None}
 
     if a.eval:
         x, y = load_labelled(a.eval, conv.sample_shape)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import graphs
-from onnx2snn import Config, convert
+from onnx2snn import convert
 from onnx2snn.calibrate import StreamingPercentile, collect_stats
 from onnx2snn.graph import clean_graph
 

@@ -149,6 +149,7 @@ def test_example_end_to_end(tmp_path):
     rep = json.loads((tmp_path / "mnist_cnn_snn" / "report.json").read_text())
     assert len(rep["accuracy_per_step"]) == 100
     assert rep["snn_accuracy"] == rep["accuracy_per_step"][-1]
+    assert rep["calibration"].endswith("mnist_calib.npy") and rep["calibrated_for_T"]["T"] == 100
     assert rep["ann_accuracy"] > 0.97
     assert rep["snn_accuracy"] >= rep["ann_accuracy"] - 0.005
     assert set(rep["firing_rates"]) and all(0 < r < 1 for r in rep["firing_rates"].values())

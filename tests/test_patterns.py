@@ -8,7 +8,7 @@ import torch
 
 import graphs
 from patterns import PATTERNS
-from onnx2snn import Config, convert
+from onnx2snn import convert
 from onnx2snn.calibrate import run
 from onnx2snn.lower import lower_model
 from onnx2snn.lower.registry import HANDLERS
