@@ -39,6 +39,10 @@ def rates_table(layers: List, rates: dict, neuron_of: dict) -> str:
     return _table(rows)
 
 
+# Below this many held-back images one image moves the agreement by more than 0.5 %: the choice is noise.
+FEW_HELD_BACK = 200
+
+
 def calibration_lines(cal, config) -> str:
     """What the calibration for the target T did, in a few lines."""
     lines = [f"calibrated for T={cal.T} on {cal.fit_images} calibration images"
@@ -53,6 +57,10 @@ def calibration_lines(cal, config) -> str:
         agree = cal.readout_agreement[f"{kind}/delay={delay}"]
         lines.append(f"  readout: {kind}" + (f", first {delay} steps skipped" if delay else "")
                      + f" ({100 * agree:.1f} % agreement with the ANN on the held-back images)")
+        if cal.holdout_images < FEW_HELD_BACK:
+            lines.append(f"warning: the readout was chosen on only {cal.holdout_images} held-back calibration images, "
+                         "where one image is a whole percent; give more calibration images, or fix the readout "
+                         "(--output membrane --readout-delay 0)")
     return "\n".join(lines)
 
 

@@ -146,6 +146,7 @@ def test_example_end_to_end(tmp_path):
     assert "ANN accuracy" in out and "SNN accuracy" in out
     assert "driven by" in out and "/0/Conv (Conv)" in out  # the per-layer table: op, λ, firing rate
     assert "calibrated for T=100" in out and "readout:" in out
+    assert "warning: the readout was chosen on only 20 held-back" in out  # 100 calibration images: 20 held back
     rep = json.loads((tmp_path / "mnist_cnn_snn" / "report.json").read_text())
     assert len(rep["accuracy_per_step"]) == 100
     assert rep["snn_accuracy"] == rep["accuracy_per_step"][-1]
