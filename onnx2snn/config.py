@@ -32,7 +32,7 @@ class CalibrationConfig:
     bias: bool = True               # shift each layer's bias by the mean rate error, per channel
     iterations: int = 2             # bias corrections per layer (each re-runs only that layer's neurons)
     v_init: bool = False            # then also the initial potential of every neuron (Li et al.'s "advanced")
-    samples: int = 256              # most calibration images simulated per round (cost and memory)
+    samples: int = 256              # most fit images the bias calibration simulates (cost and memory)
     holdout: float = 0.2            # share of the calibration images held back to choose the readout
 
 

@@ -13,8 +13,8 @@ activations (Li et al., ICML 2021, searched the same objective). The sum is eval
 histogram of each activation (``StreamingHistogram``: bins merge pairwise when the range doubles, so
 memory is fixed and the binning exact), for a grid of candidate λ up to the max.
 
-The search runs in rounds: the first on the ANN's activations, later ones on a copy of the graph in
-which every searched activation is clipped at its λ, as the SNN clips it (``clipped_model``), so each
+The search runs in two rounds: the first on the ANN's activations, the second on a copy of the graph
+in which every searched activation is clipped at its first-round λ, as the SNN clips it (``clipped_model``), so each
 layer's λ sees what its converted upstream layers deliver.
 """
 from __future__ import annotations

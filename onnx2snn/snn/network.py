@@ -222,6 +222,7 @@ class SpikingNetwork(nn.Module):
             net.reset()
             total = None
             hits = [] if labels is not None else None
+            batch_steps = []
             yb = torch.as_tensor(labels[start:start + b], device=device) if labels is not None else None
             for t0 in range(0, T, tc):
                 steps = min(tc, T - t0)
@@ -234,7 +235,7 @@ class SpikingNetwork(nn.Module):
                 if t0 < readout_delay:  # not in place: ``out`` may be a view of a cached tensor
                     out = out * (torch.arange(t0, t0 + steps, device=device) >= readout_delay).view(-1, 1, 1)
                 if record_steps:
-                    step_outputs.append((start, out.cpu().numpy()))
+                    batch_steps.append(out.cpu().numpy())
                 cum = torch.cumsum(out, 0) if total is None else total + torch.cumsum(out, 0)
                 total = cum[-1]
                 if hits is not None:
@@ -245,17 +246,14 @@ class SpikingNetwork(nn.Module):
                 correct += per_step
                 batch_correct = int(per_step[-1])
             outputs.append(total.cpu().numpy())
+            if record_steps:
+                step_outputs.append(np.concatenate(batch_steps, 0))   # [T, b, K]
             if progress is not None:
                 progress(b, batch_correct)
         rates = ({name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in net.neuron_layers().items()}
                  if record_rates else {})
         net._cache_input, net._static_cache = None, {}  # hold no batch after returning
-        steps_array = None
-        if record_steps:  # (batch start, [steps, b, K]) chunks -> (T, N, K)
-            by_batch: Dict[int, list] = {}
-            for start, o in step_outputs:
-                by_batch.setdefault(start, []).append(o)
-            steps_array = np.concatenate([np.concatenate(by_batch[s], 0) for s in sorted(by_batch)], 1)
+        steps_array = np.concatenate(step_outputs, 1) if record_steps else None   # (T, N, K)
         return SimulationResult(T, n, correct, np.concatenate(outputs), rates, steps_array)
 
 
