@@ -24,6 +24,7 @@ from .data import check_inputs, load_calibration
 from .errors import Onnx2SnnError
 from .graph import clean_graph, load_model
 from .graph.annotate import KEY_CONFIG, KEY_LAYERS, annotate, read_metadata
+from .graph.spiking import to_spiking
 from .graph.view import GraphView
 from .lower import check_supported, lower_model
 from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, plan_layers, statistic_lambdas,
@@ -109,7 +110,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
         edited, report = calibrate_snn(edited, info, plan, x_fit, x_hold, config)
         timings["snn_calibration"] = time.perf_counter() - t
 
-    snn_model = annotate(edited, plan.layers, config.to_json(), info.sha256, __version__,
+    snn_model = annotate(to_spiking(edited, config), plan.layers, config.to_json(), info.sha256, __version__,
                          report.bias_shifts if report else None, config.target_T)
     network = lower_model(snn_model, config)
     network.layer_scales = plan.layers

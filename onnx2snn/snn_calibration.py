@@ -22,8 +22,8 @@ Two steps, after the thresholds (``thresholds.py``) are set and the rescaled gra
 2. **Readout choice** on the held-back calibration images: the output layer read as membrane
    potential or as spike counts, and the number of first steps it skips (the transient before the
    layers below settle). The variant whose class agrees most often with the ANN's after T steps
-   wins (ties go to the earlier one: membrane before spikes, shorter delay first). The test set is
-   never seen.
+   replaces the default (membrane, no delay) only where it wins by a margin the held-back images
+   can resolve (a paired sign test, ``clearly_better``). The test set is never seen.
 
 Memory does not grow with the calibration array: at most ``calibration.samples`` fit images are
 simulated, fewer where their T steps would not fit the memory budget (``sample_budget``), and the
@@ -44,7 +44,7 @@ from torch import nn
 from .calibrate import stream_batches
 from .config import Config
 from .errors import Onnx2SnnError
-from .graph.annotate import KEY_V_INIT
+from .graph.spiking import KEY_V_INIT
 from .graph.view import GraphView
 from .normalize import Plan
 from .snn.network import SpikingNetwork
@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 
 # Ops between a weighted layer and its neurons through which a per-channel bias shift arrives
 # unchanged at the neurons' input (BatchNormalization is absorbed by then).
-CHANNEL_PRESERVING = ("Relu", "Clip", "Add", "MaxPool", "AveragePool", "GlobalAveragePool")
+CHANNEL_PRESERVING = ("Relu", "Clip", "Add", "MaxPool", "AveragePool", "GlobalAveragePool",
+                      "IF", "ClipIF", "SpikeMaxPool")   # the last three: the spiking graph's
 MIN_IMAGES = 10
 # The calibration run holds every image's T steps at once: about 2 bytes per tensor element per
 # image and step at its peak (measured: ResNet-20, 256 images, T=32, 4.3 GB). It gets this much
@@ -337,7 +338,11 @@ def delays(T: int) -> List[int]:
 def choose_readout(network: SpikingNetwork, x: np.ndarray, teacher: np.ndarray, T: int,
                    config: Config, report: CalibrationReport) -> Tuple[str, int]:
     """Simulate the held-back images once with a membrane readout; score every (readout, delay)
-    variant by agreement with the ANN's classes ``teacher``; return the best."""
+    variant by agreement with the ANN's classes ``teacher``. The best variant replaces the default
+    (membrane, no delay) only when it wins clearly on these images (``clearly_better``): a few
+    hundred images cannot tell apart variants that differ on one or two of them, and a choice made
+    on noise costs accuracy on the test set (seen on the Keras fixture: a 12-step delay that won
+    on 200 images lost 2.7 points on 2000)."""
     z = _simulate(network, x, T, config, record_steps=True, readout_delay=0).step_outputs   # (T, N, K) currents
     sim = config.simulation
     v_reset = None if sim.reset_to_zero is None or sim.reset_to_zero is False else float(sim.reset_to_zero)
@@ -347,13 +352,21 @@ def choose_readout(network: SpikingNetwork, x: np.ndarray, teacher: np.ndarray, 
     for t in range(T):
         s, v = if_step(v, zt[t], 1.0, v_reset)
         spikes[t] = s.numpy()
-    best, best_score = None, -1.0
+    agrees = {}
     for d in delays(T):
         for kind, per_step in (("membrane", z), ("spikes", spikes)):
-            total = per_step[d:].sum(0)
-            score = float(np.mean(total.argmax(1) == teacher))
-            report.readout_agreement[f"{kind}/delay={d}"] = score
-            if score > best_score:
-                best, best_score = (kind, d), score
-    report.readout = best
-    return best
+            agrees[(kind, d)] = per_step[d:].sum(0).argmax(1) == teacher
+            report.readout_agreement[f"{kind}/delay={d}"] = float(np.mean(agrees[(kind, d)]))
+    default = ("membrane", 0)
+    best = max(agrees, key=lambda k: agrees[k].sum())      # the first of the best (dicts keep order)
+    report.readout = best if clearly_better(agrees[best], agrees[default]) else default
+    return report.readout
+
+
+def clearly_better(candidate: np.ndarray, default: np.ndarray) -> bool:
+    """Paired sign test on the images where the two readouts disagree: ``candidate`` must be right
+    where ``default`` is wrong at least 2 more times, and by two standard deviations of a fair coin
+    (wins − losses ≥ 2·√(wins + losses))."""
+    wins = int(np.sum(candidate & ~default))
+    losses = int(np.sum(~candidate & default))
+    return wins - losses >= max(2.0, 2.0 * np.sqrt(wins + losses))

@@ -35,7 +35,7 @@ def test_verbose_lists_the_spiking_network(tmp_path):
     assert listing in out
     lines = listing.splitlines()
     assert len(lines) == 2 + len(net.steps)
-    relu = next(l for l in lines if " Relu " in l)
+    relu = next(l for l in lines[2:] if l.split()[1] == "IF")
     assert "IFNeuron(v_threshold=1.0, reset=subtract, v_init=0.5)" in relu and "32×26×26" in relu
     conv = next(l for l in lines if " Conv " in l)
     assert float(conv.split()[-1]) == pytest.approx(net.layer_scales[0].lambda_out, rel=1e-3)

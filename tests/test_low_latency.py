@@ -10,7 +10,7 @@ import graphs
 from conftest import EXAMPLES
 from onnx2snn import Config, Onnx2SnnError, convert, simulate
 from onnx2snn.snn import RunningMaxPool
-from onnx2snn.snn_calibration import ann_targets, delays, per_channel
+from onnx2snn.snn_calibration import ann_targets, clearly_better, delays, per_channel
 from onnx2snn.thresholds import StreamingHistogram, quantisation_error, search_threshold
 from patterns import PATTERNS
 
@@ -169,6 +169,19 @@ def test_readout_delay_ignores_first_steps():
     late = conv.network.simulate(x, 10, device="cpu", readout_delay=4)
     assert full.step_outputs.shape == (10, 12, full.outputs.shape[1])
     np.testing.assert_allclose(late.outputs, full.step_outputs[4:].sum(0), rtol=1e-5, atol=1e-5)
+
+
+def test_readout_switch_needs_a_clear_margin():
+    """Another readout replaces membrane-without-delay only when it wins clearly on the held-back
+    images: one or two images more is noise, a consistent gain is not."""
+    default = np.array([True] * 190 + [False] * 10)
+    one_more = default.copy(); one_more[190] = True
+    assert not clearly_better(one_more, default)
+    swapped = default.copy(); swapped[190:196] = True; swapped[:4] = False   # 6 wins, 4 losses
+    assert not clearly_better(swapped, default)
+    consistent = default.copy(); consistent[190:198] = True                   # 8 wins, no loss
+    assert clearly_better(consistent, default)
+    assert not clearly_better(default, consistent)
 
 
 def test_delay_candidates():

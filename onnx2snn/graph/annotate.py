@@ -17,7 +17,6 @@ KEY_CONFIG = "onnx2snn.config"
 KEY_LAYERS = "onnx2snn.layers"
 KEY_SOURCE = "onnx2snn.source_sha256"
 KEY_OUTPUT_SCALE = "onnx2snn.output_scale"
-KEY_V_INIT = "onnx2snn.v_init"      # on a ReLU/Clip node: the initializer with its neurons' initial potentials
 
 
 def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha256: str,

@@ -1,10 +1,10 @@
 """Lowering: a normalised ONNX graph -> a ``SpikingNetwork`` of torch modules.
 
-ReLUs become IF neurons (threshold 1: the normalisation put every activation's scale at 1),
-pooling becomes its spiking form (see ``ops.py``), and the graph output gets an output layer: IF
-neurons whose spike counts decide the class, or a membrane-potential readout. With ``ann=True``
-the same graph is lowered with ReLUs instead of neurons, which tests use to check every handler
-against onnxruntime.
+Every node of the spiking graph (``graph/spiking.py``) becomes torch modules: ``IF`` nodes IF
+neurons with the node's threshold, reset and initial potential, ``SpikeMaxPool`` its pooling
+rule, ``Readout`` the output layer (membrane potential or spike counts, its delay), and the ANN ops
+their torch equivalents. With ``ann=True`` the same graph is lowered with ReLUs instead of
+neurons, which tests use to check every handler against onnxruntime.
 """
 from __future__ import annotations
 
@@ -18,11 +18,9 @@ from torch import nn
 from ..config import Config
 from ..errors import Onnx2SnnError
 from ..graph.view import GraphView
-from ..graph.annotate import KEY_V_INIT
+from ..graph.spiking import is_spiking, to_spiking
 from ..snn.network import SpikingNetwork, Step
-from ..snn.neurons import IFNeuron, MembraneReadout
 from . import ops  # noqa: F401  (registers the handlers)
-from .modules import ReLU
 from .registry import HANDLERS, unsupported_reason
 
 
@@ -31,38 +29,13 @@ class LowerContext:
         self.view, self.config, self.ann = view, config, ann
         self.steps: List[Step] = []
         self.modules: List[nn.Module] = []
-        self.spike_tensors: Set[str] = set()
         self.elements = 0
+        self.readout_delay: Optional[int] = None    # set by the Readout node
 
-    def is_spike(self, tensor: str) -> bool:
-        return tensor in self.spike_tensors
-
-    def neuron(self, node: Optional[onnx.NodeProto] = None) -> nn.Module:
-        """IF neurons (ReLUs for ``ann``); a per-neuron v_init where ``node`` names one (potential
-        calibration)."""
-        if self.ann:
-            return ReLU()
-        sim = self.config.simulation
-        reset = sim.reset_to_zero
-        v_reset = None if reset is None or reset is False else (0.0 if reset is True else float(reset))
-        v_init_map = None
-        if node is not None:
-            name = next((p.value for p in node.metadata_props if p.key == KEY_V_INIT), None)
-            if name is not None:
-                v_init_map = self.view.const(name)
-                if v_init_map is None:
-                    raise Onnx2SnnError(f"{node.name} ({node.op_type}): its v_init initializer {name!r} is missing")
-                v_init_map = torch.from_numpy(np.array(v_init_map, np.float32))
-        return IFNeuron(v_threshold=1.0, v_reset=v_reset, v_init=sim.v_init, v_init_map=v_init_map)
-
-    def add(self, node: onnx.NodeProto, module: nn.Module, inputs: List[str], output: str,
-            spikes: bool = False, suffix: str = "") -> None:
-        name = node.name + ("/" + suffix if suffix else "")
+    def add(self, node: onnx.NodeProto, module: nn.Module, inputs: List[str], output: str) -> None:
         shape = self.view.sample_shape(node.output[0])
-        self.steps.append(Step(name, node.op_type, list(inputs), output, shape))
+        self.steps.append(Step(node.name, node.op_type, list(inputs), output, shape))
         self.modules.append(module)
-        if spikes and not self.ann:
-            self.spike_tensors.add(output)
         self.elements += int(np.prod(shape)) if shape else 0
 
 
@@ -88,18 +61,18 @@ def check_supported(view: GraphView, label: str = "the model") -> None:
 
 
 def lower_model(model: onnx.ModelProto, config: Optional[Config] = None, ann: bool = False) -> SpikingNetwork:
+    """The torch SNN of a spiking graph; a plain normalised graph is first made spiking with
+    ``config``'s neuron, pooling and readout options (``graph/spiking.py``)."""
     config = config or Config()
+    if not is_spiking(model):
+        model = to_spiking(model, config)
     view = GraphView(model)
     check_supported(view)
     ctx = LowerContext(view, config, ann)
     for node in view.nodes:
         if node.op_type != "Constant":
             HANDLERS[node.op_type].lower(node, ctx)
-    out = view.output_names[0]
-    if not ann and not ctx.is_spike(out):
-        # The output layer: IF neurons counting spikes, or the membrane potential.
-        readout = ctx.neuron() if config.simulation.output == "spikes" else MembraneReadout()
-        ctx.steps.append(Step("output", "Readout", [out], out + "/readout", view.sample_shape(out)))
-        ctx.modules.append(readout)
-        out = out + "/readout"
-    return SpikingNetwork(ctx.steps, ctx.modules, view.input_name, out, ctx.elements, config)
+    network = SpikingNetwork(ctx.steps, ctx.modules, view.input_name, view.output_names[0], ctx.elements, config)
+    if ctx.readout_delay is not None:
+        network.readout_delay = ctx.readout_delay
+    return network

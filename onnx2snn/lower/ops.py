@@ -9,24 +9,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import Onnx2SnnError
+from ..graph.spiking import v_init_input
+from ..snn.neurons import IFNeuron, MembraneReadout
 from ..snn.pooling import MAX_POOL
-from .modules import ConstantMul, Function, Padded, Passthrough
+from .modules import ConstantMul, Function, Padded, Passthrough, ReLU
 from .registry import register
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _AVG = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
 
 
-def _resolve_pads(node, ctx, kernel, strides, dilations):
+def _resolve_pads(node, view, kernel, strides, dilations):
     """Explicit ONNX pads, with auto_pad SAME_UPPER/SAME_LOWER/VALID resolved from the input shape."""
-    a = ctx.view.attrs(node)
+    a = view.attrs(node)
     nd = len(kernel)
     auto = a.get("auto_pad", "NOTSET")
     if auto in ("NOTSET", ""):
         return list(a.get("pads", [0] * (2 * nd)))
     if auto == "VALID":
         return [0] * (2 * nd)
-    shape = ctx.view.sample_shape(node.input[0])
+    shape = view.sample_shape(node.input[0])
     begin, end = [], []
     for i in range(nd):
         size = shape[1 + i]
@@ -62,7 +65,7 @@ def lower_conv(node, ctx):
     kernel = list(w.shape[2:])
     strides = list(a.get("strides", [1] * nd))
     dilations = list(a.get("dilations", [1] * nd))
-    pads = _resolve_pads(node, ctx, kernel, strides, dilations)
+    pads = _resolve_pads(node, ctx.view, kernel, strides, dilations)
     group = a.get("group", 1)
     symmetric = pads[:nd] == pads[nd:]
     conv = _CONV[nd](w.shape[1] * group, w.shape[0], kernel, stride=strides, dilation=dilations,
@@ -95,25 +98,86 @@ def lower_gemm(node, ctx):
     ctx.add(node, linear, [node.input[0]], node.output[0])
 
 
-# --- neurons ------------------------------------------------------------------------------------
+# --- neurons (the spiking graph's IF nodes, graph/spiking.py) --------------------------------------
 
-@register("Relu", scale="preserve")
+def _neuron(node, ctx):
+    """IF neurons with the node's attributes; a per-neuron v_init from its second input."""
+    a = ctx.view.attrs(node)
+    name, v_init_map = v_init_input(node), None
+    if name is not None:
+        v_init_map = ctx.view.const(name)
+        if v_init_map is None:
+            raise Onnx2SnnError(f"{node.name} ({node.op_type}): its v_init initializer {name!r} is missing")
+        v_init_map = torch.from_numpy(np.array(v_init_map, np.float32))
+    v_reset = None if a.get("reset", "subtract") == "subtract" else float(a.get("v_reset", 0.0))
+    return IFNeuron(v_threshold=a.get("threshold", 1.0), v_reset=v_reset, v_init=a.get("v_init", 0.0),
+                    v_init_map=v_init_map)
+
+
+def _check_neuron(node, ctx):
+    a = ctx.view.attrs(node)
+    threshold, v_init = a.get("threshold", 1.0), a.get("v_init", 0.0)
+    if not (math.isfinite(threshold) and threshold > 0):
+        return f"threshold={threshold}: must be a finite number > 0"
+    if not math.isfinite(v_init):
+        return f"v_init={v_init}: must be finite"
+    if a.get("reset", "subtract") not in ("subtract", "value"):
+        return f"reset={a.get('reset')!r}: must be 'subtract' or 'value'"
+    if a.get("reset") == "value" and not (math.isfinite(a.get("v_reset", 0.0)) and a.get("v_reset", 0.0) < threshold):
+        return f"v_reset={a.get('v_reset')}: must be finite and below the threshold"
+    return None
+
+
+@register("IF", scale="preserve", check=_check_neuron, keeps_spikes=True)
+def lower_if(node, ctx):
+    ctx.add(node, ReLU() if ctx.ann else _neuron(node, ctx), [node.input[0]], node.output[0])
+
+
+@register("ClipIF", scale="preserve", check=_check_neuron, keeps_spikes=True)
+def lower_clip_if(node, ctx):
+    # IF neurons saturate at one spike per step, i.e. at 1 <= max: the upper bound comes free.
+    hi = ctx.view.attrs(node)["max"]
+    module = Function(partial(torch.clamp, min=0.0, max=hi), f"clamp 0..{hi}") if ctx.ann else _neuron(node, ctx)
+    ctx.add(node, module, [node.input[0]], node.output[0])
+
+
+@register("Relu", scale="preserve", keeps_spikes=True)
 def lower_relu(node, ctx):
-    if ctx.is_spike(node.input[0]):
-        ctx.add(node, Passthrough(), [node.input[0]], node.output[0], spikes=True)
+    # In a spiking graph a ReLU is left only where its input is spikes already: the identity.
+    ctx.add(node, ReLU() if ctx.ann else Passthrough(), [node.input[0]], node.output[0])
+
+
+def _check_readout(node, ctx):
+    a = ctx.view.attrs(node)
+    if a.get("mode", "membrane") not in ("membrane", "spikes"):
+        return f"mode={a.get('mode')!r}: must be 'membrane' or 'spikes'"
+    if a.get("delay", 0) < 0:
+        return f"delay={a.get('delay')}: must be >= 0"
+    return _check_neuron(node, ctx) if a.get("mode") == "spikes" else None
+
+
+@register("Readout", scale="preserve", check=_check_readout)
+def lower_readout(node, ctx):
+    """The output layer: spike counts of IF neurons, or the membrane potential; ``delay`` first steps skipped."""
+    a = ctx.view.attrs(node)
+    if ctx.ann:
+        module = Passthrough()
     else:
-        ctx.add(node, ctx.neuron(node), [node.input[0]], node.output[0], spikes=True)
+        module = _neuron(node, ctx) if a.get("mode") == "spikes" else MembraneReadout()
+    ctx.readout_delay = int(a.get("delay", 0))
+    ctx.add(node, module, [node.input[0]], node.output[0])
 
 
 # --- pooling ------------------------------------------------------------------------------------
 
-def _pool_args(node, ctx):
-    a = ctx.view.attrs(node)
+def pool_arguments(node, view):
+    """kernel, strides, dilations, explicit pads (auto_pad resolved) and ceil_mode of a pooling node."""
+    a = view.attrs(node)
     kernel = list(a["kernel_shape"])
     nd = len(kernel)
     strides = list(a.get("strides", [1] * nd))
     dilations = list(a.get("dilations", [1] * nd))
-    pads = _resolve_pads(node, ctx, kernel, strides, dilations)
+    pads = _resolve_pads(node, view, kernel, strides, dilations)
     return kernel, strides, dilations, pads, bool(a.get("ceil_mode", 0))
 
 
@@ -121,7 +185,7 @@ def _check_avg_pool(node, ctx):
     reason = _needs_shape_for_auto_pad(node, ctx)
     if reason:
         return reason
-    kernel, strides, dilations, pads, _ = _pool_args(node, ctx)
+    kernel, strides, dilations, pads, _ = pool_arguments(node, ctx.view)
     nd = len(kernel)
     if any(d != 1 for d in dilations):
         return "AveragePool with dilations"
@@ -142,28 +206,19 @@ def _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, count_include_
     return Padded(pads, Function(fn, f"avg_pool kernel={kernel} stride={strides}"))
 
 
-def _add_subsampling(node, ctx, module):
-    """Average pooling of spikes is a subsampling of rates; IF neurons after it (avg_pool.has_neuron)
-    turn the pooled (fractional) input back into binary spikes."""
-    spikes_in = ctx.is_spike(node.input[0])
-    if spikes_in and ctx.config.simulation.avg_pool.has_neuron:
-        ctx.add(node, module, [node.input[0]], node.output[0] + "/pooled")
-        ctx.add(node, ctx.neuron(), [node.output[0] + "/pooled"], node.output[0], spikes=True, suffix="neuron")
-    else:
-        ctx.add(node, module, [node.input[0]], node.output[0])
-
-
 @register("AveragePool", scale="preserve", check=_check_avg_pool)
 def lower_avg_pool(node, ctx):
-    kernel, strides, _, pads, ceil_mode = _pool_args(node, ctx)
+    kernel, strides, _, pads, ceil_mode = pool_arguments(node, ctx.view)
     include = bool(ctx.view.attrs(node).get("count_include_pad", 0))
-    _add_subsampling(node, ctx, _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, include))
+    # Average pooling of spikes subsamples rates; IF neurons after it are a node of their own.
+    ctx.add(node, _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, include), [node.input[0]],
+            node.output[0])
 
 
 @register("GlobalAveragePool", scale="preserve")
 def lower_global_avg_pool(node, ctx):
     fn = lambda x: x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
-    _add_subsampling(node, ctx, Function(fn, "global average pool"))
+    ctx.add(node, Function(fn, "global average pool"), [node.input[0]], node.output[0])
 
 
 def _check_max_pool(node, ctx):
@@ -172,37 +227,50 @@ def _check_max_pool(node, ctx):
         return reason
     if len(node.output) > 1 and node.output[1] and ctx.view.consumers.get(node.output[1]):
         return "MaxPool whose indices output is used"
-    kernel, _, _, pads, _ = _pool_args(node, ctx)
+    kernel, _, _, pads, _ = pool_arguments(node, ctx.view)
     nd = len(kernel)
     if pads[:nd] == pads[nd:] and any(p > k // 2 for p, k in zip(pads, kernel + kernel)):
         return "MaxPool with pads larger than half the kernel"
     return None
 
 
-@register("MaxPool", scale="preserve", check=_check_max_pool)
-def lower_max_pool(node, ctx):
-    from ..snn.pooling import GatedMaxPool, RunningMaxPool
-    kernel, strides, dilations, pads, ceil_mode = _pool_args(node, ctx)
+def _max_pool_module(node, ctx):
+    kernel, strides, dilations, pads, ceil_mode = pool_arguments(node, ctx.view)
     nd = len(kernel)
-    mode = ctx.config.max_pool_mode
     symmetric = pads[:nd] == pads[nd:]
-    if not ctx.is_spike(node.input[0]) or ctx.ann or mode == "wta":
-        # Analog input, the ANN, or winner-take-all: an ordinary max pooling.
-        fn = partial(MAX_POOL[nd], kernel_size=kernel, stride=strides, padding=pads[:nd] if symmetric else 0,
-                     dilation=dilations, ceil_mode=ceil_mode)
-        module = Function(fn, f"max_pool kernel={kernel} stride={strides} pads={pads}")
-        if not symmetric:  # padded positions never win
-            module = Padded(pads, module, value=float("-inf"))
-        ctx.add(node, module, [node.input[0]], node.output[0], spikes=ctx.is_spike(node.input[0]))
-    elif mode == "avg":
-        _add_subsampling(node, ctx, _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, False))
-    elif mode == "max":
-        ctx.add(node, RunningMaxPool(kernel, strides, pads, dilations, ceil_mode), [node.input[0]],
-                node.output[0], spikes=True)
+    fn = partial(MAX_POOL[nd], kernel_size=kernel, stride=strides, padding=pads[:nd] if symmetric else 0,
+                 dilation=dilations, ceil_mode=ceil_mode)
+    module = Function(fn, f"max_pool kernel={kernel} stride={strides} pads={pads}")
+    return module if symmetric else Padded(pads, module, value=float("-inf"))  # padded positions never win
+
+
+@register("MaxPool", scale="preserve", check=_check_max_pool, keeps_spikes=True)
+def lower_max_pool(node, ctx):
+    # Max pooling of currents (or of spikes, when the spiking graph asks for it as SpikeMaxPool rule "wta").
+    ctx.add(node, _max_pool_module(node, ctx), [node.input[0]], node.output[0])
+
+
+def _check_spike_max_pool(node, ctx):
+    a = ctx.view.attrs(node)
+    if a.get("rule") not in ("max", "gate", "wta", "avg"):
+        return f"rule={a.get('rule')!r}: must be one of max, gate, wta, avg"
+    return _check_max_pool(node, ctx)
+
+
+@register("SpikeMaxPool", scale="preserve", check=_check_spike_max_pool, keeps_spikes=True)
+def lower_spike_max_pool(node, ctx):
+    from ..snn.pooling import GatedMaxPool, RunningMaxPool
+    rule = ctx.view.attrs(node)["rule"]
+    kernel, strides, dilations, pads, ceil_mode = pool_arguments(node, ctx.view)
+    if ctx.ann or rule == "wta":
+        module = _max_pool_module(node, ctx)
+    elif rule == "avg":
+        module = _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, False)
+    elif rule == "max":
+        module = RunningMaxPool(kernel, strides, pads, dilations, ceil_mode)
     else:
-        gate = GatedMaxPool(kernel, strides, pads, dilations, ceil_mode,
-                            ctx.config.simulation.max_pool.momentum)
-        ctx.add(node, gate, [node.input[0]], node.output[0], spikes=True)
+        module = GatedMaxPool(kernel, strides, pads, dilations, ceil_mode, ctx.view.attrs(node).get("momentum"))
+    ctx.add(node, module, [node.input[0]], node.output[0])
 
 
 # --- reshapes -----------------------------------------------------------------------------------
@@ -217,10 +285,9 @@ def _check_flatten(node, ctx):
     return None
 
 
-@register("Flatten", scale="transform", check=_check_flatten, transform=lambda node, view, scale: scale.reshape(-1))
+@register("Flatten", scale="transform", keeps_spikes=True, check=_check_flatten, transform=lambda node, view, scale: scale.reshape(-1))
 def lower_flatten(node, ctx):
-    ctx.add(node, Function(lambda x: x.flatten(1), "flatten"), [node.input[0]], node.output[0],
-            spikes=ctx.is_spike(node.input[0]))
+    ctx.add(node, Function(lambda x: x.flatten(1), "flatten"), [node.input[0]], node.output[0])
 
 
 def _reshape_target(node, ctx):
@@ -249,27 +316,28 @@ def _reshape_scale(node, view, scale):
     return scale.reshape(view.sample_shape(node.output[0]))
 
 
-@register("Reshape", scale="transform", check=_check_reshape, transform=_reshape_scale)
+@register("Reshape", scale="transform", keeps_spikes=True, check=_check_reshape, transform=_reshape_scale)
 def lower_reshape(node, ctx):
     target = _reshape_target(node, ctx)
     ctx.add(node, Function(lambda x: x.reshape(x.shape[0], *target), f"reshape to (B, {target})"),
-            [node.input[0]], node.output[0], spikes=ctx.is_spike(node.input[0]))
+            [node.input[0]], node.output[0])
 
 
 # --- activations with a bound -------------------------------------------------------------------
 
-def _clip_bounds(node, ctx):
-    a = ctx.view.attrs(node)
+def clip_bounds(node, view):
+    """(min, max, whether a bound is not constant) of a Clip, from attributes or (opset >= 11) inputs."""
+    a = view.attrs(node)
     if len(node.input) > 1 or not a:  # opset >= 11: min and max are inputs
-        lo = ctx.view.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-        hi = ctx.view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        dynamic = any(n and ctx.view.const(n) is None for n in list(node.input)[1:])
+        lo = view.const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        hi = view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        dynamic = any(n and view.const(n) is None for n in list(node.input)[1:])
         return (None if lo is None else float(lo)), (None if hi is None else float(hi)), dynamic
     return a.get("min"), a.get("max"), False
 
 
 def _check_clip(node, ctx):
-    lo, hi, dynamic = _clip_bounds(node, ctx)
+    lo, hi, dynamic = clip_bounds(node, ctx.view)
     if dynamic:
         return "Clip with non-constant bounds"
     if lo is None or lo != 0:
@@ -277,14 +345,12 @@ def _check_clip(node, ctx):
     return None
 
 
-@register("Clip", scale="preserve", check=_check_clip)
+@register("Clip", scale="preserve", check=_check_clip, keeps_spikes=True)
 def lower_clip(node, ctx):
-    # IF neurons saturate at one spike per step, i.e. at 1 ≤ max/λ: the upper bound comes free.
-    _, hi, _ = _clip_bounds(node, ctx)
-    if ctx.ann:
-        ctx.add(node, Function(partial(torch.clamp, min=0.0, max=hi), f"clamp 0..{hi}"), [node.input[0]], node.output[0])
-    else:
-        lower_relu(node, ctx)
+    # In a spiking graph a Clip is left only where its input is spikes (in [0, 1]): the identity.
+    _, hi, _ = clip_bounds(node, ctx.view)
+    module = Function(partial(torch.clamp, min=0.0, max=hi), f"clamp 0..{hi}") if ctx.ann else Passthrough()
+    ctx.add(node, module, [node.input[0]], node.output[0])
 
 
 # --- merges -------------------------------------------------------------------------------------
@@ -327,11 +393,11 @@ def _check_concat(node, ctx):
     return None
 
 
-@register("Concat", scale="merge", check=_check_concat)
+@register("Concat", scale="merge", check=_check_concat, keeps_spikes=True)
 def lower_concat(node, ctx):
     axis = ctx.view.positive_axis(node)
     ctx.add(node, Function(lambda *xs: torch.cat(xs, dim=axis), f"concat axis={axis}"), list(node.input),
-            node.output[0], spikes=all(ctx.is_spike(i) for i in node.input))
+            node.output[0])
 
 
 # --- layout ops (the scale array moves with the data) -------------------------------------------
@@ -352,11 +418,10 @@ def _transpose_scale(node, view, scale):
     return scale.transpose([p - 1 for p in perm[1:]])
 
 
-@register("Transpose", scale="transform", check=_check_transpose, transform=_transpose_scale)
+@register("Transpose", scale="transform", keeps_spikes=True, check=_check_transpose, transform=_transpose_scale)
 def lower_transpose(node, ctx):
     perm = _transpose_perm(node, ctx)
-    ctx.add(node, Function(lambda x: x.permute(*perm), f"permute {perm}"), [node.input[0]], node.output[0],
-            spikes=ctx.is_spike(node.input[0]))
+    ctx.add(node, Function(lambda x: x.permute(*perm), f"permute {perm}"), [node.input[0]], node.output[0])
 
 
 def _squeeze_axes(node, ctx):
@@ -380,11 +445,11 @@ def _lower_to_shape(node, ctx):
     """Reshape to the (shape-inferred) per-sample output shape: right for Squeeze/Unsqueeze."""
     target = ctx.view.sample_shape(node.output[0])
     ctx.add(node, Function(lambda x: x.reshape(x.shape[0], *target), f"reshape to (B, {target})"),
-            [node.input[0]], node.output[0], spikes=ctx.is_spike(node.input[0]))
+            [node.input[0]], node.output[0])
 
 
-register("Squeeze", scale="transform", check=_check_squeeze, transform=_reshape_scale)(_lower_to_shape)
-register("Unsqueeze", scale="transform", check=_check_squeeze, transform=_reshape_scale)(_lower_to_shape)
+register("Squeeze", scale="transform", keeps_spikes=True, check=_check_squeeze, transform=_reshape_scale)(_lower_to_shape)
+register("Unsqueeze", scale="transform", keeps_spikes=True, check=_check_squeeze, transform=_reshape_scale)(_lower_to_shape)
 
 
 def _pad_args(node, view):
@@ -418,14 +483,14 @@ def _pad_scale(node, view, scale):
     return scale[tuple(slice(max(-b, 0), n - max(-e, 0)) for b, e, n in zip(begin, end, scale.shape))]
 
 
-@register("Pad", scale="transform", check=_check_pad, transform=_pad_scale)
+@register("Pad", scale="transform", keeps_spikes=True, check=_check_pad, transform=_pad_scale)
 def lower_pad(node, ctx):
     from ..snn.pooling import torch_pads
     _, pads, _ = _pad_args(node, ctx.view)
     rank = len(pads) // 2
     spatial = [int(p) for p in list(pads[2:rank]) + list(pads[rank + 2:])]
     ctx.add(node, Function(partial(F.pad, pad=torch_pads(spatial)), f"pad {spatial}"), [node.input[0]],
-            node.output[0], spikes=ctx.is_spike(node.input[0]))
+            node.output[0])
 
 
 def _reduce_axes(node, view):
@@ -459,10 +524,11 @@ def _reduce_scale(node, view, scale):
 
 @register("ReduceMean", scale="transform", check=_check_reduce, transform=_reduce_scale)
 def lower_reduce_mean(node, ctx):
-    # A mean of spikes is a subsampling of rates (IF neurons after it when avg_pool.has_neuron).
+    # A mean of spikes is a subsampling of rates (IF neurons after it are a node of their own).
     axes, _ = _reduce_axes(node, ctx.view)
     keep = bool(ctx.view.attrs(node).get("keepdims", 1))
-    _add_subsampling(node, ctx, Function(lambda x: x.mean(dim=axes, keepdim=keep), f"mean over axes {axes}"))
+    ctx.add(node, Function(lambda x: x.mean(dim=axes, keepdim=keep), f"mean over axes {axes}"), [node.input[0]],
+            node.output[0])
 
 
 @register("ReduceSum", scale="transform", check=_check_reduce, transform=_reduce_scale)

@@ -12,6 +12,10 @@ Each handler is registered with ``@register(op, scale=...)``:
 * ``scale="merge"``: Add and Concat, which ``normalize.py`` handles itself;
 * ``scale="factor"``: Mul by a constant, which only normalisation itself inserts (synaptic factors).
 
+``keeps_spikes=True``: where every data input is spikes, so is the output (reshapes, Concat, Pad,
+max pooling); the spiking graph (``graph/spiking.py``) tracks spikes with it to know where IF
+neurons and spiking max pools go.
+
 ``check(node, ctx)`` returns why a node cannot be converted (or None); ``lower(node, ctx)`` adds
 the node's torch modules to the network being built. Every unsupported node of a graph is
 collected before failing, so one error names them all.
@@ -31,6 +35,7 @@ class OpHandler:
     lower: Callable                     # (node, ctx) -> None
     check: Optional[Callable] = None    # (node, ctx) -> reason or None
     transform: Optional[Callable] = None  # (node, view, scale) -> scale, for scale="transform"
+    keeps_spikes: bool = False          # spikes in, spikes out
 
 
 HANDLERS: Dict[str, OpHandler] = {}
@@ -52,13 +57,14 @@ ADVICE = {
 }
 
 
-def register(op: str, scale: str, check: Optional[Callable] = None, transform: Optional[Callable] = None):
+def register(op: str, scale: str, check: Optional[Callable] = None, transform: Optional[Callable] = None,
+             keeps_spikes: bool = False):
     """Register ``fn`` as the handler of ``op``; a second handler for one op is an error (as in
     onnx2torch), not a silent replacement."""
     def wrap(fn):
         if op in HANDLERS:
             raise ValueError(f"a handler for {op} is already registered ({HANDLERS[op].lower.__name__})")
-        HANDLERS[op] = OpHandler(op, scale, fn, check, transform)
+        HANDLERS[op] = OpHandler(op, scale, fn, check, transform, keeps_spikes)
         return fn
     return wrap
 

@@ -1,0 +1,236 @@
+"""The spiking graph: a normalised ReLU graph rewritten so that every spiking element is a node.
+
+``to_spiking(model, config)`` replaces
+
+* each ReLU/Clip whose input is a current by an ``onnx2snn.IF`` (``ClipIF`` for a Clip) node:
+  attributes ``threshold``, ``reset`` ("subtract" or "value") with ``v_reset``, and ``v_init`` (a
+  fraction of the threshold); a per-neuron initial potential (potential calibration) is a second
+  input, an initializer of the per-sample shape;
+* each MaxPool of spikes by an ``onnx2snn.SpikeMaxPool`` node whose ``rule`` says how spikes are
+  pooled ("max": running max of counts, "gate": spike-count gate with optional ``momentum``,
+  "wta": plain max of spikes, "avg": average pooling);
+* average pooling of spikes (AveragePool, GlobalAveragePool, ReduceMean) with IF neurons after it
+  when ``simulation.avg_pool.has_neuron`` — a separate IF node;
+* and adds an ``onnx2snn.Readout`` node at the graph output: ``mode`` "membrane" or "spikes", and
+  ``delay``, the first steps the readout skips.
+
+Each of these ops is a model-local ONNX function whose body is the ANN op it stands for (IF:
+``Relu``, ClipIF: ``Clip``, SpikeMaxPool: ``MaxPool``, Readout: ``Identity``), so ``onnx.checker``
+accepts the file, onnxruntime runs it as the rescaled ANN, and Netron draws the spiking nodes with
+their attributes. The torch lowering (``lower/``) and every other backend read the SNN from these
+nodes alone; the config only matters here, when a plain graph (the calibration's working copy, or
+a file written by onnx2snn 0.1/0.2) is turned into a spiking one.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import onnx
+from onnx import helper
+
+from .view import GraphView
+
+DOMAIN = "onnx2snn"
+DOMAIN_VERSION = 1
+IR_VERSION = 10          # node metadata_props (IR 10) carry the scales
+KEY_V_INIT = "onnx2snn.v_init"   # on a plain graph's ReLU/Clip: the initializer with its neurons' initial potentials
+SUBSAMPLING = ("AveragePool", "GlobalAveragePool", "ReduceMean")
+SPIKING_OPS = ("IF", "ClipIF", "SpikeMaxPool", "Readout")
+POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode")
+
+
+def is_spiking(model: onnx.ModelProto) -> bool:
+    return any(n.domain == DOMAIN for n in model.graph.node)
+
+
+def neuron_attributes(config) -> dict:
+    """The IF attributes the config asks for (threshold 1: normalisation put every scale at 1)."""
+    sim = config.simulation
+    reset = sim.reset_to_zero
+    if reset is None or reset is False:
+        return {"threshold": 1.0, "reset": "subtract", "v_init": float(sim.v_init)}
+    return {"threshold": 1.0, "reset": "value", "v_reset": 0.0 if reset is True else float(reset),
+            "v_init": float(sim.v_init)}
+
+
+def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
+    """The spiking graph of a normalised graph (see the module docstring); ``model`` is not changed,
+    and a graph that is spiking already is returned as it is."""
+    if is_spiking(model):
+        return model
+    from ..lower.ops import pool_arguments  # the lowering resolves pads the same way
+    from ..lower.registry import HANDLERS
+
+    view = GraphView(model)
+    sim = config.simulation
+    neuron = neuron_attributes(config)
+    spikes = set()
+    nodes: List[onnx.NodeProto] = []
+    for node in view.nodes:
+        op, data = node.op_type, view.data_inputs(node)
+        if op in ("Relu", "Clip") and data[0] not in spikes:
+            nodes.append(_if_node(node, view, neuron))
+            spikes.add(node.output[0])
+        elif op in ("Relu", "Clip"):
+            nodes.append(node)                      # on spikes (≥ 0, ≤ 1): the identity
+            spikes.add(node.output[0])
+        elif op == "MaxPool" and data[0] in spikes:
+            kernel, strides, dilations, pads, ceil_mode = pool_arguments(node, view)
+            rule = config.max_pool_mode
+            attrs = dict(rule=rule, kernel_shape=kernel, strides=strides, pads=pads, dilations=dilations,
+                         ceil_mode=int(ceil_mode))
+            if rule == "gate" and sim.max_pool.momentum is not None:
+                attrs["momentum"] = float(sim.max_pool.momentum)
+            pool = _replace(node, "SpikeMaxPool", [node.input[0]], [node.output[0]], attrs)
+            nodes += _then_neurons(pool, neuron) if rule == "avg" and sim.avg_pool.has_neuron else [pool]
+            spikes.add(node.output[0])
+        elif op in SUBSAMPLING and data[0] in spikes and sim.avg_pool.has_neuron:
+            nodes += _then_neurons(node, neuron)
+            spikes.add(node.output[0])
+        else:
+            nodes.append(node)
+            handler = HANDLERS.get(op)
+            if handler is not None and handler.keeps_spikes and data and all(i in spikes for i in data):
+                spikes.add(node.output[0])
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    output = out.graph.output[0].name
+    if output not in spikes:
+        _add_readout(out, output, config, neuron)
+    _add_functions(out)
+    return out
+
+
+def _then_neurons(node: onnx.NodeProto, neuron: dict) -> List[onnx.NodeProto]:
+    """Average pooling of spikes, then IF neurons (``simulation.avg_pool.has_neuron``): the pooling
+    writes ``<output>_pooled`` and an IF node turns it back into spikes under the output's name."""
+    pooled = onnx.NodeProto()
+    pooled.CopyFrom(node)
+    pooled.output[0] = node.output[0] + "_pooled"
+    return [pooled, helper.make_node("IF", [pooled.output[0]], [node.output[0]], name=node.name + "/IF",
+                                     domain=DOMAIN, doc_string="IF neurons after average pooling of spikes "
+                                     "(simulation.avg_pool.has_neuron)", **neuron)]
+
+
+def _if_node(node: onnx.NodeProto, view: GraphView, neuron: dict) -> onnx.NodeProto:
+    inputs = [view.data_inputs(node)[0]]
+    v_init_map = next((p.value for p in node.metadata_props if p.key == KEY_V_INIT), None)
+    if v_init_map is not None:
+        inputs.append(v_init_map)
+    attrs = dict(neuron)
+    if node.op_type == "Clip":
+        from ..lower.ops import clip_bounds
+        _, hi, _ = clip_bounds(node, view)
+        if hi is not None:
+            attrs["max"] = float(hi)
+            return _replace(node, "ClipIF", inputs, [node.output[0]], attrs)
+    return _replace(node, "IF", inputs, [node.output[0]], attrs)
+
+
+def _replace(node: onnx.NodeProto, op: str, inputs, outputs, attrs: dict) -> onnx.NodeProto:
+    """A node of the onnx2snn domain in place of ``node``: same name, description and metadata."""
+    new = helper.make_node(op, inputs, outputs, name=node.name, domain=DOMAIN, **attrs)
+    new.doc_string = node.doc_string
+    new.metadata_props.extend(p for p in node.metadata_props if p.key != KEY_V_INIT)
+    return new
+
+
+def _add_readout(model: onnx.ModelProto, output: str, config, neuron: dict) -> None:
+    """The output layer: the graph output's producer now writes ``<output>_current``, which the
+    Readout node reads out under the output's own name (so the file's interface is unchanged)."""
+    sim = config.simulation
+    current = output + "_current"
+    for node in model.graph.node:
+        for i, name in enumerate(node.output):
+            if name == output:
+                node.output[i] = current
+    info = model.graph.value_info.add()
+    info.CopyFrom(model.graph.output[0])       # the current has the output's type and shape
+    info.name = current
+    mode = "spikes" if sim.output == "spikes" else "membrane"
+    attrs = {"mode": mode, "delay": int(sim.readout_delay or 0)}
+    if mode == "spikes":
+        attrs.update(neuron)
+    model.graph.node.append(helper.make_node(
+        "Readout", [current], [output], name="output", domain=DOMAIN,
+        doc_string=("The class is the output neuron with the most spikes" if mode == "spikes" else
+                    "The class is the output with the highest membrane potential (accumulated input current)")
+        + (f" over steps {attrs['delay']}..T-1" if attrs["delay"] else " over all T steps"), **attrs))
+
+
+# --- the model-local functions ---------------------------------------------------------------------
+
+def _ref(name: str, kind: int, function_attribute: Optional[str] = None) -> onnx.AttributeProto:
+    """A body node's attribute ``name`` that takes the calling node's ``function_attribute``."""
+    a = onnx.AttributeProto()
+    a.name, a.ref_attr_name, a.type = name, function_attribute or name, kind
+    return a
+
+
+def _function(name: str, inputs, body, attributes, doc: str, opset: int) -> onnx.FunctionProto:
+    f = helper.make_function(DOMAIN, name, inputs, ["Y"], body, [helper.make_opsetid("", opset)],
+                             attributes=attributes)
+    f.doc_string = doc
+    return f
+
+
+NEURON_DOC = ("Integrate-and-fire neurons: v += X every step; a spike (1) when v >= threshold, then "
+              "v -= threshold (reset='subtract') or v = v_reset (reset='value'); v starts at "
+              "v_init * threshold, or at the per-neuron input v_init_map. The spike rate stands for "
+              "the body's ReLU of X.")
+
+
+def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
+    neuron_attrs = ["threshold", "reset", "v_reset", "v_init"]
+    out = []
+    if "IF" in used:
+        out.append(_function("IF", ["X", "v_init_map"], [helper.make_node("Relu", ["X"], ["Y"])],
+                             neuron_attrs, NEURON_DOC, opset))
+    if "ClipIF" in used:
+        if opset >= 11:
+            body = [helper.make_node("Constant", [], ["lo"], value_float=0.0),
+                    helper.make_node("Constant", [], ["hi"]),
+                    helper.make_node("Clip", ["X", "lo", "hi"], ["Y"])]
+            body[1].attribute.append(_ref("value_float", onnx.AttributeProto.FLOAT, "max"))
+        else:
+            body = [helper.make_node("Clip", ["X"], ["Y"], min=0.0)]
+            body[0].attribute.append(_ref("max", onnx.AttributeProto.FLOAT))
+        out.append(_function("ClipIF", ["X", "v_init_map"], body, neuron_attrs + ["max"],
+                             NEURON_DOC.replace("ReLU", "Clip(0, max)") + " At most one spike per step: the "
+                             "upper bound comes free wherever max >= threshold.", opset))
+    if "SpikeMaxPool" in used:
+        pool = helper.make_node("MaxPool", ["X"], ["Y"])
+        kinds = dict(kernel_shape=onnx.AttributeProto.INTS, strides=onnx.AttributeProto.INTS,
+                     pads=onnx.AttributeProto.INTS, dilations=onnx.AttributeProto.INTS,
+                     ceil_mode=onnx.AttributeProto.INT)
+        pool.attribute.extend(_ref(k, v) for k, v in kinds.items())
+        out.append(_function("SpikeMaxPool", ["X"], [pool], list(POOL_ATTRS) + ["rule", "momentum"],
+                             "Max pooling of spikes. rule='max': the output's spike count is the running "
+                             "max of the window's input counts; 'gate': pass the spikes of the input with "
+                             "the highest (momentum-averaged) count; 'wta': max of the spikes at each step; "
+                             "'avg': average pooling. The body is the ANN's MaxPool.", opset))
+    if "Readout" in used:
+        out.append(_function("Readout", ["X"], [helper.make_node("Identity", ["X"], ["Y"])],
+                             ["mode", "delay", "threshold", "reset", "v_reset", "v_init"],
+                             "Output layer: class = argmax of the membrane potential (mode='membrane') or "
+                             "of the spike counts of IF neurons (mode='spikes'), summed over steps "
+                             "delay..T-1. The body passes the ANN's output through.", opset))
+    return out
+
+
+def _add_functions(model: onnx.ModelProto) -> None:
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    used = {n.op_type for n in model.graph.node if n.domain == DOMAIN}
+    del model.functions[:]
+    model.functions.extend(_functions(opset, used))
+    if not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
+    model.ir_version = max(model.ir_version, IR_VERSION)
+
+
+def v_init_input(node: onnx.NodeProto) -> Optional[str]:
+    """The initializer with an IF node's per-neuron initial potentials, if any."""
+    return node.input[1] if len(node.input) > 1 and node.input[1] else None
