@@ -23,7 +23,7 @@ from .config import Config
 from .data import check_inputs, load_calibration
 from .errors import Onnx2SnnError
 from .graph import clean_graph, load_model
-from .graph.annotate import KEY_CONFIG, KEY_LAYERS, annotate, read_metadata
+from .graph.annotate import KEY_CONFIG, annotate, layer_scales, read_metadata
 from .graph.spiking import to_spiking
 from .graph.view import GraphView
 from .lower import check_supported, lower_model
@@ -113,7 +113,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     snn_model = annotate(to_spiking(edited, config), plan.layers, config.to_json(), info.sha256, __version__,
                          report.bias_shifts if report else None, config.target_T)
     network = lower_model(snn_model, config)
-    network.layer_scales = plan.layers
+    network.layer_scales = layer_scales(snn_model)   # as load() reads them: named as in the file
     timings["total"] = time.perf_counter() - t0
     return Conversion(snn_model, network, plan, stats, config, info.model, info.input_name, info.sample_shape, passes,
                       verification, report, timings)
@@ -167,7 +167,7 @@ def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config
         stored.get("simulation", {}).get("max_pool", {}).setdefault("rule", "gate")
         config = Config.from_dict(stored)
     network = lower_model(info.model, config)
-    network.layer_scales = [LayerScale(**d) for d in json.loads(meta.get(KEY_LAYERS, "[]"))]
+    network.layer_scales = layer_scales(info.model)
     return network
 
 

@@ -223,9 +223,10 @@ def run(a: argparse.Namespace) -> int:
             print(f"  T={t0 + 1:>4}-{min(t0 + 10, len(acc)):<4} " + " ".join(f"{100 * v:6.2f}" for v in acc[t0:t0 + 10]))
         producer = {o: n.name for n in conv.snn_model.graph.node for o in n.output}
         outputs = {o.name for o in conv.snn_model.graph.output}
+        layers = conv.network.layer_scales   # named as in the .snn.onnx, like the network's steps
         neuron_of = {l.node: "output" if l.stat_tensor in outputs else producer[l.stat_tensor]
-                     for l in conv.layers if l.stat_tensor}
-        print(report.rates_table(conv.layers, result.firing_rates, neuron_of))
+                     for l in layers if l.stat_tensor}
+        print(report.rates_table(layers, result.firing_rates, neuron_of))
         print(report.summary_line(ann, result.accuracy))
         rep.update(ann_accuracy=ann, snn_accuracy=result.accuracy, accuracy_per_step=acc,
                    firing_rates=result.firing_rates, n_eval=len(x))

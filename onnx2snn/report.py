@@ -6,7 +6,7 @@ from typing import List
 
 import numpy as np
 
-from .graph.annotate import format_scale
+from .graph.annotate import base_name, format_scale
 
 
 def summary_line(ann_acc: float, snn_acc: float) -> str:
@@ -34,7 +34,7 @@ def rates_table(layers: List, rates: dict, neuron_of: dict) -> str:
     rows = [("neuron layer", "driven by", "lambda", "mean firing rate")]
     for name, rate in rates.items():
         ls = drivers.get(name, [])
-        rows.append((name, " + ".join(f"{l.node} ({l.op})" for l in ls) or "-",
+        rows.append((name, " + ".join(f"{base_name(l.node)} ({l.op})" for l in ls) or "-",
                      f"{ls[0].lambda_out:.4g}" if ls else "-", f"{rate:.4f}"))
     return _table(rows)
 

@@ -111,10 +111,19 @@ def test_snn_onnx_is_self_describing_and_reloads(tiny):
     meta = {p.key: p.value for p in m.metadata_props}
     assert meta["onnx2snn.version"] == onnx2snn.__version__
     assert json.loads(meta["onnx2snn.config"])["simulation"]["T"] == 20
-    assert len(meta["onnx2snn.source_sha256"]) == 64
+    assert len(meta["source_sha256"]) == 64
     conv_node = next(n for n in m.graph.node if n.op_type == "Conv")
     props = {p.key: p.value for p in conv_node.metadata_props}
-    assert float(props["onnx2snn.lambda"]) > 0 and "lambda" in conv_node.doc_string
+    assert float(props["lambda"]) > 0 and "lambda" in conv_node.doc_string
+    # legible in Netron: λ in the node's name, short metadata keys, one metadata row per layer,
+    # multi-line descriptions, the IR version that node metadata needs
+    assert conv_node.name.endswith(f" λ {float(props['lambda']):.3g}")
+    keys = [p.key for p in m.metadata_props] + [p.key for n in m.graph.node for p in n.metadata_props]
+    assert max(map(len, keys)) <= 16
+    rows = [v for k, v in meta.items() if k.startswith("layer ")]
+    assert len(rows) == sum(n.op_type in ("Conv", "Gemm") for n in m.graph.node) and conv_node.name in rows[0]
+    assert conv_node.doc_string.count("\n") >= 3 and m.doc_string.count("\n") >= 2
+    assert m.ir_version >= 10
     # load() rebuilds the same SNN from the file alone
     x = np.load(tiny / "calib.npy")
     net = onnx2snn.load(str(path))

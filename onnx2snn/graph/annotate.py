@@ -1,12 +1,21 @@
-"""Make the edited graph self-describing: scales on each rescaled node (visible in Netron), and the
-onnx2snn version, config, layer table and source hash in the model metadata.
+"""Make the spiking graph legible where users audit it, in Netron:
+
+* each rescaled node is named with its scale (``/0/Conv λ 2.57``), described in a few lines (what
+  was done, from which statistic; the bias calibration's shift) and carries short metadata keys
+  (``lambda_in``, ``lambda``, ``statistic``, ``bias_shift``: Netron cuts longer keys);
+* a tensor named after a node that no longer produces it (a Conv writing an absorbed
+  BatchNormalization's ``/1/BatchNormalization_output_0``) is named after its producer; other
+  names stay, so tensors still match the original model's;
+* the model's metadata holds the version, the config, the source's hash, the output scale and
+  the layer table as one short entry per layer (Netron cuts a value after 2000 characters).
 
 Annotations are written on the exported ``ModelProto`` (onnx-graphsurgeon drops node doc strings
-and metadata on export).
+and metadata on export). ``layer_scales`` reads the scales back from the nodes.
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -14,46 +23,132 @@ import onnx
 
 KEY_VERSION = "onnx2snn.version"
 KEY_CONFIG = "onnx2snn.config"
-KEY_LAYERS = "onnx2snn.layers"
-KEY_SOURCE = "onnx2snn.source_sha256"
-KEY_OUTPUT_SCALE = "onnx2snn.output_scale"
+KEY_SOURCE = "source_sha256"
+KEY_OUTPUT_SCALE = "output_scale"
+LAYER_KEY = "layer {:03d}"
+LAMBDA_MARK = " λ "      # rescaled nodes are named "<name> λ <lambda>"
+# Node metadata keys (at most 16 characters: Netron cuts longer keys).
+NODE_LAMBDA_IN, NODE_LAMBDA, NODE_STATISTIC, NODE_OP, NODE_BIAS = "lambda_in", "lambda", "statistic", "op", "bias_shift"
+# Keys of files written by onnx2snn 0.1 and 0.2, still read.
+OLD_KEY_LAYERS, OLD_KEY_OUTPUT_SCALE = "onnx2snn.layers", "onnx2snn.output_scale"
 
 
 def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha256: str,
              version: str, bias_shifts: Optional[Dict[str, np.ndarray]] = None, target_T: Optional[int] = None
              ) -> onnx.ModelProto:
-    """``bias_shifts``: per layer, the bias calibration's shift (normalised units), for the node's
-    description."""
+    """``model``: the spiking graph; ``layers``: the plan's ``LayerScale`` per weighted node;
+    ``bias_shifts``: per layer, the bias calibration's shift (normalised units)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     by_name = {l.node: l for l in layers}
     bias_shifts = bias_shifts or {}
+    output_scale = next((l.lambda_out for l in layers if l.stat_tensor in {o.name for o in out.graph.output}), 1.0)
+    tensors = _rename_tensors(out.graph)
+    rows = []
     for node in out.graph.node:
         layer = by_name.get(node.name)
         if layer is None:
             continue
-        node.doc_string = (f"onnx2snn: W <- W*lambda_pre/lambda, b <- b/lambda with lambda_pre={format_scale(layer.lambda_in)}, "
-                           f"lambda={layer.lambda_out:.6g} ({layer.statistic})")
-        if node.name in bias_shifts:
-            shift = np.asarray(bias_shifts[node.name])
-            node.doc_string += (f"; then b += the SNN's mean rate error per channel at T={target_T} "
-                                f"(mean |shift| {np.mean(np.abs(shift)):.3g}, max {np.max(np.abs(shift)):.3g})")
+        statistic = _renamed(layer.statistic, tensors)
+        shift = bias_shifts.get(node.name)
+        node.doc_string = "\n".join(
+            [f"onnx2snn rescaled this {layer.op} for IF neurons with threshold 1:",
+             "  W <- W * lambda_in / lambda,  b <- b / lambda",
+             f"  lambda_in = {format_scale(layer.lambda_in)} (the scale of its input)",
+             f"  lambda = {layer.lambda_out:.6g} ({statistic})"]
+            + ([f"bias calibration for T={target_T}: b += the SNN's mean rate error per channel",
+                f"  (mean |shift| {np.mean(np.abs(shift)):.3g}, max {np.max(np.abs(shift)):.3g})"]
+               if shift is not None else []))
         del node.metadata_props[:]
         pre = json.dumps(layer.lambda_in) if isinstance(layer.lambda_in, list) else f"{layer.lambda_in:.9g}"
-        for k, v in (("onnx2snn.lambda_pre", pre),
-                     ("onnx2snn.lambda", f"{layer.lambda_out:.9g}"),
-                     ("onnx2snn.statistic", layer.statistic)):
+        meta = [(NODE_LAMBDA_IN, pre), (NODE_LAMBDA, f"{layer.lambda_out:.9g}"), (NODE_STATISTIC, statistic)]
+        if shift is not None:
+            meta.append((NODE_BIAS, f"mean |shift| {np.mean(np.abs(shift)):.3g} at T={target_T}"))
+        for k, v in meta:
             node.metadata_props.add(key=k, value=v)
-    output_scale = next((l.lambda_out for l in layers if l.stat_tensor in {o.name for o in out.graph.output}), 1.0)
+        node.name = f"{node.name}{LAMBDA_MARK}{layer.lambda_out:.3g}"
+        rows.append(f"{node.name}: {layer.op}, lambda_in {format_scale(layer.lambda_in)}, {statistic}"
+                    + (", bias calibrated" if shift is not None else ""))
+    for node in out.graph.node:
+        if node.domain == "onnx2snn" and node.op_type in ("IF", "ClipIF") and not node.doc_string:
+            node.doc_string = ("IF neurons in place of the ReLU of the same name: threshold 1 is the scale "
+                               "lambda of the layer that drives them")
     meta = {KEY_VERSION: version, KEY_CONFIG: config_json, KEY_SOURCE: source_sha256,
-            KEY_LAYERS: json.dumps([l.to_dict() for l in layers]), KEY_OUTPUT_SCALE: f"{output_scale:.9g}"}
+            KEY_OUTPUT_SCALE: f"{output_scale:.9g}"}
+    meta.update({LAYER_KEY.format(i + 1): row for i, row in enumerate(rows)})
     del out.metadata_props[:]
     for k, v in meta.items():
         out.metadata_props.add(key=k, value=v)
     out.producer_name, out.producer_version = "onnx2snn", version
-    out.doc_string = ("Rate-coded SNN by onnx2snn: a rescaled ANN in which every ReLU becomes IF neurons with "
-                      "threshold 1. onnxruntime runs it as the rescaled ANN; onnx2snn.load() rebuilds the SNN.")
+    out.doc_string = "\n".join([
+        f"Rate-coded spiking network written by onnx2snn {version}.",
+        "Every ReLU is an onnx2snn.IF node (integrate-and-fire neurons, threshold 1); max pooling of spikes "
+        "is onnx2snn.SpikeMaxPool; onnx2snn.Readout reads the class out. Their function bodies are the ANN's "
+        "ops, so onnxruntime runs this file as the rescaled ANN (same argmax as the original).",
+        f"Each rescaled layer (named '... λ <lambda>') has W <- W*lambda_in/lambda, b <- b/lambda; "
+        f"{len(rows)} layers are listed in the metadata 'layer NNN'.",
+        f"The outputs are the original's divided by {output_scale:.6g} (output_scale)."])
     return out
+
+
+def _rename_tensors(graph: onnx.GraphProto) -> Dict[str, str]:
+    """Tensors named after a node that no longer writes them (``<node>_output_<i>``, the exporters'
+    pattern: a Conv writing an absorbed BatchNormalization's output) get their producer's name;
+    every other name stays, so tensors still match the original model's by name. Returns old -> new."""
+    keep = {i.name for i in graph.input} | {o.name for o in graph.output} | {i.name for i in graph.initializer}
+    taken = {n for node in graph.node for n in node.output} | keep
+    renames: Dict[str, str] = {}
+    for node in graph.node:
+        for i, name in enumerate(node.output):
+            match = _EXPORTER_NAME.match(name or "")
+            if not match or name in keep or match.group(1) == node.name:
+                continue
+            new = f"{node.name}_output_{i}"
+            if new not in taken:
+                taken.add(new)
+                renames[name] = new
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    for vi in graph.value_info:
+        vi.name = renames.get(vi.name, vi.name)
+    return renames
+
+
+_EXPORTER_NAME = re.compile(r"^(.*)_output_\d+$")
+
+
+def _renamed(text: str, tensors: Dict[str, str]) -> str:
+    """A statistic's description ('T=32 search of <tensor>') with the tensor's new name."""
+    head, sep, tensor = text.rpartition(" of ")
+    return f"{head}{sep}{tensors.get(tensor, tensor)}" if sep else text
+
+
+def layer_scales(model: onnx.ModelProto) -> List:
+    """``LayerScale`` per rescaled node, read from the nodes (files since 0.3) or from the layer
+    table of files written by 0.1/0.2."""
+    from ..normalize import LayerScale
+    meta = read_metadata(model)
+    if OLD_KEY_LAYERS in meta:
+        return [LayerScale(**d) for d in json.loads(meta[OLD_KEY_LAYERS])]
+    producer = {o: n for n in model.graph.node for o in n.output}
+    layers = []
+    for node in model.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        if NODE_LAMBDA not in props:
+            continue
+        stat = props.get(NODE_STATISTIC, "")
+        tensor = stat.rpartition(" of ")[2] or None
+        lam_in = json.loads(props[NODE_LAMBDA_IN]) if props[NODE_LAMBDA_IN].startswith("[") else float(props[NODE_LAMBDA_IN])
+        layers.append(LayerScale(node.name, node.op_type, node.input[0], node.output[0],
+                                 tensor if tensor in producer or tensor in {o.name for o in model.graph.output}
+                                 else None, lam_in, float(props[NODE_LAMBDA]), stat))
+    return layers
+
+
+def base_name(node_name: str) -> str:
+    """A rescaled node's name without the ' λ <lambda>' that annotate() appends."""
+    return node_name.split(LAMBDA_MARK)[0]
 
 
 def format_scale(value) -> str:
