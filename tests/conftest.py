@@ -7,7 +7,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 ROOT = os.path.dirname(HERE)
 SHARED = os.path.abspath(os.path.join(ROOT, "..", "shared"))
-EXAMPLES = os.path.join(ROOT, "onnx2snn", "models")
+EXAMPLES = os.path.join(ROOT, "models")
 
 
 @pytest.fixture

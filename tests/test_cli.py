@@ -140,8 +140,8 @@ def test_load_rejects_plain_onnx(tiny):
 
 def readme_main_command():
     """The `onnx2snn ...` part of the README's first set-up command."""
-    readme = open(os.path.join(os.path.dirname(EXAMPLES), "..", "README.md")).read()
-    line = next(l for l in readme.splitlines() if l.startswith("pip install") and "onnx2snn onnx2snn/models" in l)
+    readme = open(os.path.join(os.path.dirname(EXAMPLES), "README.md")).read()
+    line = next(l for l in readme.splitlines() if l.startswith("pip install") and "onnx2snn models/" in l)
     return line.split("&& ")[-1].split()
 
 
@@ -149,7 +149,7 @@ def test_example_end_to_end(tmp_path):
     """The README's main command, as written: SNN at T=100 within 0.5 % of the ANN on the shipped subset."""
     cmd = readme_main_command()
     assert cmd[0] == "onnx2snn"
-    os.symlink(os.path.dirname(EXAMPLES), tmp_path / "onnx2snn")  # the README runs from the repository root
+    os.symlink(EXAMPLES, tmp_path / "models")  # the README runs from the repository root
     rc, out, err = cli(*cmd[1:], "-q", cwd=tmp_path)
     assert rc == 0, err
     assert "ANN accuracy" in out and "SNN accuracy" in out
@@ -222,3 +222,13 @@ def test_bad_evaluation_files(tiny):
     assert_one_line_error(*cli("tiny.onnx", "calib.npy", "--eval", "shape.npz", "-q", cwd=tiny)[::2],
                           "(4, 1, 9, 9)", "(N, 1, 8, 8)")
     assert not os.path.exists(tiny / "tiny_snn"), "no output on failure"
+
+
+def test_example_paths_resolve_from_any_folder(tmp_path):
+    """`onnx2snn $(python -m onnx2snn.examples)` runs the example outside the repository (pip users)."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "onnx2snn.examples"], cwd=tmp_path, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[2] == "--eval" and all(os.path.isfile(p) for p in (out[0], out[1], out[3]))
+    assert os.path.samefile(os.path.dirname(out[0]), EXAMPLES)

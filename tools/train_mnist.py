@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the seed tutorial's MNIST CNN and write the example files that ship with onnx2snn.
 
-    python tools/train_mnist.py [--data ../shared/data/mnist.npz] [--epochs 3] [--out onnx2snn/models]
+    python tools/train_mnist.py [--data ../shared/data/mnist.npz] [--epochs 3] [--out models]
 
 Architecture (SpikingJelly's 2020 ann2snn tutorial): 3 x (Conv3x3 32ch, BatchNorm(eps=1e-3), ReLU,
 AvgPool 2), Flatten, Linear(32, 10). Exported with the TorchScript exporter and
@@ -31,7 +31,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.path.join(here, "..", "..", "shared", "data", "mnist.npz"))
     ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--out", default=os.path.join(here, "..", "onnx2snn", "models"))
+    ap.add_argument("--out", default=os.path.join(here, "..", "models"))
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
 
