@@ -111,7 +111,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
         timings["snn_calibration"] = time.perf_counter() - t
 
     snn_model = annotate(to_spiking(edited, config), plan.layers, config.to_json(), info.sha256, __version__,
-                         report.bias_shifts if report else None, config.target_T)
+                         report.bias_shifts if report else None, config.target_T, plan.factors)
     network = lower_model(snn_model, config)
     network.layer_scales = layer_scales(snn_model)   # as load() reads them: named as in the file
     timings["total"] = time.perf_counter() - t0

@@ -173,7 +173,8 @@ def run(a: argparse.Namespace) -> int:
         if path is not None:
             require_file(path, what)
 
-    from . import api, report
+    from . import api, plots, report
+    from .snn import synops
     from .data import load_labelled
     import torch
     torch.backends.cudnn.benchmark = True  # the CLI owns the process: let cuDNN pick its fastest kernels
@@ -227,9 +228,12 @@ def run(a: argparse.Namespace) -> int:
         neuron_of = {l.node: "output" if l.stat_tensor in outputs else producer[l.stat_tensor]
                      for l in layers if l.stat_tensor}
         print(report.rates_table(layers, result.firing_rates, neuron_of))
+        totals = synops.energy(result.synaptic_ops)
+        print(report.synops_table(result.synaptic_ops, totals, cfg.simulation.T))
         print(report.summary_line(ann, result.accuracy))
         rep.update(ann_accuracy=ann, snn_accuracy=result.accuracy, accuracy_per_step=acc,
-                   firing_rates=result.firing_rates, n_eval=len(x))
+                   firing_rates=result.firing_rates, n_eval=len(x),
+                   synaptic_operations={"per_layer": result.synaptic_ops, "total": totals})
 
     # Write everything into a temporary folder beside the target, then rename: no half-written output.
     tmp = tempfile.mkdtemp(prefix=".onnx2snn-", dir=parent)
@@ -238,13 +242,19 @@ def run(a: argparse.Namespace) -> int:
         conv.save(os.path.join(tmp, name))
         cfg.save(os.path.join(tmp, "config.json"))
         report.write_json(os.path.join(tmp, "report.json"), rep)
+        written = [name, "config.json", "report.json"]
+        if a.eval:
+            try:
+                written += plots.write_plots(tmp, acc, ann, result.firing_rates, model_stem(a.model))
+            except ImportError:
+                print("note: no plots (matplotlib is not installed: pip install 'onnx2snn[plot]')")
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)  # empty (checked above)
         os.rename(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"wrote {out_dir}/: {name}, config.json, report.json")
+    print(f"wrote {out_dir}/: {', '.join(written)}")
     if a.netron:
         open_in_netron(os.path.join(out_dir, name))
     return 0

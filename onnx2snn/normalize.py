@@ -255,7 +255,7 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     for add_name, index, factor in plan.factors:
         add = nodes[add_name]
         src = add.inputs[index]
-        scaled = gs.Variable(f"{src.name}.x{next(_fresh)}", dtype=np.float32)
+        scaled = gs.Variable(f"{add_name}/factor{index}_output_0", dtype=np.float32)
         graph.nodes.append(gs.Node("Mul", f"{add_name}/factor{index}",
                                    inputs=[src, gs.Constant(f"{add_name}.factor{index}.{next(_fresh)}",
                                                             factor.astype(np.float32))],

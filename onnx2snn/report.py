@@ -39,6 +39,27 @@ def rates_table(layers: List, rates: dict, neuron_of: dict) -> str:
     return _table(rows)
 
 
+def synops_table(table: dict, totals: dict, T: int) -> str:
+    """One row per weighted layer: the SNN's operations per inference at T against the ANN's MACs,
+    then the totals and the arithmetic-energy estimate (snn/synops.py)."""
+    rows = [("layer", f"SNN ops per inference (T={T})", "ANN MACs", "SNN/ANN")]
+    for name, r in table.items():
+        rows.append((base_name(name), f"{_count(r['snn_ops'])} {r['snn_op']}", _count(r["ann_macs"]),
+                     f"{r['snn_ops'] / r['ann_macs']:.2f}" if r["ann_macs"] else "-"))
+    rows.append(("total", f"{_count(totals['snn_acs'])} AC + {_count(totals['snn_macs'])} MAC",
+                 _count(totals["ann_macs"]), ""))
+    return (_table(rows) + f"\nenergy estimate per inference: SNN {totals['snn_energy_pj'] / 1e6:.3g} µJ, "
+            f"ANN {totals['ann_energy_pj'] / 1e6:.3g} µJ ({totals['energy_ratio_snn_to_ann']:.2f}×; "
+            f"{totals['constants']})")
+
+
+def _count(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.3g}"
+
+
 # Below this many held-back images one image moves the agreement by more than 0.5 %: the choice is noise.
 FEW_HELD_BACK = 200
 

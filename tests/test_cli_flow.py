@@ -96,3 +96,31 @@ def test_progress_callback_gets_correct_counts():
     result = conv.network.simulate(x, 8, y, batch_size=25, progress=lambda n, c: calls.append((n, c)))
     assert [n for n, _ in calls] == [25, 25, 10]
     assert sum(c for _, c in calls) == result.correct_per_step[-1]
+
+
+def test_eval_writes_plots_and_synaptic_operations(tmp_path):
+    """With --eval: accuracy_vs_T.png and firing_rates.png in the output folder, and the SNN's
+    operations per layer against the ANN's MACs in the printout and report.json."""
+    import json
+    rc, out, err = cli(MODEL, CALIB, "--eval", TEST, "-T", "8", "-q", "-o", tmp_path / "o", cwd=tmp_path)
+    assert rc == 0, err
+    for png in ("accuracy_vs_T.png", "firing_rates.png"):
+        with open(tmp_path / "o" / png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "accuracy_vs_T.png, firing_rates.png" in out
+    assert "SNN ops per inference (T=8)" in out and "energy estimate per inference" in out and "Horowitz" in out
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    ops = rep["synaptic_operations"]
+    assert len(ops["per_layer"]) == 4 and ops["total"]["ann_macs"] == sum(r["ann_macs"] for r in ops["per_layer"].values())
+    first = next(iter(ops["per_layer"].values()))
+    assert first["snn_op"] == "MAC" and all(r["snn_op"] == "AC" for r in list(ops["per_layer"].values())[1:])
+
+
+def test_without_matplotlib_a_note_and_no_plots(tmp_path, monkeypatch, capsys):
+    from onnx2snn import cli as cli_module
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import matplotlib raises ImportError
+    rc = cli_module.main([MODEL, CALIB, "--eval", TEST, "-T", "4", "-q", "-o", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "note: no plots (matplotlib is not installed" in out
+    assert sorted(os.listdir(tmp_path / "o")) == ["config.json", "mnist_cnn.snn.onnx", "report.json"]

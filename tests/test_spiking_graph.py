@@ -126,3 +126,14 @@ def test_bad_neuron_attributes_are_named():
 def test_a_spiking_graph_passes_through_to_spiking_unchanged():
     conv = convert(graphs.conv_bn_relu(), data((1, 8, 8)), graphs.seed_config())
     assert to_spiking(conv.snn_model, Config()).SerializeToString() == conv.snn_model.SerializeToString()
+
+
+def test_synaptic_factor_nodes_are_described():
+    m, shape = PATTERNS["residual_blocks"]()
+    conv = convert(m, data(shape), graphs.seed_config())
+    factors = [n for n in conv.snn_model.graph.node if n.op_type == "Mul" and "/factor" in n.name]
+    assert factors
+    for node in factors:
+        assert "Synaptic factor" in node.doc_string and node.doc_string.count("\n") >= 2
+        assert float({p.key: p.value for p in node.metadata_props}["factor"].split()[-1].split("-")[-1]) > 0
+        assert node.output[0] == node.name + "_output_0"

@@ -34,10 +34,11 @@ OLD_KEY_LAYERS, OLD_KEY_OUTPUT_SCALE = "onnx2snn.layers", "onnx2snn.output_scale
 
 
 def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha256: str,
-             version: str, bias_shifts: Optional[Dict[str, np.ndarray]] = None, target_T: Optional[int] = None
-             ) -> onnx.ModelProto:
+             version: str, bias_shifts: Optional[Dict[str, np.ndarray]] = None, target_T: Optional[int] = None,
+             factors: Optional[List] = None) -> onnx.ModelProto:
     """``model``: the spiking graph; ``layers``: the plan's ``LayerScale`` per weighted node;
-    ``bias_shifts``: per layer, the bias calibration's shift (normalised units)."""
+    ``bias_shifts``: per layer, the bias calibration's shift (normalised units); ``factors``: the
+    plan's synaptic factors (Add node, input index, value)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     by_name = {l.node: l for l in layers}
@@ -69,10 +70,22 @@ def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha2
         node.name = f"{node.name}{LAMBDA_MARK}{layer.lambda_out:.3g}"
         rows.append(f"{node.name}: {layer.op}, lambda_in {format_scale(layer.lambda_in)}, {statistic}"
                     + (", bias calibrated" if shift is not None else ""))
+    factor_nodes = {f"{add}/factor{index}": value for add, index, value in (factors or [])}
     for node in out.graph.node:
         if node.domain == "onnx2snn" and node.op_type in ("IF", "ClipIF") and not node.doc_string:
-            node.doc_string = ("IF neurons in place of the ReLU of the same name: threshold 1 is the scale "
-                               "lambda of the layer that drives them")
+            node.doc_string = "\n".join([
+                f"IF neurons in place of the {'Clip' if node.op_type == 'ClipIF' else 'ReLU'} of the same name.",
+                "threshold 1 stands for the scale lambda of the layer that drives them;",
+                "their spike rate over T steps approximates the ANN activation / lambda."])
+        elif node.name in factor_nodes:
+            value = np.asarray(factor_nodes[node.name])
+            text = f"{float(value.reshape(-1)[0]):.4g}" if value.size == 1 else f"per channel {value.min():.4g}-{value.max():.4g}"
+            node.doc_string = "\n".join([
+                "Synaptic factor inserted by onnx2snn: this input of the Add arrives at scale lambda_in,",
+                "the Add's output is at scale lambda, so the input's spikes are weighted by",
+                f"lambda_in / lambda = {text} (spikes stay binary; the factor is a synaptic weight)."])
+            del node.metadata_props[:]
+            node.metadata_props.add(key="factor", value=text)
     meta = {KEY_VERSION: version, KEY_CONFIG: config_json, KEY_SOURCE: source_sha256,
             KEY_OUTPUT_SCALE: f"{output_scale:.9g}"}
     meta.update({LAYER_KEY.format(i + 1): row for i, row in enumerate(rows)})

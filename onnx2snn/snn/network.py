@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import Onnx2SnnError
+from .synops import EventCounter, synaptic_operations, weighted_layer
 
 
 # Memory per chunk of time steps (auto_chunk): each step's tensors are counted TEMPORARIES times
@@ -53,6 +54,9 @@ class SimulationResult:
     outputs: np.ndarray                       # (N, classes) accumulated readout after T steps
     firing_rates: Dict[str, float]            # mean spikes per neuron per step, per neuron layer
     step_outputs: Optional[np.ndarray] = None  # (T, N, classes) readout increment of every step, if recorded
+    # per weighted layer, with record_rates: SNN operations per inference (ACs, or MACs of the constant
+    # input) and the ANN's MACs (snn/synops.py)
+    synaptic_ops: Dict[str, dict] = field(default_factory=dict)
 
     @property
     def accuracy_per_step(self) -> Optional[np.ndarray]:
@@ -78,6 +82,9 @@ class SpikingNetwork(nn.Module):
         # simulate() call reads it out as it was calibrated.
         self.readout_delay = int(getattr(getattr(config, "simulation", None), "readout_delay", None) or 0)
         self.requires_grad_(False)  # an inference runtime: no autograd bookkeeping
+        self._weighted = {i for i, m in enumerate(self.layers) if weighted_layer(m) is not None}
+        self._counter: Optional[EventCounter] = None   # set while a simulation counts synaptic operations
+        self._input_shapes: Dict[int, tuple] = {}
         # Free each tensor after its last use, so a chunk holds only the live activations.
         last_use = {}
         for i, step in enumerate(self.steps):
@@ -136,6 +143,9 @@ class SpikingNetwork(nn.Module):
                     value = value.view(steps, batch, *value.shape[1:])
                 env[step.output] = (module(value, steps, static=is_static).flatten(0, 1), False)
             else:
+                if self._counter is not None and i in self._weighted:
+                    self._counter.add(i, *args[0])
+                    self._input_shapes[i] = tuple(args[0][0].shape[1:])
                 if all(s for _, s in args):  # the same at every step: computed once per batch
                     if i not in cache:
                         cache[i] = module(*[v for v, _ in args])
@@ -177,7 +187,8 @@ class SpikingNetwork(nn.Module):
         ``dtype``: "float32", or "bfloat16"/"float16" for weights and currents (spikes are exactly
         0/1 in any format; membrane potentials stay float32; a reduced-precision copy of the
         network runs, this one keeps its float32 weights). ``record_rates``: count spikes per
-        layer of neurons (``firing_rates``). ``channels_last``: NHWC memory layout for 2-D
+        layer of neurons (``firing_rates``) and input events per weighted layer (``synaptic_ops``).
+        ``channels_last``: NHWC memory layout for 2-D
         convolutions (default: on CUDA, where tensor-core kernels want it). The chunk size is
         chosen once, for the first batch, so that every batch runs the same shapes. ``progress(n,
         correct)`` is called after each batch with its number of samples and, with labels, how many
@@ -207,6 +218,7 @@ class SpikingNetwork(nn.Module):
         for m in net.neuron_layers().values():
             m.reset_stats()
             m.count_spikes = record_rates
+        net._counter = EventCounter() if record_rates else None
         correct = np.zeros(T, np.int64) if labels is not None else None
         outputs, step_outputs = [], []
         readout_delay = self.readout_delay if readout_delay is None else readout_delay
@@ -252,9 +264,11 @@ class SpikingNetwork(nn.Module):
                 progress(b, batch_correct)
         rates = ({name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in net.neuron_layers().items()}
                  if record_rates else {})
+        synops = synaptic_operations(net, net._counter, n, net._input_shapes) if record_rates else {}
+        net._counter = None
         net._cache_input, net._static_cache = None, {}  # hold no batch after returning
         steps_array = np.concatenate(step_outputs, 1) if record_steps else None   # (T, N, K)
-        return SimulationResult(T, n, correct, np.concatenate(outputs), rates, steps_array)
+        return SimulationResult(T, n, correct, np.concatenate(outputs), rates, steps_array, synops)
 
 
 def _check_unit_interval(x: np.ndarray) -> None:

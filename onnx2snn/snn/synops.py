@@ -1,0 +1,117 @@
+"""Synaptic operations: what the SNN computes per inference, against the ANN's multiply-accumulates.
+
+In an SNN a weighted layer works only when an input event arrives: each event at an input
+element costs one accumulate (AC) per synapse that leaves it (its fan-out). So a layer's SNN
+operations per inference are
+
+    ACs = Σ over input elements of  events(element) · fan-out(element)
+
+where ``events`` is the layer's input summed over the T steps: spike counts. Where average
+pooling comes first, pooling and the layer are one linear map whose synapses each spike drives:
+the pooled counts are multiplied by the pooling's area (input / output elements: the kernel area
+of non-overlapping pooling, H·W of global pooling; overlapping pooling is undercounted). The sum is
+exact otherwise, borders and strides included: the layer itself run with every weight set to 1
+on the event counts, summed. A layer whose input
+is the constant input current (the first layer, with constant-current encoding) is computed once
+per inference: multiply-accumulates (MACs), counted once. The ANN's MACs per inference are the same
+layer with all-ones weights on an all-ones input.
+
+Energy, as commonly reported in this field: 0.9 pJ per 32-bit floating-point addition (an AC) and
+4.6 pJ per multiply-accumulate (3.7 pJ multiply + 0.9 pJ add) at 45 nm, from M. Horowitz,
+"Computing's energy problem (and what we can do about it)", ISSCC 2014. These are arithmetic only
+(no memory access, no neuron update) — an estimate for comparison, not a chip measurement.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ENERGY_AC_PJ = 0.9
+ENERGY_MAC_PJ = 4.6
+ENERGY_SOURCE = "Horowitz, ISSCC 2014, 45 nm, 32-bit float: 0.9 pJ per add (AC), 4.6 pJ per multiply-add (MAC)"
+
+_CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+
+
+def weighted_layer(module: nn.Module) -> Optional[nn.Module]:
+    """The Conv/Linear inside ``module`` (plain, or wrapped for explicit padding), else None."""
+    inner = getattr(module, "inner", module)
+    return inner if isinstance(inner, (nn.Linear, *_CONV)) else None
+
+
+def connections(module: nn.Module, counts: torch.Tensor) -> float:
+    """Σ counts(element) · fan-out(element): ``module`` run with all-ones weights, no bias, on the
+    per-sample ``counts``, summed (``module`` as ``weighted_layer`` accepts, padding included)."""
+    layer = weighted_layer(module)
+    x = counts.unsqueeze(0).float()
+    if layer is not module:                     # explicit (asymmetric) zero padding first
+        x = F.pad(x, module.pads, value=0.0)
+    ones = torch.ones_like(layer.weight, dtype=torch.float32)
+    if isinstance(layer, nn.Linear):
+        return float((x @ ones.t()).sum())
+    conv = _CONV[type(layer)]
+    return float(conv(x, ones, None, layer.stride, layer.padding, layer.dilation, layer.groups).sum())
+
+
+class EventCounter:
+    """Sums the input of every weighted layer over steps and samples during a simulation."""
+
+    def __init__(self):
+        self.events: Dict[int, torch.Tensor] = {}   # step index -> per-sample input summed over steps and samples
+        self.static: Dict[int, bool] = {}
+
+    def add(self, index: int, value: torch.Tensor, static: bool) -> None:
+        """``value``: the layer's input for a chunk, ``[steps·B, ...]``; a ``static`` input (the
+        same at every step, computed once per sample) is not summed: its layer does MACs once."""
+        self.static[index] = static
+        if not static:
+            summed = value.sum(dim=0, dtype=torch.float32)
+            self.events[index] = summed if index not in self.events else self.events[index] + summed
+
+
+AVERAGING = ("AveragePool", "GlobalAveragePool", "ReduceMean")
+PASSIVE = AVERAGING + ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Pad")
+
+
+def pooling_area(steps, index: int) -> float:
+    """Input elements per output element of the average pooling between step ``index``'s input and
+    the spikes that feed it (1 where none)."""
+    producer = {s.output: i for i, s in enumerate(steps)}
+    area, tensor = 1.0, steps[index].inputs[0]
+    while tensor in producer and steps[producer[tensor]].op in PASSIVE:
+        step = steps[producer[tensor]]
+        before = steps[producer[step.inputs[0]]].shape if step.inputs[0] in producer else None
+        if step.op in AVERAGING and before and step.shape:
+            area *= float(np.prod(before)) / float(np.prod(step.shape))
+        tensor = step.inputs[0]
+    return area
+
+
+def synaptic_operations(network, counter: EventCounter, n_samples: int, sample_shapes: Dict[int, tuple]
+                        ) -> Dict[str, dict]:
+    """Per weighted layer: the SNN's ACs (or MACs, for the constant input current) per inference,
+    and the ANN's MACs. ``sample_shapes``: each layer's per-sample input shape."""
+    table = {}
+    for index, static in counter.static.items():
+        step, module = network.steps[index], network.layers[index]
+        macs = connections(module, torch.ones(sample_shapes[index]))
+        snn = macs if static else (connections(module, counter.events[index].cpu()) / n_samples
+                                   * pooling_area(network.steps, index))
+        table[step.name] = {"op": step.op, "snn_ops": snn, "snn_op": "MAC" if static else "AC", "ann_macs": macs}
+    return table
+
+
+def energy(table: Dict[str, dict]) -> Dict[str, float]:
+    """Totals and the arithmetic-energy estimate (pJ per inference) of a ``synaptic_operations`` table."""
+    acs = sum(r["snn_ops"] for r in table.values() if r["snn_op"] == "AC")
+    snn_macs = sum(r["snn_ops"] for r in table.values() if r["snn_op"] == "MAC")
+    ann_macs = sum(r["ann_macs"] for r in table.values())
+    snn_pj = acs * ENERGY_AC_PJ + snn_macs * ENERGY_MAC_PJ
+    ann_pj = ann_macs * ENERGY_MAC_PJ
+    return {"snn_acs": acs, "snn_macs": snn_macs, "ann_macs": ann_macs, "snn_energy_pj": snn_pj,
+            "ann_energy_pj": ann_pj, "energy_ratio_snn_to_ann": snn_pj / ann_pj if ann_pj else float("nan"),
+            "constants": ENERGY_SOURCE}
