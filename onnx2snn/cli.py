@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk", type=int, help="time steps simulated per layer call (default: as many as fit in memory)")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
                    help="weights and currents in reduced precision (spikes stay exact; default float32)")
+    p.add_argument("--nir", nargs="?", const="", metavar="NAME",
+                   help="also write the SNN in NIR (neuromorphic intermediate representation) into the output "
+                        "folder, as NAME (default <model>.nir); needs pip install 'onnx2snn[nir]'")
+    p.add_argument("--nir-approximate", action="store_true",
+                   help="with --nir: write max pooling of spikes, which NIR cannot state, as average pooling "
+                        "(listed in report.json) instead of refusing")
     p.add_argument("--netron", action="store_true",
                    help="after writing, open the .snn.onnx in Netron (served on 127.0.0.1; Ctrl+C ends it; "
                         "needs pip install 'onnx2snn[netron]')")
@@ -243,6 +249,18 @@ def run(a: argparse.Namespace) -> int:
         cfg.save(os.path.join(tmp, "config.json"))
         report.write_json(os.path.join(tmp, "report.json"), rep)
         written = [name, "config.json", "report.json"]
+        if a.nir is not None:
+            from .nir_io import export_nir
+            nir_name = a.nir or model_stem(a.model) + ".nir"
+            if os.path.basename(nir_name) != nir_name or nir_name in written:
+                raise Onnx2SnnError(f"--nir {nir_name!r}: give a file name for the output folder (no folder part), "
+                                    "other than the files written there")
+            approximations = export_nir(conv.snn_model, os.path.join(tmp, nir_name), a.nir_approximate)
+            rep["nir"] = {"file": nir_name, "approximations": approximations}
+            report.write_json(os.path.join(tmp, "report.json"), rep)
+            written.append(nir_name)
+            for line in approximations:
+                print(f"warning: NIR approximation: {line}")
         if a.eval:
             try:
                 written += plots.write_plots(tmp, acc, ann, result.firing_rates, model_stem(a.model))
