@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from . import __version__
-from . import snn_calibration
+from . import diagnose, snn_calibration
 from .calibrate import TensorStats, collect_histograms, collect_stats, run
 from .config import Config
 from .data import check_inputs, load_calibration
@@ -49,6 +49,7 @@ class Conversion:
     verification: Dict[str, float]      # relative error per normalised tensor
     calibration: Optional[snn_calibration.CalibrationReport] = None  # bias shifts, readout choice
     timings: Dict[str, float] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)   # degenerate input that converted (diagnose.py)
 
     @property
     def layers(self) -> List[LayerScale]:
@@ -100,6 +101,9 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
 
     t = time.perf_counter()
     assign_scales(view, plan, lambdas)
+    outputs = set(view.output_names)
+    warnings = diagnose.calibration_warnings(x) + diagnose.layer_warnings(
+        plan.layers, stats, any(l.stat_tensor in outputs for l in plan.layers))
     edited = apply_scales(cleaned, plan)
     verification = verify(info.model, cleaned, edited, info.input_name, plan, x_fit)
     timings["normalise+verify"] = time.perf_counter() - t
@@ -116,7 +120,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     network.layer_scales = layer_scales(snn_model)   # as load() reads them: named as in the file
     timings["total"] = time.perf_counter() - t0
     return Conversion(snn_model, network, plan, stats, config, info.model, info.input_name, info.sample_shape, passes,
-                      verification, report, timings)
+                      verification, report, timings, warnings)
 
 
 def choose_lambdas(cleaned: onnx.ModelProto, input_name: str, stats: Dict[str, TensorStats], x: np.ndarray,

@@ -156,6 +156,21 @@ class LiveAccuracy:
         self.bar.update(n)
 
 
+def check_out_dir(path: str) -> str:
+    """The folder --out names, made new or empty: not a file, not a symbolic link (the output is
+    renamed into place, which a link would break or redirect), not an empty string."""
+    if not path.strip():
+        raise Onnx2SnnError("--out is empty; give the output folder's path")
+    out = os.path.abspath(path)
+    if os.path.islink(path.rstrip("/")) or os.path.islink(out):
+        raise Onnx2SnnError(f"output folder {out!r} is a symbolic link; give a real folder (new or empty)")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise Onnx2SnnError(f"output folder {out!r} exists and is a file; choose a folder with --out")
+    if os.path.isdir(out) and os.listdir(out):
+        raise Onnx2SnnError(f"output folder {out!r} exists and is not empty; choose another with --out")
+    return out
+
+
 def default_out_dir(model_path: str) -> str:
     base = os.path.abspath(f"{model_stem(model_path)}_snn")
     out, i = base, 2
@@ -167,9 +182,14 @@ def default_out_dir(model_path: str) -> str:
 def run(a: argparse.Namespace) -> int:
     # Options and paths are checked before the heavy imports (onnx, onnxruntime, torch: seconds).
     cfg = config_from_args(a)
-    out_dir = os.path.abspath(a.out) if a.out else default_out_dir(a.model)
-    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        raise Onnx2SnnError(f"output folder {out_dir!r} exists and is not empty; choose another with --out")
+    out_dir = check_out_dir(a.out) if a.out is not None else default_out_dir(a.model)
+    nir_name = None
+    if a.nir is not None:
+        nir_name = a.nir or model_stem(a.model) + ".nir"
+        if os.path.basename(nir_name) != nir_name or nir_name in (model_stem(a.model) + ".snn.onnx", "config.json",
+                                                                  "report.json") or not nir_name.strip():
+            raise Onnx2SnnError(f"--nir {nir_name!r}: give a file name for the output folder (no folder part), "
+                                "other than the files written there")
     parent = os.path.dirname(out_dir)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise Onnx2SnnError(f"cannot write the output folder {out_dir!r}: {parent!r} is not a writable folder")
@@ -185,7 +205,12 @@ def run(a: argparse.Namespace) -> int:
     import torch
     torch.backends.cudnn.benchmark = True  # the CLI owns the process: let cuDNN pick its fastest kernels
 
-    conv = api.convert(a.model, a.calib, cfg)
+    from .graph import load_model
+    from .snn.network import resolve_device
+    resolve_device(cfg.device)              # a device this machine cannot use is refused before any work
+    info = load_model(a.model)
+    labelled = load_labelled(a.eval, info.sample_shape, classes=info.classes) if a.eval else None
+    conv = api.convert(info, a.calib, cfg)
     before, after = conv.passes[0]["ops"], conv.passes[-1]["ops"]
     print(f"converted {a.model}: {sum(before.values())} nodes -> {sum(after.values())} "
           f"({', '.join(f'{k} {v}' for k, v in after.items())})")
@@ -199,16 +224,19 @@ def run(a: argparse.Namespace) -> int:
           f"over {len(conv.verification)} normalised tensors")
     if conv.calibration is not None:
         print(report.calibration_lines(conv.calibration, conv.config))
+    for line in conv.warnings:
+        print(f"warning: {line}")
     cfg = conv.config  # with the readout chosen
 
     rep = {"onnx2snn_version": __version__, "model": os.path.abspath(a.model), "calibration": os.path.abspath(a.calib),
            "config": cfg.to_dict(), "passes": conv.passes, "layers": [l.to_dict() for l in conv.layers],
            "statistics": {k: v.to_dict() for k, v in conv.stats.items()}, "verification": conv.verification,
            "timings_s": dict(conv.timings),
-           "calibrated_for_T": conv.calibration.to_dict() if conv.calibration else None}
+           "calibrated_for_T": conv.calibration.to_dict() if conv.calibration else None,
+           "warnings": list(conv.warnings)}
 
     if a.eval:
-        x, y = load_labelled(a.eval, conv.sample_shape)
+        x, y = labelled
         t = time.perf_counter()
         ann = api.ann_accuracy(conv.source, conv.input_name, x, y, cfg.batch_size)
         rep["timings_s"]["ann_eval"] = time.perf_counter() - t
@@ -251,10 +279,6 @@ def run(a: argparse.Namespace) -> int:
         written = [name, "config.json", "report.json"]
         if a.nir is not None:
             from .nir_io import export_nir
-            nir_name = a.nir or model_stem(a.model) + ".nir"
-            if os.path.basename(nir_name) != nir_name or nir_name in written:
-                raise Onnx2SnnError(f"--nir {nir_name!r}: give a file name for the output folder (no folder part), "
-                                    "other than the files written there")
             approximations = export_nir(conv.snn_model, os.path.join(tmp, nir_name), a.nir_approximate)
             rep["nir"] = {"file": nir_name, "approximations": approximations}
             report.write_json(os.path.join(tmp, "report.json"), rep)
@@ -266,6 +290,9 @@ def run(a: argparse.Namespace) -> int:
                 written += plots.write_plots(tmp, acc, ann, result.firing_rates, model_stem(a.model))
             except ImportError:
                 print("note: no plots (matplotlib is not installed: pip install 'onnx2snn[plot]')")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private (0700): give it the permissions of a new folder
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)  # empty (checked above)
         os.rename(tmp, out_dir)
@@ -295,6 +322,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    previous = _on_sigterm(_terminate)
     try:
         return run(a)
     except Onnx2SnnError as e:
@@ -303,6 +331,29 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("onnx2snn: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("onnx2snn: terminated", file=sys.stderr)
+        return 143
+    finally:
+        _on_sigterm(previous)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that the same clean-up as for Ctrl+C runs (the
+    half-written output folder is removed)."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm(handler):
+    """Install ``handler`` for SIGTERM (from the main thread only); return the previous one."""
+    import signal
+    import threading
+    if handler is None or threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Union
@@ -90,12 +91,14 @@ class Config:
         p, s, c = self.parser, self.simulation, self.calibration
         _check(p.threshold in ("search", "statistic"), "parser.threshold", p.threshold, '"search" or "statistic"')
         _check(isinstance(p.robust_norm, bool), "parser.robust_norm", p.robust_norm, "true or false")
-        _check(_is_number(p.percentile) and 0 < p.percentile <= 100, "parser.percentile",
+        _check(_is_finite(p.percentile) and 0 < p.percentile <= 100, "parser.percentile",
                p.percentile, "a number in (0, 100]")
         _check(_is_int(s.T) and s.T >= 1, "simulation.T", s.T, "an integer >= 1")
-        _check(s.reset_to_zero is None or isinstance(s.reset_to_zero, bool) or _is_number(s.reset_to_zero),
-               "simulation.reset_to_zero", s.reset_to_zero, "false, true or a reset value")
-        _check(_is_number(s.v_init), "simulation.v_init", s.v_init, "a number")
+        _check(s.reset_to_zero is None or isinstance(s.reset_to_zero, bool)
+               or (_is_finite(s.reset_to_zero) and s.reset_to_zero < 1),
+               "simulation.reset_to_zero", s.reset_to_zero,
+               "false, true or a finite reset value below the threshold 1 (a neuron reset at or above it fires forever)")
+        _check(_is_finite(s.v_init), "simulation.v_init", s.v_init, "a finite number (a fraction of the threshold)")
         _check(s.output in ("auto", "spikes", "membrane"), "simulation.output", s.output,
                '"auto", "spikes" or "membrane"')
         _check(s.readout_delay is None or (_is_int(s.readout_delay) and s.readout_delay >= 0),
@@ -105,7 +108,7 @@ class Config:
         _check(isinstance(c.v_init, bool), "calibration.v_init", c.v_init, "true or false")
         _check(_is_int(c.iterations) and c.iterations >= 1, "calibration.iterations", c.iterations, "an integer >= 1")
         _check(_is_int(c.samples) and c.samples >= 1, "calibration.samples", c.samples, "an integer >= 1")
-        _check(_is_number(c.holdout) and 0 < c.holdout < 1, "calibration.holdout", c.holdout, "a number in (0, 1)")
+        _check(_is_finite(c.holdout) and 0 < c.holdout < 1, "calibration.holdout", c.holdout, "a number in (0, 1)")
         _check(s.dtype in ("float32", "bfloat16", "float16"), "simulation.dtype", s.dtype,
                '"float32", "bfloat16" or "float16"')
         _check(s.chunk is None or (_is_int(s.chunk) and s.chunk >= 1), "simulation.chunk", s.chunk,
@@ -121,7 +124,7 @@ class Config:
         _check(mp.rule in ("max", "gate"), "simulation.max_pool.rule", mp.rule, '"max" or "gate"')
         _check(mp.momentum is None or (_is_number(mp.momentum) and 0 <= mp.momentum <= 1),
                "simulation.max_pool.momentum", mp.momentum, "null or a number in [0, 1]")
-        _check(_is_int(self.seed), "seed", self.seed, "an integer")
+        _check(_is_int(self.seed) and 0 <= self.seed < 2 ** 63, "seed", self.seed, "an integer in [0, 2**63)")
         _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.device is None or isinstance(self.device, str), "device", self.device, 'null or a device such as "cpu"')
         return self
@@ -214,6 +217,10 @@ def _merge(obj, data: dict, prefix: str) -> None:
 
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_finite(v) -> bool:
+    return _is_number(v) and math.isfinite(v)
 
 
 def _is_int(v) -> bool:

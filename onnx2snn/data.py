@@ -6,7 +6,7 @@ stream over them in blocks.
 from __future__ import annotations
 
 import zipfile
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -29,8 +29,9 @@ def load_calibration(path: str, sample_shape: Tuple[int, ...]) -> np.ndarray:
     return x
 
 
-def load_labelled(path: str, sample_shape: Tuple[int, ...]) -> Tuple[np.ndarray, np.ndarray]:
-    """Load an ``.npz`` with ``x`` (inputs) and ``y`` (integer class labels)."""
+def load_labelled(path: str, sample_shape: Tuple[int, ...], classes: Optional[int] = None
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """Load an ``.npz`` with ``x`` (inputs) and ``y`` (integer class labels in ``[0, classes)``)."""
     require_file(path, "evaluation file")
     try:
         archive = np.load(path, allow_pickle=False)
@@ -50,6 +51,10 @@ def load_labelled(path: str, sample_shape: Tuple[int, ...]) -> Tuple[np.ndarray,
     if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
         raise Onnx2SnnError(f"evaluation file {path!r}: y must be integer labels of shape ({len(x)},); "
                             f"got {y.dtype} {tuple(y.shape)}")
+    if len(y) and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise Onnx2SnnError(f"evaluation file {path!r}: label {bad} is outside the model's classes "
+                            f"[0, {classes if classes is not None else 'K'})")
     return x, y.astype(np.int64)
 
 

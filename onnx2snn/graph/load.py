@@ -5,9 +5,11 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from ..errors import Onnx2SnnError, first_line
 from ..paths import model_stem, require_file
@@ -24,9 +26,21 @@ class ModelInfo:
     sha256: str                     # of the serialised source model
     name: str                       # for output file names
 
+    @property
+    def classes(self) -> Optional[int]:
+        """Elements of one sample of the (first) output: the classes of a classifier, if known."""
+        out = next(o for o in self.model.graph.output if o.name == self.output_names[0])
+        dims = out.type.tensor_type.shape.dim[1:]
+        if not dims or any(not d.HasField("dim_value") for d in dims):
+            return None
+        return int(np.prod([d.dim_value for d in dims]))
 
-def load_model(source: Union[str, os.PathLike, onnx.ModelProto]) -> ModelInfo:
-    """Load (path or ModelProto), run ``onnx.checker`` and shape inference, check the input."""
+
+def load_model(source: Union[str, os.PathLike, onnx.ModelProto, "ModelInfo"]) -> ModelInfo:
+    """Load (path or ModelProto), run ``onnx.checker`` and shape inference, check the input; a
+    ``ModelInfo`` (loaded already) is returned as it is."""
+    if isinstance(source, ModelInfo):
+        return source
     if isinstance(source, onnx.ModelProto):
         model, name, label = onnx.ModelProto(), (source.graph.name or "model"), "the model"
         model.CopyFrom(source)
@@ -59,6 +73,8 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto]) -> ModelInfo:
         except Exception:
             raise Onnx2SnnError(f"{label}: ONNX shape inference failed: {first_line(e)}") from None
 
+    _check_finite_weights(model, label)
+    _check_runtime_can_run(model, label)
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -90,6 +106,41 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto]) -> ModelInfo:
         sample.append(d.dim_value)
     outputs = tuple(o.name for o in model.graph.output)
     return ModelInfo(model, inp.name, tuple(sample), outputs, sha, name)
+
+
+def _check_finite_weights(model: onnx.ModelProto, label: str) -> None:
+    """NaN or infinite weights would only show as a failed verification later: name them now."""
+    consumers = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, node)
+    tensors = [(t.name, t) for t in model.graph.initializer]
+    tensors += [(n.output[0], a.t) for n in model.graph.node if n.op_type == "Constant"
+                for a in n.attribute if a.name == "value"]
+    for name, tensor in tensors:
+        if tensor.data_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                                    onnx.TensorProto.BFLOAT16):
+            continue
+        values = numpy_helper.to_array(tensor)
+        if not np.isfinite(values).all():
+            node = consumers.get(name)
+            where = f" (input of {node.name or '?'} ({node.op_type}))" if node is not None else ""
+            raise Onnx2SnnError(f"{label}: weight {name!r}{where} contains "
+                                f"{int(np.sum(~np.isfinite(values)))} NaN or infinite value(s)")
+
+
+def _check_runtime_can_run(model: onnx.ModelProto, label: str) -> None:
+    """The installed onnxruntime must run the model (statistics and verification need it): an opset
+    newer than it knows is named here, with both versions, not found mid-calibration."""
+    import onnxruntime as ort
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    try:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise Onnx2SnnError(f"{label} (opset {opset}, IR {model.ir_version}) cannot be run by the installed "
+                            f"onnxruntime {ort.__version__}: {first_line(e)}") from None
 
 
 def _make_batch_dynamic(model: onnx.ModelProto, input_name: str) -> None:

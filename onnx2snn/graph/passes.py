@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 def clean_graph(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, List[dict]]:
     """Run every clean-up pass; return the cleaned, shape-inferred model and a per-pass log."""
+    global _fresh
+    _fresh = itertools.count()  # constant names restart per call: converting twice writes identical bytes
     graph = gs.import_onnx(model)
     names = Counter(n.name for n in graph.nodes)
     for i, node in enumerate(graph.nodes):  # every node gets a unique name: reports and errors use it

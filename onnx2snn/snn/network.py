@@ -195,80 +195,105 @@ class SpikingNetwork(nn.Module):
         of them were classified right after T steps (else None). ``readout_delay``: the
         readout ignores the first steps (their output counts as zero); None: the network's own. ``record_steps``: also return
         every step's readout increment (memory T·N·classes)."""
-        try:
-            device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        except RuntimeError as e:
-            raise Onnx2SnnError(f"invalid device {device!r}: {e}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise Onnx2SnnError(f"device {str(device)!r} asked for, but this torch sees no CUDA device (use --device cpu)")
+        device = resolve_device(device)
         dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+        # The caller's network is left as it was: a float32 run works on it in place (no copy of the
+        # weights) and moves it back afterwards, with its convolutions in their own memory layout.
+        home = next(iter(self.state_dict().values()), torch.empty(0)).device
         net = self.to(device) if dt == torch.float32 else copy.deepcopy(self).to(device=device, dtype=dt)
-        net.eval()
-        if channels_last is None:
-            channels_last = device.type == "cuda"
-        layout = torch.channels_last if channels_last else torch.contiguous_format
-        for m in net.modules():
-            if isinstance(m, nn.Conv2d):
-                m.to(memory_format=layout)
-        if poisson:
-            _check_unit_interval(x)
-        gen = torch.Generator(device=device)
-        gen.manual_seed(int(seed))
-        n = len(x)
-        for m in net.neuron_layers().values():
-            m.reset_stats()
-            m.count_spikes = record_rates
-        net._counter = EventCounter() if record_rates else None
-        correct = np.zeros(T, np.int64) if labels is not None else None
-        outputs, step_outputs = [], []
-        readout_delay = self.readout_delay if readout_delay is None else readout_delay
-        tc = chunk or net.auto_chunk(T, min(batch_size, n), device, element_size=torch.finfo(dt).bits // 8)
-        for start in range(0, n, batch_size):
-            batch = np.asarray(x[start:start + batch_size])
-            if not batch.flags.writeable:  # a memory-mapped array: torch wants memory it may write
-                batch = batch.copy()
-            xb = torch.as_tensor(batch, device=device).to(dt)
-            if channels_last and xb.dim() == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            b = xb.shape[0]
-            net.reset()
-            total = None
-            hits = [] if labels is not None else None
-            batch_steps = []
-            yb = torch.as_tensor(labels[start:start + b], device=device) if labels is not None else None
-            for t0 in range(0, T, tc):
-                steps = min(tc, T - t0)
-                if poisson:
-                    inp = (torch.rand((steps, *xb.shape), generator=gen, device=device) < xb).to(dt)
-                    out = net(inp, steps, static=False)
-                else:
-                    out = net(xb, steps, static=True)
-                out = out.reshape(steps, b, -1).float()
-                if t0 < readout_delay:  # not in place: ``out`` may be a view of a cached tensor
-                    out = out * (torch.arange(t0, t0 + steps, device=device) >= readout_delay).view(-1, 1, 1)
-                if record_steps:
-                    batch_steps.append(out.cpu().numpy())
-                cum = torch.cumsum(out, 0) if total is None else total + torch.cumsum(out, 0)
-                total = cum[-1]
+        try:
+            net.eval()
+            if channels_last is None:
+                channels_last = device.type == "cuda"
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            for m in net.modules():
+                if isinstance(m, nn.Conv2d):
+                    m.to(memory_format=layout)
+            if poisson:
+                _check_unit_interval(x)
+            gen = torch.Generator(device=device)
+            gen.manual_seed(int(seed))
+            n = len(x)
+            for m in net.neuron_layers().values():
+                m.reset_stats()
+                m.count_spikes = record_rates
+            net._counter = EventCounter() if record_rates else None
+            correct = np.zeros(T, np.int64) if labels is not None else None
+            outputs, step_outputs = [], []
+            readout_delay = self.readout_delay if readout_delay is None else readout_delay
+            tc = chunk or net.auto_chunk(T, min(batch_size, n), device, element_size=torch.finfo(dt).bits // 8)
+            for start in range(0, n, batch_size):
+                batch = np.asarray(x[start:start + batch_size])
+                if not batch.flags.writeable:  # a memory-mapped array: torch wants memory it may write
+                    batch = batch.copy()
+                xb = torch.as_tensor(batch, device=device).to(dt)
+                if channels_last and xb.dim() == 4:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                b = xb.shape[0]
+                net.reset()
+                total = None
+                hits = [] if labels is not None else None
+                batch_steps = []
+                yb = torch.as_tensor(labels[start:start + b], device=device) if labels is not None else None
+                for t0 in range(0, T, tc):
+                    steps = min(tc, T - t0)
+                    if poisson:
+                        inp = (torch.rand((steps, *xb.shape), generator=gen, device=device) < xb).to(dt)
+                        out = net(inp, steps, static=False)
+                    else:
+                        out = net(xb, steps, static=True)
+                    out = out.reshape(steps, b, -1).float()
+                    if t0 < readout_delay:  # not in place: ``out`` may be a view of a cached tensor
+                        out = out * (torch.arange(t0, t0 + steps, device=device) >= readout_delay).view(-1, 1, 1)
+                    if record_steps:
+                        batch_steps.append(out.cpu().numpy())
+                    cum = torch.cumsum(out, 0) if total is None else total + torch.cumsum(out, 0)
+                    total = cum[-1]
+                    if hits is not None:
+                        hits.append((cum.argmax(-1) == yb).sum(1))
+                batch_correct = None
                 if hits is not None:
-                    hits.append((cum.argmax(-1) == yb).sum(1))
-            batch_correct = None
-            if hits is not None:
-                per_step = torch.cat(hits).cpu().numpy()
-                correct += per_step
-                batch_correct = int(per_step[-1])
-            outputs.append(total.cpu().numpy())
-            if record_steps:
-                step_outputs.append(np.concatenate(batch_steps, 0))   # [T, b, K]
-            if progress is not None:
-                progress(b, batch_correct)
-        rates = ({name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in net.neuron_layers().items()}
-                 if record_rates else {})
-        synops = synaptic_operations(net, net._counter, n, net._input_shapes) if record_rates else {}
-        net._counter = None
-        net._cache_input, net._static_cache = None, {}  # hold no batch after returning
-        steps_array = np.concatenate(step_outputs, 1) if record_steps else None   # (T, N, K)
-        return SimulationResult(T, n, correct, np.concatenate(outputs), rates, steps_array, synops)
+                    per_step = torch.cat(hits).cpu().numpy()
+                    correct += per_step
+                    batch_correct = int(per_step[-1])
+                outputs.append(total.cpu().numpy())
+                if record_steps:
+                    step_outputs.append(np.concatenate(batch_steps, 0))   # [T, b, K]
+                if progress is not None:
+                    progress(b, batch_correct)
+            rates = ({name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in net.neuron_layers().items()}
+                     if record_rates else {})
+            synops = synaptic_operations(net, net._counter, n, net._input_shapes) if record_rates else {}
+            net._counter = None
+            net._cache_input, net._static_cache = None, {}  # hold no batch after returning
+            steps_array = np.concatenate(step_outputs, 1) if record_steps else None   # (T, N, K)
+            return SimulationResult(T, n, correct, np.concatenate(outputs), rates, steps_array, synops)
+        finally:
+            if net is self:
+                self.to(home)
+                for m in self.modules():
+                    if isinstance(m, nn.Conv2d):
+                        m.to(memory_format=torch.contiguous_format)
+
+
+def resolve_device(device: Optional[str]) -> torch.device:
+    """The torch device to simulate on (default: CUDA when available), or a one-line error for one
+    this machine cannot run: a typo, ``meta`` (no data), MPS or a CUDA index that is not there."""
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, TypeError) as e:
+        raise Onnx2SnnError(f"invalid device {device!r}: {str(e).splitlines()[0]}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise Onnx2SnnError(f"device {str(dev)!r} asked for, but this torch sees no CUDA device (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise Onnx2SnnError(f"device {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise Onnx2SnnError(f"device {str(dev)!r}: MPS is not available on this machine (use --device cpu)")
+    elif dev.type != "cpu":
+        raise Onnx2SnnError(f"device {str(dev)!r}: onnx2snn simulates on cpu, cuda or mps")
+    return dev
 
 
 def _check_unit_interval(x: np.ndarray) -> None:

@@ -1,0 +1,300 @@
+"""The adversarial corpus (issue 9): bad input is refused with exit 1 and one line naming the cause,
+before any conversion work, leaving nothing behind and the inputs untouched; degenerate input
+converts with a clear warning. In-process ``cli.main()`` keeps it fast."""
+import hashlib
+import os
+import signal
+import time
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+import graphs
+from onnx2snn import cli
+
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch):
+    """A folder with a tiny model (5 classes), calibration and evaluation data; cwd is the folder."""
+    onnx.save(graphs.conv_bn_relu(), tmp_path / "m.onnx")
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "calib.npy", rng.uniform(0, 1, size=(30, *SHAPE)).astype(np.float32))
+    np.savez(tmp_path / "test.npz", x=rng.uniform(0, 1, size=(10, *SHAPE)).astype(np.float32),
+             y=rng.integers(0, 5, 10))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def snapshot(folder):
+    return {f: hashlib.sha256(open(os.path.join(folder, f), "rb").read()).hexdigest()
+            for f in sorted(os.listdir(folder)) if os.path.isfile(os.path.join(folder, f))}
+
+
+def refused(work, capsys, args, *fragments, code=1):
+    before = snapshot(work)
+    entries = sorted(os.listdir(work))
+    rc = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert rc == code, (rc, err)
+    assert len(lines) == 1 and lines[0].startswith("onnx2snn: error: "), err
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    assert sorted(os.listdir(work)) == entries, "something was left behind"
+    assert snapshot(work) == before, "an input file changed"
+    return lines[0]
+
+
+def save_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path.name
+
+
+# --- evaluation labels ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("labels,fragment", [
+    ([0, 1, 2, 3, 5, 0, 1, 2, 3, 4], "label 5 is outside the model's classes [0, 5)"),
+    ([0, 1, 2, 3, 4, 0, 1, 2, 3, 99], "label 99"),
+    ([0, -1, 2, 3, 4, 0, 1, 2, 3, 4], "label -1"),
+])
+def test_labels_outside_the_classes(work, capsys, labels, fragment):
+    x = np.zeros((10, *SHAPE), np.float32)
+    name = save_npz(work / "bad.npz", x=x, y=np.array(labels))
+    refused(work, capsys, ["m.onnx", "calib.npy", "--eval", name, "-q"], fragment)
+
+
+def test_float_labels(work, capsys):
+    name = save_npz(work / "bad.npz", x=np.zeros((10, *SHAPE), np.float32), y=np.linspace(0, 4, 10))
+    refused(work, capsys, ["m.onnx", "calib.npy", "--eval", name, "-q"], "y must be integer labels")
+
+
+# --- neuron settings, from flags and from config files ------------------------------------------
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--v-init", "nan"], "simulation.v_init"),
+    (["--v-init", "inf"], "simulation.v_init"),
+    (["--v-init=-inf"], "simulation.v_init"),
+    (["--reset-to-zero", "nan"], "simulation.reset_to_zero"),
+    (["--reset-to-zero", "1.0"], "below the threshold"),
+    (["--reset-to-zero", "3"], "below the threshold"),
+    (["--reset-to-zero", "inf"], "simulation.reset_to_zero"),
+    (["--percentile", "nan"], "parser.percentile"),
+    (["--percentile", "0"], "parser.percentile"),
+    (["--percentile", "101"], "parser.percentile"),
+    (["--momentum", "nan"], "momentum"),
+    (["--momentum", "1.5"], "momentum"),
+    (["--seed=-1"], "seed"),
+    (["--seed", str(2 ** 64)], "seed"),
+    (["-T", "0"], "simulation.T"),
+    (["--calibration-T", "0"], "calibration.T"),
+    (["--batch-size", "0"], "batch_size"),
+    (["--readout-delay=-2"], "readout_delay"),
+    (["--chunk", "0"], "simulation.chunk"),
+])
+def test_bad_option_values(work, capsys, args, fragment):
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", *args], fragment)
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ('{"simulation": {"v_init": NaN}}', "simulation.v_init"),
+    ('{"simulation": {"reset_to_zero": 2.0}}', "below the threshold"),
+    ('{"simulation": {"reset_to_zero": Infinity}}', "simulation.reset_to_zero"),
+    ('{"calibration": {"holdout": NaN}}', "calibration.holdout"),
+    ('{"seed": -5}', "seed"),
+])
+def test_bad_config_files(work, capsys, content, fragment):
+    (work / "c.json").write_text(content)
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--config", "c.json"], fragment)
+
+
+# --- devices ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("device,fragment", [
+    ("meta", "onnx2snn simulates on cpu, cuda or mps"),
+    ("cuda:7" if not __import__("torch").cuda.is_available() else "cuda:99", "cuda:"),
+    ("nonsense", "invalid device"),
+    ("mps", "mps"),
+])
+def test_unusable_devices(work, capsys, device, fragment):
+    import torch
+    if device == "mps" and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--device", device], fragment)
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+def test_nan_weights_are_named(work, capsys):
+    m = graphs.conv_bn_relu()
+    w = next(i for i in m.graph.initializer if i.name == "w2")
+    arr = numpy_helper.to_array(w).copy()
+    arr[0, 3] = np.inf
+    w.CopyFrom(numpy_helper.from_array(arr, "w2"))
+    onnx.save(m, work / "nan.onnx")
+    refused(work, capsys, ["nan.onnx", "calib.npy", "-q"], "weight 'w2'", "fc (Gemm)", "1 NaN or infinite")
+
+
+def test_opset_newer_than_onnxruntime(work, capsys):
+    m = graphs.conv_bn_relu()
+    del m.opset_import[:]
+    m.opset_import.append(helper.make_opsetid("", 99))
+    onnx.save(m, work / "future.onnx")
+    line = refused(work, capsys, ["future.onnx", "calib.npy", "-q"], "future.onnx")
+    assert "opset" in line or "onnxruntime" in line
+
+
+def test_old_ir3_model_with_initializers_as_inputs_converts_and_reloads(work, capsys):
+    """IR 3 listed every initializer as a graph input: the written file must still pass the checker and load."""
+    import onnx2snn
+    m = graphs.conv_bn_relu()
+    for init in m.graph.initializer:
+        m.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    m.ir_version = 3
+    del m.opset_import[:]
+    m.opset_import.append(helper.make_opsetid("", 9))
+    onnx.save(m, work / "old.onnx")
+    rc = cli.main(["old.onnx", "calib.npy", "-q", "-T", "4", "-o", "out"])
+    assert rc == 0, capsys.readouterr().err
+    written = onnx.load(str(work / "out" / "old.snn.onnx"))
+    onnx.checker.check_model(written, full_check=True)
+    net = onnx2snn.load(str(work / "out" / "old.snn.onnx"))
+    assert len(net.neuron_layers()) == 1
+
+
+# --- output paths -----------------------------------------------------------------------------------
+
+def test_output_is_an_existing_file(work, capsys):
+    (work / "afile").write_text("x")
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "-o", "afile"], "is a file")
+
+
+def test_output_is_a_symlink_to_a_folder(work, capsys):
+    os.mkdir(work / "real")
+    os.symlink(work / "real", work / "link")
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "-o", "link"], "symbolic link")
+
+
+def test_output_is_a_dangling_symlink(work, capsys):
+    os.symlink(work / "nowhere", work / "dangling")
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "-o", "dangling"], "symbolic link")
+
+
+def test_output_is_an_empty_string(work, capsys):
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "-o", ""], "--out is empty")
+
+
+@pytest.mark.parametrize("name", ["sub/x.nir", "config.json", "m.snn.onnx", "  "])
+def test_bad_nir_names(work, capsys, name):
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--nir", name], "--nir")
+
+
+def test_output_folder_gets_the_umask_permissions(work, capsys):
+    old = os.umask(0o022)
+    try:
+        assert cli.main(["m.onnx", "calib.npy", "-q", "-T", "4", "-o", "perm"]) == 0
+    finally:
+        os.umask(old)
+    assert (os.stat(work / "perm").st_mode & 0o777) == 0o755
+
+
+def test_sigterm_cleans_up_like_sigint(work, capsys, monkeypatch):
+    """SIGTERM while the output is being written (the hidden temporary folder exists): exit 143 and
+    nothing left behind, as for Ctrl+C."""
+    from onnx2snn import report
+
+    def write_then_terminated(path, rep):
+        open(path, "w").close()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)                                 # the handler interrupts this
+        raise AssertionError("SIGTERM was not handled")
+
+    monkeypatch.setattr(report, "write_json", write_then_terminated)
+    before = sorted(os.listdir(work))
+    rc = cli.main(["m.onnx", "calib.npy", "-q", "-T", "4", "-o", "out"])
+    assert rc == 143 and "onnx2snn: terminated" in capsys.readouterr().err
+    assert sorted(os.listdir(work)) == before
+    assert signal.getsignal(signal.SIGTERM) is not cli._terminate      # the handler is removed again
+
+
+# --- degenerate input: converts, with a warning ---------------------------------------------------
+
+def _warnings(capsys, args):
+    rc = cli.main(args)
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return [l for l in out.splitlines() if l.startswith("warning: ")]
+
+
+def test_all_zero_calibration_warns(work, capsys):
+    np.save(work / "zeros.npy", np.zeros((30, *SHAPE), np.float32))
+    lines = _warnings(capsys, ["m.onnx", "zeros.npy", "-q", "-T", "4", "-o", "z"])
+    assert any("all zeros" in l for l in lines)
+
+
+def test_identical_samples_warn(work, capsys):
+    np.save(work / "same.npy", np.repeat(np.random.default_rng(2).uniform(0, 1, (1, *SHAPE)), 30, 0).astype(np.float32))
+    lines = _warnings(capsys, ["m.onnx", "same.npy", "-q", "-T", "4", "-o", "s"])
+    assert any("identical" in l for l in lines)
+
+
+def test_dead_layer_warns(work, capsys):
+    m = graphs.conv_bn_relu()
+    b = next(i for i in m.graph.initializer if i.name == "bn.beta")
+    b.CopyFrom(numpy_helper.from_array(np.full(4, -50.0, np.float32), "bn.beta"))   # every ReLU input negative
+    onnx.save(m, work / "dead.onnx")
+    lines = _warnings(capsys, ["dead.onnx", "calib.npy", "-q", "-T", "4", "-o", "d"])
+    assert any("never positive" in l and "conv1" in l for l in lines)
+
+
+def test_calibration_on_another_scale_warns(work, capsys):
+    """0-255 data for a model whose input layer expects 0-1 makes λ jump by orders of magnitude."""
+    np.save(work / "bytes.npy", (np.random.default_rng(3).uniform(0, 1, (30, *SHAPE)) * 255 * 1000).astype(np.float32))
+    lines = _warnings(capsys, ["m.onnx", "bytes.npy", "-q", "-T", "4", "-o", "b"])
+    assert any("its input's" in l for l in lines)
+
+
+def test_warnings_are_in_the_report(work, capsys):
+    import json
+    np.save(work / "zeros.npy", np.zeros((30, *SHAPE), np.float32))
+    assert cli.main(["m.onnx", "zeros.npy", "-q", "-T", "4", "-o", "r"]) == 0
+    rep = json.loads((work / "r" / "report.json").read_text())
+    assert any("all zeros" in w for w in rep["warnings"])
+
+
+def test_output_not_from_a_weighted_layer_warns(work, capsys):
+    m = graphs.conv_bn_relu()
+    g = m.graph
+    fc = next(n for n in g.node if n.op_type == "Gemm")
+    g.node.remove(fc)
+    flat_out = next(n for n in g.node if n.op_type == "Flatten").output[0]
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info(flat_out, onnx.TensorProto.FLOAT, ["N", 64]))
+    onnx.save(m, work / "flat.onnx")
+    lines = _warnings(capsys, ["flat.onnx", "calib.npy", "-q", "-T", "4", "-o", "f"])
+    assert any("not written by a weighted layer" in l for l in lines)
+
+
+# --- determinism and side effects ---------------------------------------------------------------------
+
+def test_converting_twice_writes_identical_bytes(work):
+    from onnx2snn import convert
+    x = np.load(work / "calib.npy")
+    a = convert(str(work / "m.onnx"), x).snn_model.SerializeToString()
+    b = convert(str(work / "m.onnx"), x).snn_model.SerializeToString()
+    assert a == b
+
+
+def test_simulate_leaves_the_network_as_it_was(work):
+    import torch
+    from onnx2snn import convert
+    x = np.load(work / "calib.npy")
+    net = convert(str(work / "m.onnx"), x).network
+    before = {k: (v.device, v.stride(), v.clone()) for k, v in net.state_dict().items()}
+    net.simulate(x, 4, device="cpu", channels_last=True)
+    after = net.state_dict()
+    for k, (device, stride, value) in before.items():
+        assert after[k].device == device and after[k].stride() == stride and torch.equal(after[k], value), k
