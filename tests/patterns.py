@@ -189,6 +189,29 @@ def reduce_sum_div():
     return model(nodes, inits, (2, 6, 6)), (2, 6, 6)
 
 
+def keras_flatten_shape_subgraph():
+    """tf2onnx's Keras Flatten: Reshape(t, Cast(Concat(Slice(Shape(t), 0, 1), [-1]))), here after an
+    NHWC Transpose and with a second shape computation (Shape -> Gather of dims 1..3 -> ReduceProd)
+    the way tf2onnx writes some Flattens; then MatMul+Add (Dense)."""
+    r = rng(20)
+    nodes = [node("Conv", ["x", "w1", "b1"], ["c1"], "conv", kernel_shape=[3, 3]),
+             node("Relu", ["c1"], ["r1"], "relu"),
+             node("Transpose", ["r1"], ["t"], "to_nhwc", perm=[0, 2, 3, 1]),
+             node("Shape", ["t"], ["shp"], "flatten/Shape"),
+             node("Slice", ["shp", "s0", "s1"], ["batch"], "flatten/Slice"),
+             node("Gather", ["shp", "rest_idx"], ["rest"], "flatten/Gather", axis=0),
+             node("ReduceProd", ["rest"], ["features"], "flatten/ReduceProd", keepdims=1),
+             node("Concat", ["batch", "features"], ["tgt64"], "flatten/Concat", axis=0),
+             node("Cast", ["tgt64"], ["tgt"], "flatten/Cast", to=7),
+             node("Reshape", ["t", "tgt"], ["f"], "flatten/Reshape"),
+             node("MatMul", ["f", "w2"], ["m"], "dense/MatMul"), node("Add", ["m", "b2"], ["y"], "dense/BiasAdd")]
+    inits = [init("w1", r.normal(0, 0.5, (3, 1, 3, 3))), init("b1", r.normal(0, 0.2, 3)),
+             i64("s0", [0]), i64("s1", [1]), i64("rest_idx", [1, 2, 3]),
+             init("w2", r.normal(0, 0.5, (48, 4))), init("b2", r.normal(0, 0.2, 4))]
+    return model(nodes, inits, (1, 6, 6)), (1, 6, 6)
+
+
 PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
                                     input_normalisation_bn_first, residual_blocks, nhwc_transpose,
-                                    squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div)}
+                                    squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div,
+                                    keras_flatten_shape_subgraph)}

@@ -42,6 +42,7 @@ def clean_graph(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, List[dict]]:
                      ("drop Dropout/Identity", drop_passthrough),
                      ("drop output Softmax/LogSoftmax", drop_output_softmax),
                      ("batch-size shape arithmetic", batch_shape_reshape),
+                     ("shape subgraphs to constants", fold_shape_subgraphs),
                      ("MatMul+Add to Gemm", matmul_add_to_gemm),
                      ("canonicalise Gemm/Conv", canonicalise_linear),
                      ("affine ops to BatchNormalization", affine_to_batchnorm),
@@ -128,6 +129,46 @@ def batch_shape_reshape(graph: gs.Graph) -> gs.Graph:
             continue
         rest = [int(v) for p in parts[1:] for v in np.asarray(p.values).reshape(-1)]
         node.inputs[1] = gs.Constant(f"{node.name}.shape.{next(_fresh)}", np.array([0, *rest], np.int64))
+    return graph
+
+
+def fold_shape_subgraphs(graph: gs.Graph) -> gs.Graph:
+    """A Reshape whose target shape is computed from the input's shape (tf2onnx's Keras Flatten:
+    Shape → Slice → Concat(…, -1) → Cast → Reshape; other exporters' idioms alike) is folded
+    generally, not by pattern: onnxruntime evaluates every such shape for two batch sizes. A shape
+    that does not change is a constant; one whose first entry is the batch size and the rest does not
+    change becomes the constant [-1 (or 0), rest]. Anything else is left for the support check."""
+    candidates = [n for n in graph.nodes if n.op == "Reshape" and not _is_const(n.inputs[1])]
+    inputs = [t for t in graph.inputs if not _is_const(t)]
+    if not candidates or len(inputs) != 1 or inputs[0].shape is None or \
+            any(not isinstance(d, int) for d in inputs[0].shape[1:]):
+        return graph
+    import onnxruntime as ort
+    probe = graph.copy()
+    shapes = [probe.tensors()[n.inputs[1].name] for n in candidates]
+    for t in shapes:
+        t.dtype = t.dtype or np.int64
+    probe.outputs = shapes
+    probe.cleanup()
+    try:
+        session = ort.InferenceSession(gs.export_onnx(probe).SerializeToString(), providers=["CPUExecutionProvider"])
+        values = [session.run(None, {inputs[0].name: np.zeros((b, *inputs[0].shape[1:]), np.float32)})
+                  for b in (1, 3)]
+    except Exception as e:  # not evaluable on its own: leave it to the support check, which names the node
+        log.info("shape subgraphs not folded: %s", str(e).splitlines()[0])
+        return graph
+    for node, one, three in zip(candidates, *values):
+        one, three = np.asarray(one).reshape(-1), np.asarray(three).reshape(-1)
+        if one.shape != three.shape or not len(one):
+            continue
+        if np.array_equal(one, three):
+            shape = one
+        elif (one[0], three[0]) == (1, 3) and np.array_equal(one[1:], three[1:]):
+            rest = [int(v) for v in one[1:]]
+            shape = np.array([0 if -1 in rest else -1, *rest])
+        else:
+            continue
+        node.inputs[1] = gs.Constant(f"{node.name}.shape.{next(_fresh)}", np.asarray(shape, np.int64))
     return graph
 
 
