@@ -15,6 +15,8 @@ FIXTURES = {
     "torch_dynamo.onnx": "NCHW",          # dynamo exporter, opset 18
     "keras_cnn.onnx": "NHWC",             # Keras 3 via tf2onnx: Reshape/Transpose, MatMul+Add, Softmax
     "jax_cnn.onnx": "NHWC",               # Flax NNX via jax2onnx: Transpose, ReduceSum+Div, Gemm
+    "keras_flatten.onnx": "NHWC",         # Keras 3 Flatten via tf2onnx: a Shape/Gather/Slice/Concat/Cast subgraph
+    "keras_maxpool.onnx": "NHWC",         # Keras 3 MaxPooling2D + Flatten via tf2onnx
 }
 N_TEST = 500
 

@@ -26,6 +26,8 @@ FIXTURES = {
     "torch_dynamo.onnx": ("NCHW", "PyTorch dynamo exporter, opset 18"),
     "keras_cnn.onnx": ("NHWC", "Keras 3 via tf2onnx"),
     "jax_cnn.onnx": ("NHWC", "Flax NNX via jax2onnx"),
+    "keras_flatten.onnx": ("NHWC", "Keras 3 Flatten via tf2onnx (shape subgraph)"),
+    "keras_maxpool.onnx": ("NHWC", "Keras 3 MaxPooling2D + Flatten via tf2onnx"),
 }
 
 
