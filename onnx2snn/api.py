@@ -143,10 +143,12 @@ def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, 
     gets the chosen readout."""
     T = config.target_T
     network = lower_model(edited, config)
-    fit = x_fit[:snn_calibration.sample_budget(network, T, config)]
-    report = snn_calibration.CalibrationReport(T, len(fit), 0 if x_hold is None else len(x_hold))
+    passes = snn_calibration.calibration_passes(network, x_fit, T, config)
+    report = snn_calibration.CalibrationReport(T, sum(len(p) for p in passes), 0 if x_hold is None else len(x_hold))
     if config.calibration.bias:
-        snn_calibration.calibrate_biases(network, edited, info.input_name, plan, fit, T, config, report)
+        for k, part in enumerate(passes):
+            snn_calibration.calibrate_biases(network, edited, info.input_name, plan, part, T, config, report,
+                                             weight=1.0 / (k + 1))
         edited = snn_calibration.shift_biases(edited, report.bias_shifts)
         edited = snn_calibration.store_v_init(edited, report.v_init_maps)
     if config.simulation.output == "auto":

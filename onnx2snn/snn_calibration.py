@@ -26,8 +26,8 @@ Two steps, after the thresholds (``thresholds.py``) are set and the rescaled gra
    can resolve (a paired sign test, ``clearly_better``). The test set is never seen.
 
 Memory does not grow with the calibration array: at most ``calibration.samples`` fit images are
-simulated, fewer where their T steps would not fit the memory budget (``sample_budget``), and the
-readout choice keeps T × held-back images × classes numbers.
+simulated, in several passes where their T steps would not fit the memory budget at once
+(``calibration_passes``), and the readout choice keeps T × held-back images × classes numbers.
 """
 from __future__ import annotations
 
@@ -106,8 +106,22 @@ def split(x: np.ndarray, config: Config) -> Tuple[np.ndarray, Optional[np.ndarra
     return x[:n - hold], x[n - hold:]
 
 
+def calibration_passes(network: SpikingNetwork, x_fit: np.ndarray, T: int, config: Config) -> List[np.ndarray]:
+    """The fit images the bias calibration simulates, ``calibration.samples`` of them, in as many
+    passes (disjoint parts) as the memory budget needs: at high T one pass holds fewer images
+    (``sample_budget``). Pass k measures the remaining error on its own images and applies 1/(k+1)
+    of the correction, so the shifts are a running mean over all passes' images (potential
+    calibration, which fits per neuron, runs one pass)."""
+    per_pass = sample_budget(network, T, config)
+    wanted = min(len(x_fit), config.calibration.samples)
+    if config.calibration.v_init:
+        wanted = per_pass
+    parts = [x_fit[i:i + per_pass] for i in range(0, wanted, per_pass)]
+    return [p for k, p in enumerate(parts) if k == 0 or len(p) >= MIN_SAMPLES]
+
+
 def sample_budget(network: SpikingNetwork, T: int, config: Config) -> int:
-    """How many fit images the calibration run simulates: ``calibration.samples``, fewer where T
+    """How many fit images one calibration pass simulates: ``calibration.samples``, fewer where T
     steps of that many images would not fit the memory budget (never fewer than 32)."""
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and torch.cuda.is_available():
@@ -234,8 +248,9 @@ class _CalibratingNeuron(nn.Module):
 
 
 def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name: str, plan: Plan,
-                     x: np.ndarray, T: int, config: Config, report: CalibrationReport) -> None:
-    """Shift the biases of ``network`` in place (see the module docstring); record the shifts.
+                     x: np.ndarray, T: int, config: Config, report: CalibrationReport, weight: float = 1.0) -> None:
+    """Shift the biases of ``network`` in place (see the module docstring) by ``weight`` times the
+    correction measured on ``x``; record the shifts (added to those of earlier passes).
 
     One simulation of all of ``x`` as one batch and one chunk of T steps, so that every layer's
     correction is complete (over all images) before the next layer runs."""
@@ -257,13 +272,14 @@ def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name
             network.layers[index[id(t.neuron)]] = t.neuron
     for t in targets:
         module = _weighted_module(network, t.layer)
-        shift = torch.as_tensor(stand_ins[t.layer].shift, dtype=module.weight.dtype, device=module.weight.device)
+        measured = weight * stand_ins[t.layer].shift
+        shift = torch.as_tensor(measured, dtype=module.weight.dtype, device=module.weight.device)
         if module.bias is None:
             module.bias = nn.Parameter(shift.clone(), requires_grad=False)
         else:
             module.bias.data += shift
-        report.bias_shifts[t.layer] = stand_ins[t.layer].shift
-        report.rate_error[t.tensor] = stand_ins[t.layer].errors
+        report.bias_shifts[t.layer] = report.bias_shifts.get(t.layer, 0) + measured
+        report.rate_error[t.tensor] = report.rate_error.get(t.tensor, []) + stand_ins[t.layer].errors
         if stand_ins[t.layer].v_init_map is not None:
             report.v_init_maps[t.tensor] = stand_ins[t.layer].v_init_map
     log.info("bias calibration: mean |rate error| %.4g -> %.4g over %d layers",

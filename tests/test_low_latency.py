@@ -241,3 +241,25 @@ def test_files_written_by_0_1_0_load_as_they_were():
     x = np.random.default_rng(0).normal(size=(16, 1, 8, 8)).astype(np.float32)
     expected = np.load(os.path.join(fixtures, "v0.1.0_conv_maxpool.outputs.npy"))
     np.testing.assert_array_equal(net.simulate(x, 20, device="cpu").outputs, expected)
+
+
+def test_calibration_runs_in_passes_when_memory_is_short(monkeypatch):
+    """At high T one pass holds fewer images: the calibration then runs several passes over
+    disjoint parts, each applying its share of the correction, and still reduces every layer's error."""
+    from onnx2snn import snn_calibration
+    m, shape = PATTERNS["residual_blocks"]()
+    x = np.random.default_rng(7).uniform(0, 1, size=(150, *shape)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T, cfg.calibration.samples = 8, 96
+    one = convert(m, x, cfg).calibration
+    monkeypatch.setattr(snn_calibration, "sample_budget", lambda network, T, config: 32)
+    calls = []
+    original = snn_calibration.calibrate_biases
+    monkeypatch.setattr(snn_calibration, "calibrate_biases",
+                        lambda *a, **k: (calls.append((len(a[4]), k.get("weight"))), original(*a, **k))[1])
+    several = convert(m, x, cfg).calibration
+    assert calls == [(32, 1.0), (32, 0.5), (32, pytest.approx(1 / 3))]
+    assert one.fit_images == several.fit_images == 96
+    for tensor, errors in several.rate_error.items():
+        assert errors[-1] <= errors[0] + 1e-9, tensor
+    assert any(not np.allclose(one.bias_shifts[k], several.bias_shifts[k]) for k in one.bias_shifts)
