@@ -180,14 +180,15 @@ def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config
 def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray] = None,
              T: Optional[int] = None, config: Optional[Config] = None, chunk: Optional[int] = None,
              record_rates: bool = False,
-             progress: Optional[Callable[[int, Optional[int]], None]] = None) -> SimulationResult:
+             progress: Optional[Callable[[int, Optional[int]], None]] = None,
+             shard: Optional[tuple] = None) -> SimulationResult:
     """Simulate ``network`` on inputs ``x`` for ``T`` steps (default: the config's); see
     ``SpikingNetwork.simulate``."""
     config = config or network.config or Config()
     sim = config.simulation
     return network.simulate(x, T or sim.T, labels, batch_size=config.batch_size, device=config.device,
                             poisson=sim.encoder.poisson, seed=config.seed, chunk=chunk or sim.chunk,
-                            dtype=sim.dtype, record_rates=record_rates, progress=progress,
+                            dtype=sim.dtype, record_rates=record_rates, progress=progress, shard=shard,
                             readout_delay=sim.readout_delay)
 
 

@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a trained ReLU network (ONNX) into a rate-coded spiking network of IF neurons.")
     p.add_argument("model", metavar="MODEL.onnx", help="trained network exported to ONNX")
     p.add_argument("calib", metavar="CALIB.npy", help="calibration inputs, float32 (N, ...)")
-    p.add_argument("--eval", metavar="DATA.npz", help="labelled evaluation data (x, y): report ANN vs SNN accuracy")
+    p.add_argument("--eval", metavar="DATA", nargs="+",
+                   help="labelled evaluation data: an .npz with x and y, a folder with x.npy and y.npy, or the two "
+                        ".npy files X Y (.npy files are memory-mapped and streamed per batch); reports ANN vs SNN "
+                        "accuracy")
     p.add_argument("-T", "--timesteps", type=int, help="simulation time steps (default 100)")
     p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--batch-size", type=int, help="samples per batch for calibration and simulation (default 100)")
@@ -171,6 +174,36 @@ def check_out_dir(path: str) -> str:
     return out
 
 
+def follow(a: argparse.Namespace, group) -> int:
+    """A rank other than 0 under torchrun: take the network rank 0 converted, simulate this rank's
+    share of the evaluation set; rank 0 reports and writes."""
+    import json
+    import onnx
+    from . import api, distributed
+    from .data import load_labelled
+    message = distributed.broadcast(None)
+    if message[0] != "ok":
+        raise Follower(1)
+    _, data, config_json = message
+    config = Config.from_dict(json.loads(config_json))
+    config.device = f"cuda:{group.local_rank}" if group.backend == "nccl" else "cpu"
+    model = onnx.load_from_string(data)
+    network = api.load(model, config)
+    if a.eval:
+        from .graph import load_model
+        x, y = load_labelled(a.eval, load_model(model).sample_shape)
+        api.simulate(network, x, y, config=config, record_rates=True, shard=(group.rank, group.world))
+    return 0
+
+
+class Follower(Exception):
+    """A rank other than 0 ends: rank 0 says why."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
 def default_out_dir(model_path: str) -> str:
     base = os.path.abspath(f"{model_stem(model_path)}_snn")
     out, i = base, 2
@@ -195,9 +228,10 @@ def run(a: argparse.Namespace) -> int:
         raise Onnx2SnnError(f"cannot write the output folder {out_dir!r}: {parent!r} is not a writable folder")
     if a.netron:
         viewer.check_available()
-    for path, what in ((a.model, "model file"), (a.calib, "calibration file"), (a.eval, "evaluation file")):
-        if path is not None:
-            require_file(path, what)
+    if a.eval is not None and len(a.eval) > 2:
+        raise Onnx2SnnError(f"--eval takes one .npz, one folder or two .npy files; got {len(a.eval)} paths")
+    for path, what in ((a.model, "model file"), (a.calib, "calibration file")):
+        require_file(path, what)
 
     from . import api, plots, report
     from .snn import synops
@@ -205,12 +239,26 @@ def run(a: argparse.Namespace) -> int:
     import torch
     torch.backends.cudnn.benchmark = True  # the CLI owns the process: let cuDNN pick its fastest kernels
 
+    from . import distributed
     from .graph import load_model
     from .snn.network import resolve_device
-    resolve_device(cfg.device)              # a device this machine cannot use is refused before any work
-    info = load_model(a.model)
-    labelled = load_labelled(a.eval, info.sample_shape, classes=info.classes) if a.eval else None
-    conv = api.convert(info, a.calib, cfg)
+    group = distributed.from_environment()    # under torchrun: rank 0 converts, every rank simulates a share
+    if group is not None:
+        cfg.device = distributed.start(group, cfg.device)
+        if not group.leader:
+            return follow(a, group)
+    try:
+        resolve_device(cfg.device)            # a device this machine cannot use is refused before any work
+        info = load_model(a.model)
+        labelled = load_labelled(a.eval, info.sample_shape, classes=info.classes) if a.eval else None
+        conv = api.convert(info, a.calib, cfg)
+    except BaseException as e:
+        if group is not None:
+            distributed.broadcast(("error", str(e)))
+        raise
+    if group is not None:
+        distributed.broadcast(("ok", conv.snn_model.SerializeToString(), conv.config.to_json()))
+    shard = (group.rank, group.world) if group is not None else None
     before, after = conv.passes[0]["ops"], conv.passes[-1]["ops"]
     print(f"converted {a.model}: {sum(before.values())} nodes -> {sum(after.values())} "
           f"({', '.join(f'{k} {v}' for k, v in after.items())})")
@@ -247,7 +295,7 @@ def run(a: argparse.Namespace) -> int:
         t = time.perf_counter()
         try:
             result = api.simulate(conv.network, x, y, config=cfg, record_rates=True,
-                                  progress=LiveAccuracy(bar) if bar else None)
+                                  progress=LiveAccuracy(bar) if bar else None, shard=shard)
         finally:
             if bar:
                 bar.close()
@@ -323,10 +371,14 @@ def main(argv=None) -> int:
     a = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(name)s: %(message)s")
     previous = _on_sigterm(_terminate)
+    quiet = int(os.environ.get("RANK", "0") or 0) != 0    # under torchrun only rank 0 speaks
     try:
         return run(a)
+    except Follower as e:
+        return e.code
     except Onnx2SnnError as e:
-        print(f"onnx2snn: error: {e}", file=sys.stderr)
+        if not quiet:
+            print(f"onnx2snn: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("onnx2snn: interrupted", file=sys.stderr)
@@ -336,6 +388,9 @@ def main(argv=None) -> int:
         return 143
     finally:
         _on_sigterm(previous)
+        if "torch.distributed" in sys.modules:
+            from . import distributed
+            distributed.stop()
 
 
 class Terminated(BaseException):

@@ -5,6 +5,7 @@ stream over them in blocks.
 """
 from __future__ import annotations
 
+import os
 import zipfile
 from typing import Optional, Tuple
 
@@ -29,9 +30,18 @@ def load_calibration(path: str, sample_shape: Tuple[int, ...]) -> np.ndarray:
     return x
 
 
-def load_labelled(path: str, sample_shape: Tuple[int, ...], classes: Optional[int] = None
+def load_labelled(path, sample_shape: Tuple[int, ...], classes: Optional[int] = None
                   ) -> Tuple[np.ndarray, np.ndarray]:
-    """Load an ``.npz`` with ``x`` (inputs) and ``y`` (integer class labels in ``[0, classes)``)."""
+    """Labelled evaluation data: ``x`` (inputs) and ``y`` (integer class labels in ``[0, classes)``)
+    from an ``.npz``, a folder holding ``x.npy`` and ``y.npy``, or a pair of ``.npy`` paths. ``.npy``
+    inputs are memory-mapped (streamed per batch: any size runs in bounded memory); an ``.npz`` is
+    read by NumPy's zip reader, which loads each array it is asked for."""
+    if isinstance(path, (list, tuple)):
+        if len(path) == 2:
+            return _load_npy_pair(path[0], path[1], sample_shape, classes)
+        path = path[0]
+    if os.path.isdir(path):
+        return _load_npy_pair(os.path.join(path, "x.npy"), os.path.join(path, "y.npy"), sample_shape, classes)
     require_file(path, "evaluation file")
     try:
         archive = np.load(path, allow_pickle=False)
@@ -48,14 +58,33 @@ def load_labelled(path: str, sample_shape: Tuple[int, ...], classes: Optional[in
     except (zipfile.BadZipFile, ValueError) as e:
         raise Onnx2SnnError(f"evaluation file {path!r} cannot be read: {first_line(e)}") from None
     check_inputs(x, sample_shape, f"evaluation array {path!r}[x]")
-    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
-        raise Onnx2SnnError(f"evaluation file {path!r}: y must be integer labels of shape ({len(x)},); "
+    return x, _check_labels(y, len(x), classes, path)
+
+
+def _load_npy_pair(x_path: str, y_path: str, sample_shape, classes) -> Tuple[np.ndarray, np.ndarray]:
+    arrays = []
+    for p in (x_path, y_path):
+        require_file(p, "evaluation file")
+        try:
+            arrays.append(np.load(p, mmap_mode="r", allow_pickle=False))
+        except Exception as e:
+            raise Onnx2SnnError(f"{p!r} is not a NumPy .npy array ({first_line(e)})") from None
+        if not isinstance(arrays[-1], np.ndarray):
+            raise Onnx2SnnError(f"{p!r} is an .npz archive; give .npy files (or one .npz with x and y)")
+    x, y = arrays
+    check_inputs(x, sample_shape, f"evaluation array {x_path!r}")
+    return x, _check_labels(np.asarray(y), len(x), classes, y_path)
+
+
+def _check_labels(y: np.ndarray, n: int, classes: Optional[int], path: str) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
+        raise Onnx2SnnError(f"evaluation file {path!r}: y must be integer labels of shape ({n},); "
                             f"got {y.dtype} {tuple(y.shape)}")
     if len(y) and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
         raise Onnx2SnnError(f"evaluation file {path!r}: label {bad} is outside the model's classes "
                             f"[0, {classes if classes is not None else 'K'})")
-    return x, y.astype(np.int64)
+    return y.astype(np.int64)
 
 
 def check_inputs(x: np.ndarray, sample_shape: Tuple[int, ...], label: str) -> None:

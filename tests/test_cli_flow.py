@@ -124,3 +124,25 @@ def test_without_matplotlib_a_note_and_no_plots(tmp_path, monkeypatch, capsys):
     assert rc == 0
     assert "note: no plots (matplotlib is not installed" in out
     assert sorted(os.listdir(tmp_path / "o")) == ["config.json", "mnist_cnn.snn.onnx", "report.json"]
+
+
+def test_eval_from_npy_pair_and_folder_streams_like_npz(tmp_path, capsys):
+    """--eval X.npy Y.npy and --eval FOLDER (x.npy, y.npy) give the .npz's report; x is memory-mapped."""
+    import json
+    from onnx2snn import cli as cli_module
+    from onnx2snn.data import load_labelled
+    d = np.load(TEST)
+    os.mkdir(tmp_path / "folder")
+    np.save(tmp_path / "folder" / "x.npy", d["x"])
+    np.save(tmp_path / "folder" / "y.npy", d["y"])
+    x, y = load_labelled([str(tmp_path / "folder" / "x.npy"), str(tmp_path / "folder" / "y.npy")], (1, 28, 28), 10)
+    assert isinstance(x, np.memmap)
+    reports = []
+    for i, data in enumerate(([TEST], [str(tmp_path / "folder")],
+                              [str(tmp_path / "folder" / "x.npy"), str(tmp_path / "folder" / "y.npy")])):
+        assert cli_module.main([MODEL, CALIB, "--eval", *data, "-T", "4", "-q", "-o", str(tmp_path / f"o{i}")]) == 0
+        reports.append(json.loads((tmp_path / f"o{i}" / "report.json").read_text()))
+    capsys.readouterr()
+    assert reports[0]["accuracy_per_step"] == reports[1]["accuracy_per_step"] == reports[2]["accuracy_per_step"]
+    assert cli_module.main([MODEL, CALIB, "--eval", TEST, TEST, TEST, "-q"]) == 1
+    assert "--eval takes one .npz, one folder or two .npy files" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -181,7 +181,7 @@ class SpikingNetwork(nn.Module):
                  device=None, poisson: bool = False, seed: int = 0, chunk: Optional[int] = None,
                  dtype: str = "float32", record_rates: bool = False, channels_last: Optional[bool] = None,
                  progress: Optional[Callable[[int, Optional[int]], None]] = None, readout_delay: Optional[int] = None,
-                 record_steps: bool = False) -> SimulationResult:
+                 record_steps: bool = False, shard: Optional[Tuple[int, int]] = None) -> SimulationResult:
         """Simulate every sample of ``x`` for ``T`` steps; accuracy after each step if ``labels``.
 
         ``dtype``: "float32", or "bfloat16"/"float16" for weights and currents (spikes are exactly
@@ -194,7 +194,11 @@ class SpikingNetwork(nn.Module):
         correct)`` is called after each batch with its number of samples and, with labels, how many
         of them were classified right after T steps (else None). ``readout_delay``: the
         readout ignores the first steps (their output counts as zero); None: the network's own. ``record_steps``: also return
-        every step's readout increment (memory T·N·classes)."""
+        every step's readout increment (memory T·N·classes). ``shard=(rank, world)``: under
+        torch.distributed, simulate only batches rank, rank+world, … and sum the counts over the
+        ranks, so that every rank returns what one process would (``distributed.py``)."""
+        if shard is not None and record_steps:
+            raise ValueError("record_steps is not available with shard")
         device = resolve_device(device)
         dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
         # The caller's network is left as it was: a float32 run works on it in place (no copy of the
@@ -212,7 +216,6 @@ class SpikingNetwork(nn.Module):
             if poisson:
                 _check_unit_interval(x)
             gen = torch.Generator(device=device)
-            gen.manual_seed(int(seed))
             n = len(x)
             for m in net.neuron_layers().values():
                 m.reset_stats()
@@ -222,7 +225,12 @@ class SpikingNetwork(nn.Module):
             outputs, step_outputs = [], []
             readout_delay = self.readout_delay if readout_delay is None else readout_delay
             tc = chunk or net.auto_chunk(T, min(batch_size, n), device, element_size=torch.finfo(dt).bits // 8)
-            for start in range(0, n, batch_size):
+            rank, world = shard or (0, 1)
+            for index, start in enumerate(range(0, n, batch_size)):
+                if index % world != rank:
+                    continue
+                if poisson:   # seeded per batch: the spikes do not depend on which process runs the batch
+                    gen.manual_seed(batch_seed(seed, index))
                 batch = np.asarray(x[start:start + batch_size])
                 if not batch.flags.writeable:  # a memory-mapped array: torch wants memory it may write
                     batch = batch.copy()
@@ -256,24 +264,50 @@ class SpikingNetwork(nn.Module):
                     per_step = torch.cat(hits).cpu().numpy()
                     correct += per_step
                     batch_correct = int(per_step[-1])
-                outputs.append(total.cpu().numpy())
+                outputs.append((index, total.cpu().numpy()))
                 if record_steps:
                     step_outputs.append(np.concatenate(batch_steps, 0))   # [T, b, K]
-                if progress is not None:
-                    progress(b, batch_correct)
+                if progress is not None:   # with shards: this rank's batch and the others' beside it
+                    progress(min(n, start + world * batch_size) - start if world > 1 else b, batch_correct)
+            if world > 1:
+                correct, outputs = _reduce_shards(net, correct, outputs, record_rates)
             rates = ({name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in net.neuron_layers().items()}
                      if record_rates else {})
             synops = synaptic_operations(net, net._counter, n, net._input_shapes) if record_rates else {}
             net._counter = None
             net._cache_input, net._static_cache = None, {}  # hold no batch after returning
             steps_array = np.concatenate(step_outputs, 1) if record_steps else None   # (T, N, K)
-            return SimulationResult(T, n, correct, np.concatenate(outputs), rates, steps_array, synops)
+            outputs = np.concatenate([o for _, o in sorted(outputs, key=lambda io: io[0])])
+            return SimulationResult(T, n, correct, outputs, rates, steps_array, synops)
         finally:
             if net is self:
                 self.to(home)
                 for m in self.modules():
                     if isinstance(m, nn.Conv2d):
                         m.to(memory_format=torch.contiguous_format)
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The Poisson generator's seed for batch ``index`` (independent streams per batch)."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _reduce_shards(net, correct, outputs, record_rates):
+    """Sum what the ranks counted (correct per step, spikes, synaptic events); gather the outputs."""
+    from .. import distributed
+    if correct is not None:
+        correct = distributed.all_reduce_sum(correct.astype(np.int64))
+    if record_rates:
+        for m in net.neuron_layers().values():
+            totals = distributed.all_reduce_sum(np.array([float(m.spike_count), float(m.neuron_steps)]))
+            m.spike_count, m.neuron_steps = totals[0], int(totals[1])
+        counter = net._counter
+        for i in sorted(counter.static):
+            if not counter.static[i]:
+                counter.events[i] = torch.as_tensor(
+                    distributed.all_reduce_sum(counter.events[i].double().cpu().numpy()))
+    outputs = [item for part in distributed.all_gather(outputs) for item in part]
+    return correct, outputs
 
 
 def resolve_device(device: Optional[str]) -> torch.device:

@@ -79,7 +79,8 @@ class IFNeuron(nn.Module):
         else:
             self._loop(z, out, steps, static)
         if self.count_spikes:
-            self.spike_count = self.spike_count + out.sum(dtype=torch.float32)  # a tensor: no sync per chunk
+            # float64: counts stay exact integers (summed across ranks in any order give the same total)
+            self.spike_count = self.spike_count + out.sum(dtype=torch.float64)  # a tensor: no sync per chunk
             self.neuron_steps += out.numel()
         return out
 
