@@ -144,7 +144,8 @@ def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, 
     T = config.target_T
     network = lower_model(edited, config)
     passes = snn_calibration.calibration_passes(network, x_fit, T, config)
-    report = snn_calibration.CalibrationReport(T, sum(len(p) for p in passes), 0 if x_hold is None else len(x_hold))
+    report = snn_calibration.CalibrationReport(T, sum(len(p) for p in passes),
+                                               0 if x_hold is None else min(len(x_hold), snn_calibration.READOUT_IMAGES))
     if config.calibration.bias:
         for k, part in enumerate(passes):
             snn_calibration.calibrate_biases(network, edited, info.input_name, plan, part, T, config, report,
@@ -152,8 +153,9 @@ def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, 
         edited = snn_calibration.shift_biases(edited, report.bias_shifts)
         edited = snn_calibration.store_v_init(edited, report.v_init_maps)
     if config.simulation.output == "auto":
-        teacher = run(info.model, info.input_name, x_hold, [info.model.graph.output[0].name], config.batch_size)[0]
-        output, delay = snn_calibration.choose_readout(network, x_hold, teacher.reshape(len(x_hold), -1).argmax(1),
+        x_read = x_hold[:snn_calibration.READOUT_IMAGES]
+        teacher = run(info.model, info.input_name, x_read, [info.model.graph.output[0].name], config.batch_size)[0]
+        output, delay = snn_calibration.choose_readout(network, x_read, teacher.reshape(len(x_read), -1).argmax(1),
                                                        T, config, report)
         config.simulation.output, config.simulation.readout_delay = output, delay
     return edited, report
