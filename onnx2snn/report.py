@@ -17,7 +17,7 @@ def summary_line(ann_acc: float, snn_acc: float) -> str:
 
 def layer_table(layers: List) -> str:
     """One row per weighted layer: op, λ_pre, λ and the statistic λ came from."""
-    rows = [("layer", "op", "lambda_pre", "lambda", "from")]
+    rows = [("layer", "op", "lambda_in", "lambda", "from")]
     for l in layers:
         rows.append((l.node, l.op, format_scale(l.lambda_in), f"{l.lambda_out:.4g}", l.statistic))
     return _table(rows)

@@ -25,7 +25,10 @@ from .registry import HANDLERS, unsupported_reason
 
 
 class LowerContext:
-    def __init__(self, view: GraphView, config: Config, ann: bool):
+    """What handlers see while lowering: the graph, the config (no handler reads it: the spiking
+    graph's nodes carry every neuron and pooling parameter), and whether to build the ANN."""
+
+    def __init__(self, view: GraphView, config: Optional[Config], ann: bool):
         self.view, self.config, self.ann = view, config, ann
         self.steps: List[Step] = []
         self.modules: List[nn.Module] = []
@@ -42,7 +45,7 @@ class LowerContext:
 def unsupported_nodes(view: GraphView) -> List[str]:
     """One line per node that cannot be converted: name, op, reason."""
     problems = []
-    ctx = LowerContext(view, Config(), ann=False)  # checks read the graph only
+    ctx = LowerContext(view, None, ann=False)  # checks read the graph only
     for node in view.nodes:
         if node.op_type == "Constant":
             continue
