@@ -298,3 +298,112 @@ def test_simulate_leaves_the_network_as_it_was(work):
     after = net.state_dict()
     for k, (device, stride, value) in before.items():
         assert after[k].device == device and after[k].stride() == stride and torch.equal(after[k], value), k
+
+
+# --- files: calibration, model, evaluation, config -------------------------------------------------
+
+def _write(work, name, kind):
+    """Bad files, each of one kind."""
+    p = work / name
+    rng = np.random.default_rng(5)
+    if kind == "wrong_shape":
+        np.save(p, np.zeros((10, 1, 9, 9), np.float32))
+    elif kind == "float64":
+        np.save(p, np.zeros((10, *SHAPE), np.float64))
+    elif kind == "empty":
+        np.save(p, np.zeros((0, *SHAPE), np.float32))
+    elif kind == "nan":
+        a = rng.uniform(0, 1, (10, *SHAPE)).astype(np.float32)
+        a[3, 0, 1, 1] = np.nan
+        np.save(p, a)
+    elif kind == "object":
+        np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif kind == "npz":
+        np.savez(p, x=np.zeros((10, *SHAPE), np.float32))
+    elif kind == "text":
+        p.write_text("not numpy")
+    elif kind == "no_x":
+        np.savez(p, y=np.zeros(10, np.int64))
+    elif kind == "no_y":
+        np.savez(p, x=np.zeros((10, *SHAPE), np.float32))
+    elif kind == "single":
+        np.save(p, np.zeros((10, *SHAPE), np.float32))
+    elif kind == "y_length":
+        np.savez(p, x=np.zeros((10, *SHAPE), np.float32), y=np.zeros(7, np.int64))
+    elif kind == "x_shape":
+        np.savez(p, x=np.zeros((10, 3, 8, 8), np.float32), y=np.zeros(10, np.int64))
+    return name
+
+
+@pytest.mark.parametrize("kind,fragment", [
+    ("wrong_shape", "(10, 1, 9, 9)"), ("float64", "float64"), ("empty", "is empty"), ("nan", "NaN"),
+    ("object", "not a NumPy .npy array"), ("npz", ".npz archive"), ("text", "not a NumPy .npy array"),
+])
+def test_bad_calibration_files(work, capsys, kind, fragment):
+    name = _write(work, f"bad_{kind}.npy" if kind != "npz" else "bad.npz", kind)
+    refused(work, capsys, ["m.onnx", name, "-q"], fragment)
+
+
+@pytest.mark.parametrize("kind,fragment", [
+    ("no_x", "lacks array(s) x"), ("no_y", "lacks array(s) y"), ("single", "single array"),
+    ("y_length", "shape (10,)"), ("x_shape", "(10, 3, 8, 8)"), ("text", "not a NumPy .npz archive"),
+])
+def test_bad_evaluation_files(work, capsys, kind, fragment):
+    name = _write(work, f"bad_{kind}.npz" if kind != "single" else "single.npy", kind)
+    refused(work, capsys, ["m.onnx", "calib.npy", "--eval", name, "-q"], fragment)
+
+
+def _model_with(work, name, change):
+    m = graphs.conv_bn_relu()
+    change(m)
+    onnx.save(m, work / name)
+    return name
+
+
+def _two_inputs(m):
+    m.graph.input.append(helper.make_tensor_value_info("x2", onnx.TensorProto.FLOAT, ["N", 3]))
+
+
+def _int_input(m):
+    m.graph.input[0].type.tensor_type.elem_type = onnx.TensorProto.INT64
+
+
+def _sigmoid(m):
+    relu = next(n for n in m.graph.node if n.op_type == "Relu")
+    relu.op_type = "Sigmoid"
+
+
+def _dynamic_width(m):
+    m.graph.input[0].type.tensor_type.shape.dim[3].Clear()
+    m.graph.input[0].type.tensor_type.shape.dim[3].dim_param = "W"
+
+
+@pytest.mark.parametrize("change,fragment", [
+    (_two_inputs, "2 inputs"), (_int_input, "bad.onnx"), (_sigmoid, "relu1 (Sigmoid)"), (_dynamic_width, "dimension 3 is dynamic"),
+])
+def test_bad_models(work, capsys, change, fragment):
+    refused(work, capsys, [_model_with(work, "bad.onnx", change), "calib.npy", "-q"], fragment)
+
+
+@pytest.mark.parametrize("name,content,fragment", [
+    ("c.json", '{"simulation": {"nonsense": 1}}', "nonsense"),
+    ("c.json", '{"simulation": ', "c.json"),
+    ("c.toml", "[simulation\nT = 3", "c.toml"),
+    ("c.json", '{"simulation": {"output": "rates"}}', "simulation.output"),
+    ("c.json", '{"simulation": {"max_pool": {"rule": "median"}}}', "simulation.max_pool.rule"),
+    ("c.json", '{"parser": {"threshold": "magic"}}', "parser.threshold"),
+])
+def test_bad_config_file_contents(work, capsys, name, content, fragment):
+    (work / name).write_text(content)
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--config", name], fragment)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["missing.onnx", "calib.npy"], "missing.onnx"),
+    (["m.onnx", "missing.npy"], "missing.npy"),
+    (["m.onnx", "calib.npy", "--eval", "missing.npz"], "missing.npz"),
+    (["m.onnx", "calib.npy", "--config", "missing.json"], "missing.json"),
+    (["m.onnx", "calib.npy", "-o", "no/such/parent/out"], "not a writable folder"),
+])
+def test_missing_paths(work, capsys, args, fragment):
+    refused(work, capsys, [*args, "-q"], fragment)
