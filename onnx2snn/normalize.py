@@ -35,6 +35,7 @@ from .calibrate import TensorStats
 from .errors import Onnx2SnnError
 from .graph.view import GraphView
 from .lower.registry import HANDLERS
+from .scales import compress, uniform
 
 ACTIVATIONS = ("Relu", "Clip")
 
@@ -101,18 +102,6 @@ def _stat_tensor(view: GraphView, tensor: str) -> Optional[str]:
 
 
 # --- scale arrays -----------------------------------------------------------------------------
-
-def compress(s: np.ndarray) -> np.ndarray:
-    """Shrink every axis along which ``s`` is constant to length 1."""
-    for axis in range(s.ndim):
-        if s.shape[axis] > 1 and np.all(s == np.take(s, [0], axis=axis)):
-            s = np.take(s, [0], axis=axis)
-    return s
-
-
-def uniform(value: float, rank: int) -> np.ndarray:
-    return np.full((1,) * rank, float(value))
-
 
 def _sample_shape(view: GraphView, tensor: str) -> Tuple[int, ...]:
     shape = view.sample_shape(tensor)
@@ -193,18 +182,12 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
                 layer.lambda_out, layer.statistic = statistic(layer.stat_tensor)
             layer.lambda_in = float(lam_in[0]) if np.all(lam_in == lam_in[0]) else lam_in.tolist()
             scale[out] = uniform(layer.lambda_out, out_rank)
-        elif node.op_type == "Add":
+        elif kind == "merge":   # Add, Concat: the rule lives with the op (lower/ops.py)
             stat = plan.merge_stats.get(node.name)
-            target = uniform(statistic(stat)[0], out_rank) if stat else compress(ins[0])
-            for i, (t, s) in enumerate(zip(data, ins)):
-                if not np.allclose(_full(s, _sample_shape(view, t)), np.broadcast_to(target, _sample_shape(view, t)),
-                                   rtol=1e-7, atol=0):
-                    plan.factors.append((node.name, list(node.input).index(t), compress(s / target)))
-            scale[out] = target
-        elif node.op_type == "Concat":
-            axis = view.positive_axis(node) - 1
-            parts = [_full(s, _sample_shape(view, t)) for t, s in zip(data, ins)]
-            scale[out] = compress(np.concatenate(parts, axis=axis))
+            for t in data:
+                _sample_shape(view, t)   # a clear error where a branch's shape is unknown
+            scale[out], factors = HANDLERS[node.op_type].merge(node, view, ins, statistic(stat)[0] if stat else None)
+            plan.factors.extend((node.name, index, factor) for index, factor in factors)
         elif kind == "preserve":
             scale[out] = ins[0]
             if node.op_type == "Clip":

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import Onnx2SnnError
 from ..graph.spiking import v_init_input
+from ..scales import compress, uniform
 from ..snn.neurons import IFNeuron, MembraneReadout
 from ..snn.pooling import MAX_POOL
 from .modules import ConstantMul, Function, Padded, Passthrough, ReLU
@@ -361,7 +362,21 @@ def _check_add(node, ctx):
     return None
 
 
-@register("Add", scale="merge", check=_check_add)
+def _add_scales(node, view, scales, lam):
+    """Every input arrives at the Add's scale: λ of the ReLU after it (else its first input's);
+    an input at another scale gets the synaptic factor s_in/λ (a Mul: spikes stay binary)."""
+    data = view.data_inputs(node)
+    rank = len(view.sample_shape(node.output[0]))
+    target = uniform(lam, rank) if lam is not None else compress(scales[0])
+    factors = []
+    for t, s in zip(data, scales):
+        shape = view.sample_shape(t)
+        if not np.allclose(np.broadcast_to(s, shape), np.broadcast_to(target, shape), rtol=1e-7, atol=0):
+            factors.append((list(node.input).index(t), compress(s / target)))
+    return target, factors
+
+
+@register("Add", scale="merge", check=_check_add, merge=_add_scales)
 def lower_add(node, ctx):
     # Sum of input currents (or spikes weighted by their synaptic factors): analog, not spikes.
     ctx.add(node, Function(torch.add, "add"), list(node.input), node.output[0])
@@ -393,7 +408,15 @@ def _check_concat(node, ctx):
     return None
 
 
-@register("Concat", scale="merge", check=_check_concat, keeps_spikes=True)
+def _concat_scales(node, view, scales, lam):
+    """No common scale needed: the inputs' scales side by side (the next layer takes them per
+    input channel)."""
+    axis = view.positive_axis(node) - 1
+    parts = [np.broadcast_to(s, view.sample_shape(t)) for t, s in zip(view.data_inputs(node), scales)]
+    return compress(np.concatenate(parts, axis=axis)), []
+
+
+@register("Concat", scale="merge", check=_check_concat, keeps_spikes=True, merge=_concat_scales)
 def lower_concat(node, ctx):
     axis = ctx.view.positive_axis(node)
     ctx.add(node, Function(lambda *xs: torch.cat(xs, dim=axis), f"concat axis={axis}"), list(node.input),

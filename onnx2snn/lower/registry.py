@@ -9,7 +9,9 @@ Each handler is registered with ``@register(op, scale=...)``:
 * ``scale="transform"``: the scale array moves as the tensor does (Flatten, Reshape, Transpose,
   Squeeze, Pad…): ``transform(node, view, scale)`` maps the input's scale, broadcast to its full
   per-sample shape, to the output's;
-* ``scale="merge"``: Add and Concat, which ``normalize.py`` handles itself;
+* ``scale="merge"``: Add and Concat: ``merge(node, view, scales, lam)`` gives the output's scale
+  and the synaptic factors ``[(input index, factor)]`` its inputs need, from the inputs' scales
+  and (Add) the λ measured at its ReLU, or None;
 * ``scale="factor"``: Mul by a constant, which only normalisation itself inserts (synaptic factors).
 
 ``keeps_spikes=True``: where every data input is spikes, so is the output (reshapes, Concat, Pad,
@@ -36,6 +38,7 @@ class OpHandler:
     check: Optional[Callable] = None    # (node, ctx) -> reason or None
     transform: Optional[Callable] = None  # (node, view, scale) -> scale, for scale="transform"
     keeps_spikes: bool = False          # spikes in, spikes out
+    merge: Optional[Callable] = None    # (node, view, scales, lam) -> (scale, factors), for scale="merge"
 
 
 HANDLERS: Dict[str, OpHandler] = {}
@@ -58,13 +61,13 @@ ADVICE = {
 
 
 def register(op: str, scale: str, check: Optional[Callable] = None, transform: Optional[Callable] = None,
-             keeps_spikes: bool = False):
+             keeps_spikes: bool = False, merge: Optional[Callable] = None):
     """Register ``fn`` as the handler of ``op``; a second handler for one op is an error (as in
     onnx2torch), not a silent replacement."""
     def wrap(fn):
         if op in HANDLERS:
             raise ValueError(f"a handler for {op} is already registered ({HANDLERS[op].lower.__name__})")
-        HANDLERS[op] = OpHandler(op, scale, fn, check, transform, keeps_spikes)
+        HANDLERS[op] = OpHandler(op, scale, fn, check, transform, keeps_spikes, merge)
         return fn
     return wrap
 
