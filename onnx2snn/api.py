@@ -132,8 +132,17 @@ def choose_lambdas(cleaned: onnx.ModelProto, input_name: str, stats: Dict[str, T
     T, v_init = config.target_T, config.simulation.v_init
     lambdas = search_thresholds({k: s.histogram for k, s in stats.items()}, T, v_init, stats)
     clipped = clipped_model(cleaned, {k: lam for k, (lam, _) in lambdas.items() if lam > 0})
-    hists = collect_histograms(clipped, input_name, list(stats), x, config.batch_size)
+    per_channel = channel_tensors(GraphView(cleaned), stats) if config.parser.per_channel else ()
+    hists = collect_histograms(clipped, input_name, list(stats), x, config.batch_size, per_channel)
     return search_thresholds(hists, T, v_init, stats)
+
+
+def channel_tensors(view: GraphView, tensors) -> List[str]:
+    """The activations that may take one λ per channel: ReLU outputs with a channel axis that are
+    not the graph output (argmax needs one scale for every class); a Clip's bound needs one λ."""
+    outputs = set(view.output_names)
+    return [t for t in tensors if t not in outputs and t in view.producer and view.producer[t].op_type == "Relu"
+            and len(view.shapes.get(t, ())) >= 2]
 
 
 def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, x_hold: Optional[np.ndarray],

@@ -105,10 +105,12 @@ def collect_stats(model: onnx.ModelProto, input_name: str, tensors: Sequence[str
 
 
 def collect_histograms(model: onnx.ModelProto, input_name: str, tensors: Sequence[str], x: np.ndarray,
-                       batch_size: int = 100) -> Dict[str, StreamingHistogram]:
-    """A histogram of every tensor in ``tensors`` over all samples of ``x``."""
+                       batch_size: int = 100, per_channel: Sequence[str] = ()) -> Dict[str, StreamingHistogram]:
+    """A histogram of every tensor in ``tensors`` over all samples of ``x`` (one per channel for
+    those in ``per_channel``)."""
+    from .thresholds import ChannelHistograms
     tensors = list(dict.fromkeys(tensors))
-    hists = {name: StreamingHistogram() for name in tensors}
+    hists = {name: ChannelHistograms() if name in per_channel else StreamingHistogram() for name in tensors}
     for _, values in stream_batches(model, input_name, tensors, x, batch_size):
         for name, v in zip(tensors, values):
             hists[name].update(v)

@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", choices=["search", "statistic"],
                    help="each layer's scale: minimise the T-step quantisation error (search, default) or take "
                         "the seed's statistic (--percentile / --no-robust-norm)")
+    g.add_argument("--per-channel", action="store_true",
+                   help="with --threshold search: one threshold per channel of each ReLU (folded into the weights; "
+                        "spikes stay binary; the output layer keeps one)")
     g.add_argument("--percentile", type=float, help="robust normalisation percentile p (default 99.9; with --threshold statistic)")
     g.add_argument("--no-robust-norm", action="store_true", help="scale by the max activation, not the percentile (with --threshold statistic)")
     g.add_argument("--calibration-T", type=int, metavar="T",
@@ -128,6 +131,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
             cfg.set(key, value)
     if a.no_robust_norm:
         cfg.parser.robust_norm = False
+    if a.per_channel:
+        cfg.parser.per_channel = True
     if a.poisson:
         cfg.simulation.encoder.poisson = True
     if a.no_avg_pool_neuron or a.avg_pool_neuron:

@@ -24,6 +24,9 @@ class ParserConfig:
     threshold: str = "search"
     robust_norm: bool = True        # λ = percentile of the activations (True) or their max (False)
     percentile: float = 99.9        # p for robust normalisation, in (0, 100]
+    # with threshold "search": one λ per channel of each ReLU (folded into the weights: spikes stay
+    # binary); the output layer keeps one λ (argmax)
+    per_channel: bool = False
 
 
 @dataclass
@@ -93,6 +96,7 @@ class Config:
         p, s, c = self.parser, self.simulation, self.calibration
         _check(p.threshold in ("search", "statistic"), "parser.threshold", p.threshold, '"search" or "statistic"')
         _check(isinstance(p.robust_norm, bool), "parser.robust_norm", p.robust_norm, "true or false")
+        _check(isinstance(p.per_channel, bool), "parser.per_channel", p.per_channel, "true or false")
         _check(_is_finite(p.percentile) and 0 < p.percentile <= 100, "parser.percentile",
                p.percentile, "a number in (0, 100]")
         _check(_is_int(s.T) and s.T >= 1, "simulation.T", s.T, "an integer >= 1")

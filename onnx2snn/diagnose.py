@@ -39,8 +39,9 @@ def layer_warnings(layers, stats: Dict[str, TensorStats], output_from_weighted: 
             out.append(f"{l.node} ({l.op}): its activation {l.stat_tensor!r} is never positive on the calibration "
                        "data (a dead layer: its neurons will not fire); check the calibration data's scale")
         lam_in = max(l.lambda_in) if isinstance(l.lambda_in, list) else l.lambda_in
-        if lam_in > 0 and l.lambda_out > 0 and not (1 / JUMP <= l.lambda_out / lam_in <= JUMP):
-            out.append(f"{l.node} ({l.op}): λ {l.lambda_out:.3g} is {l.lambda_out / lam_in:.3g}× its input's "
+        lam = max(l.lambda_out) if isinstance(l.lambda_out, list) else l.lambda_out
+        if lam_in > 0 and lam > 0 and not (1 / JUMP <= lam / lam_in <= JUMP):
+            out.append(f"{l.node} ({l.op}): λ {lam:.3g} is {lam / lam_in:.3g}× its input's "
                        f"{lam_in:.3g}; calibration data on another scale than the training data (e.g. 0-255 for "
                        "0-1) often causes this")
     if not output_from_weighted:

@@ -35,7 +35,7 @@ from .calibrate import TensorStats
 from .errors import Onnx2SnnError
 from .graph.view import GraphView
 from .lower.registry import HANDLERS
-from .scales import compress, uniform
+from .scales import channel_scale, compress, uniform
 
 ACTIVATIONS = ("Relu", "Clip")
 
@@ -48,7 +48,7 @@ class LayerScale:
     output: str                 # its output tensor
     stat_tensor: Optional[str]  # tensor whose statistic sets λ (None: keeps its input's scale)
     lambda_in: Union[float, List[float]] = 1.0   # scalar, or per input channel/feature
-    lambda_out: float = 1.0
+    lambda_out: Union[float, List[float]] = 1.0    # scalar, or per output channel (parser.per_channel)
     statistic: str = ""         # e.g. "p99.9 of relu3_out" or "inherited"
 
     def to_dict(self) -> dict:
@@ -142,7 +142,12 @@ def usable_lambdas(lambdas: Lambdas, stats: Dict[str, TensorStats]) -> Lambdas:
     """λ must be positive: a layer that never fired on the calibration data falls back to its max,
     or to 1 if it was never positive at all."""
     out = dict(lambdas)
-    for tensor, (lam, _) in lambdas.items():
+    for tensor, (lam, desc) in lambdas.items():
+        if np.ndim(lam):        # per channel: a channel that never fired takes the layer's largest λ
+            lam = np.asarray(lam, np.float64)
+            fallback = lam.max() if lam.max() > 0 else (stats[tensor].max if stats[tensor].max > 0 else 1.0)
+            out[tensor] = (np.where(lam > 0, lam, fallback), desc)
+            continue
         if not lam > 0:
             s = stats[tensor]
             out[tensor] = ((s.max, f"max of {tensor}") if s.max > 0
@@ -179,9 +184,10 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
             if layer.stat_tensor is None:
                 layer.lambda_out, layer.statistic = float(np.max(lam_in)), "inherited"
             else:
-                layer.lambda_out, layer.statistic = statistic(layer.stat_tensor)
+                lam, layer.statistic = statistic(layer.stat_tensor)
+                layer.lambda_out = np.asarray(lam).tolist() if np.ndim(lam) else float(lam)
             layer.lambda_in = float(lam_in[0]) if np.all(lam_in == lam_in[0]) else lam_in.tolist()
-            scale[out] = uniform(layer.lambda_out, out_rank)
+            scale[out] = channel_scale(layer.lambda_out, out_rank)
         elif kind == "merge":   # Add, Concat: the rule lives with the op (lower/ops.py)
             stat = plan.merge_stats.get(node.name)
             for t in data:
@@ -231,9 +237,11 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
             lam_in = lam_in[index].reshape(cout, cin_g, *([1] * (w.ndim - 2)))
         elif lam_in.ndim:  # Gemm, W (out, in)
             lam_in = lam_in[None, :]
-        node.inputs[1] = gs.Constant(f"{node.name}.weight.snn{next(_fresh)}", (w * lam_in / layer.lambda_out).astype(np.float32))
+        lam_out = np.asarray(layer.lambda_out, np.float64)          # per output channel, or one
+        lam_w = lam_out.reshape(-1, *([1] * (w.ndim - 1))) if lam_out.ndim else lam_out
+        node.inputs[1] = gs.Constant(f"{node.name}.weight.snn{next(_fresh)}", (w * lam_in / lam_w).astype(np.float32))
         if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
-            b = node.inputs[2].values.astype(np.float64) / layer.lambda_out
+            b = node.inputs[2].values.astype(np.float64) / lam_out
             node.inputs[2] = gs.Constant(f"{node.name}.bias.snn{next(_fresh)}", b.astype(np.float32))
     for add_name, index, factor in plan.factors:
         add = nodes[add_name]

@@ -19,7 +19,7 @@ def layer_table(layers: List) -> str:
     """One row per weighted layer: op, λ_pre, λ and the statistic λ came from."""
     rows = [("layer", "op", "lambda_in", "lambda", "from")]
     for l in layers:
-        rows.append((l.node, l.op, format_scale(l.lambda_in), f"{l.lambda_out:.4g}", l.statistic))
+        rows.append((l.node, l.op, format_scale(l.lambda_in), format_scale(l.lambda_out), l.statistic))
     return _table(rows)
 
 
@@ -35,7 +35,7 @@ def rates_table(layers: List, rates: dict, neuron_of: dict) -> str:
     for name, rate in rates.items():
         ls = drivers.get(name, [])
         rows.append((name, " + ".join(f"{base_name(l.node)} ({l.op})" for l in ls) or "-",
-                     f"{ls[0].lambda_out:.4g}" if ls else "-", f"{rate:.4f}"))
+                     format_scale(ls[0].lambda_out) if ls else "-", f"{rate:.4f}"))
     return _table(rows)
 
 

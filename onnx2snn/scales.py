@@ -13,6 +13,14 @@ def compress(s: np.ndarray) -> np.ndarray:
     return s
 
 
+def channel_scale(value, rank: int) -> np.ndarray:
+    """A scale for a tensor of per-sample rank ``rank``: one value, or one per channel (axis 0)."""
+    if not np.ndim(value):
+        return uniform(float(value), rank)
+    v = np.asarray(value, np.float64)
+    return v.reshape(len(v), *([1] * (rank - 1)))
+
+
 def uniform(value: float, rank: int) -> np.ndarray:
     """One scale for every element of a tensor of per-sample rank ``rank``."""
     return np.full((1,) * rank, float(value))

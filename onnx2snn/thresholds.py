@@ -20,13 +20,14 @@ layer's λ sees what its converted upstream layers deliver.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 BINS = 8192        # histogram resolution: well below the quantisation step θ/T for T ≤ 1024 at typical λ/max
+CHANNEL_BINS = 2048  # per channel (per-channel thresholds): memory C × 2048 counts per layer
 CANDIDATES = 256   # λ grid: max·k/256, k = 1…256
 
 
@@ -63,6 +64,26 @@ class StreamingHistogram:
     def centers(self) -> np.ndarray:
         width = self.range / len(self.counts) if self.range else 0.0
         return (np.arange(len(self.counts)) + 0.5) * width
+
+
+class ChannelHistograms:
+    """One ``StreamingHistogram`` per channel (axis 1 of ``(N, C, ...)`` values), for per-channel
+    thresholds; fewer bins each, so that a 512-channel layer stays small."""
+
+    def __init__(self, bins: int = CHANNEL_BINS):
+        self.bins = bins
+        self.channels: List[StreamingHistogram] = []
+
+    def update(self, values: np.ndarray) -> None:
+        per_channel = np.moveaxis(values, 1, 0).reshape(values.shape[1], -1)
+        if not self.channels:
+            self.channels = [StreamingHistogram(self.bins) for _ in range(len(per_channel))]
+        for hist, v in zip(self.channels, per_channel):
+            hist.update(v)
+
+    @property
+    def max(self) -> float:
+        return max((h.max for h in self.channels), default=0.0)
 
 
 def _power_of_two_above(x: float) -> float:
@@ -116,9 +137,12 @@ def clipped_model(model: onnx.ModelProto, lambdas: Dict[str, float]) -> onnx.Mod
 
 def search_thresholds(hists: Dict[str, StreamingHistogram], T: int, v_init: float,
                       tensors: Iterable[str]) -> Dict[str, Tuple[float, str]]:
-    """λ and a description of where it came from, per tensor."""
+    """λ (an array of one per channel for ``ChannelHistograms``) and where it came from, per tensor."""
     out = {}
     for t in tensors:
-        lam = search_threshold(hists[t], T, v_init)
-        out[t] = (lam, f"T={T} search of {t}")
+        h = hists[t]
+        if isinstance(h, ChannelHistograms):
+            out[t] = (np.array([search_threshold(c, T, v_init) for c in h.channels]), f"T={T} per-channel search of {t}")
+        else:
+            out[t] = (search_threshold(h, T, v_init), f"T={T} search of {t}")
     return out

@@ -56,18 +56,19 @@ def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha2
             [f"onnx2snn rescaled this {layer.op} for IF neurons with threshold 1:",
              "  W <- W * lambda_in / lambda,  b <- b / lambda",
              f"  lambda_in = {format_scale(layer.lambda_in)} (the scale of its input)",
-             f"  lambda = {layer.lambda_out:.6g} ({statistic})"]
+             f"  lambda = {format_scale(layer.lambda_out)} ({statistic})"]
             + ([f"bias calibration for T={target_T}: b += the SNN's mean rate error per channel",
                 f"  (mean |shift| {np.mean(np.abs(shift)):.3g}, max {np.max(np.abs(shift)):.3g})"]
                if shift is not None else []))
         del node.metadata_props[:]
         pre = json.dumps(layer.lambda_in) if isinstance(layer.lambda_in, list) else f"{layer.lambda_in:.9g}"
-        meta = [(NODE_LAMBDA_IN, pre), (NODE_LAMBDA, f"{layer.lambda_out:.9g}"), (NODE_STATISTIC, statistic)]
+        lam = json.dumps(layer.lambda_out) if isinstance(layer.lambda_out, list) else f"{layer.lambda_out:.9g}"
+        meta = [(NODE_LAMBDA_IN, pre), (NODE_LAMBDA, lam), (NODE_STATISTIC, statistic)]
         if shift is not None:
             meta.append((NODE_BIAS, f"mean |shift| {np.mean(np.abs(shift)):.3g} at T={target_T}"))
         for k, v in meta:
             node.metadata_props.add(key=k, value=v)
-        node.name = f"{node.name}{LAMBDA_MARK}{layer.lambda_out:.3g}"
+        node.name = f"{node.name}{LAMBDA_MARK}{_short(layer.lambda_out)}"
         rows.append(f"{node.name}: {layer.op}, lambda_in {format_scale(layer.lambda_in)}, {statistic}"
                     + (", bias calibrated" if shift is not None else ""))
     factor_nodes = {f"{add}/factor{index}": value for add, index, value in (factors or [])}
@@ -153,10 +154,18 @@ def layer_scales(model: onnx.ModelProto) -> List:
         stat = props.get(NODE_STATISTIC, "")
         tensor = stat.rpartition(" of ")[2] or None
         lam_in = json.loads(props[NODE_LAMBDA_IN]) if props[NODE_LAMBDA_IN].startswith("[") else float(props[NODE_LAMBDA_IN])
+        lam = json.loads(props[NODE_LAMBDA]) if props[NODE_LAMBDA].startswith("[") else float(props[NODE_LAMBDA])
         layers.append(LayerScale(node.name, node.op_type, node.input[0], node.output[0],
                                  tensor if tensor in producer or tensor in {o.name for o in model.graph.output}
-                                 else None, lam_in, float(props[NODE_LAMBDA]), stat))
+                                 else None, lam_in, lam, stat))
     return layers
+
+
+def _short(value) -> str:
+    """λ for a node name: '3.56', or '0.8-3.6' per channel."""
+    if isinstance(value, list):
+        return f"{min(value):.2g}-{max(value):.2g}"
+    return f"{value:.3g}"
 
 
 def base_name(node_name: str) -> str:

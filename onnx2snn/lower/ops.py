@@ -11,7 +11,7 @@ from torch import nn
 
 from ..errors import Onnx2SnnError
 from ..graph.spiking import v_init_input
-from ..scales import compress, uniform
+from ..scales import channel_scale, compress
 from ..snn.neurons import IFNeuron, MembraneReadout
 from ..snn.pooling import MAX_POOL
 from .modules import ConstantMul, Function, Padded, Passthrough, ReLU
@@ -367,7 +367,7 @@ def _add_scales(node, view, scales, lam):
     an input at another scale gets the synaptic factor s_in/λ (a Mul: spikes stay binary)."""
     data = view.data_inputs(node)
     rank = len(view.sample_shape(node.output[0]))
-    target = uniform(lam, rank) if lam is not None else compress(scales[0])
+    target = channel_scale(lam, rank) if lam is not None else compress(scales[0])
     factors = []
     for t, s in zip(data, scales):
         shape = view.sample_shape(t)

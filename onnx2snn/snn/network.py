@@ -97,14 +97,15 @@ class SpikingNetwork(nn.Module):
     def __repr__(self) -> str:
         """One line per step: op, output shape, its module (neuron parameters), and λ where a weighted
         layer was rescaled — the seed printed the SNN's structure; ``print(network)`` shows this."""
-        lambdas = {l.node: l.lambda_out for l in getattr(self, "layer_scales", None) or []}
+        from ..graph.annotate import format_scale
+        lambdas = {l.node: format_scale(l.lambda_out) for l in getattr(self, "layer_scales", None) or []}
         rows = [("step", "op", "output shape", "module", "λ")]
         for step, module in zip(self.steps, self.layers):
             extra = module.extra_repr().replace("\n", " ")
             text = f"{type(module).__name__}({extra})" if extra else type(module).__name__
             rows.append((step.name, step.op, "×".join(map(str, step.shape)) if step.shape else "?",
                          text if len(text) <= 72 else text[:69] + "...",
-                         f"{lambdas[step.name]:.4g}" if step.name in lambdas else ""))
+                         lambdas.get(step.name, "")))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = [f"SpikingNetwork: {self.input_name!r} -> {self.output_name!r}, {len(self.steps)} steps, "
                  f"{len(self.neuron_layers())} layers of IF neurons, readout delay {self.readout_delay}"]
