@@ -153,8 +153,9 @@ def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, 
     T = config.target_T
     network = lower_model(edited, config)
     passes = snn_calibration.calibration_passes(network, x_fit, T, config)
-    report = snn_calibration.CalibrationReport(T, sum(len(p) for p in passes),
-                                               0 if x_hold is None else min(len(x_hold), snn_calibration.READOUT_IMAGES))
+    used = sum(len(p) for p in passes) if config.calibration.bias else 0
+    x_read = None if x_hold is None else snn_calibration.readout_images(x_fit, used, x_hold)
+    report = snn_calibration.CalibrationReport(T, used, 0 if x_read is None else len(x_read))
     if config.calibration.bias:
         for k, part in enumerate(passes):
             snn_calibration.calibrate_biases(network, edited, info.input_name, plan, part, T, config, report,
@@ -162,7 +163,6 @@ def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, 
         edited = snn_calibration.shift_biases(edited, report.bias_shifts)
         edited = snn_calibration.store_v_init(edited, report.v_init_maps)
     if config.simulation.output == "auto":
-        x_read = x_hold[:snn_calibration.READOUT_IMAGES]
         teacher = run(info.model, info.input_name, x_read, [info.model.graph.output[0].name], config.batch_size)[0]
         output, delay = snn_calibration.choose_readout(network, x_read, teacher.reshape(len(x_read), -1).argmax(1),
                                                        T, config, report)

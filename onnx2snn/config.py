@@ -37,8 +37,8 @@ class CalibrationConfig:
     iterations: int = 2             # bias corrections per layer (each re-runs only that layer's neurons)
     v_init: bool = False            # then also the initial potential of every neuron (Li et al.'s "advanced")
     samples: int = 256              # most fit images the bias calibration simulates (cost and memory)
-    # least share of the calibration images held back to choose the readout (every image beyond
-    # the ``samples`` fit images is held back too)
+    # share of the calibration images held back to choose the readout (with the fit images the bias
+    # calibration does not simulate)
     holdout: float = 0.2
 
 

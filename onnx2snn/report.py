@@ -67,7 +67,7 @@ FEW_HELD_BACK = 200
 def calibration_lines(cal, config) -> str:
     """What the calibration for the target T did, in a few lines."""
     lines = [f"calibrated for T={cal.T} on {cal.fit_images} calibration images"
-             + (f" ({cal.holdout_images} held back)" if cal.holdout_images else "")
+             + (f" (the readout chosen on {cal.holdout_images} others)" if cal.holdout_images else "")
              + f": thresholds by {'T-step search' if config.parser.threshold == 'search' else 'statistic'}"]
     if cal.rate_error:
         before = np.mean([e[0] for e in cal.rate_error.values()])

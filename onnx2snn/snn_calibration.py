@@ -94,12 +94,11 @@ class CalibrationReport:
 
 
 def split(x: np.ndarray, config: Config) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """(fit part, held-back part) whenever anything is fitted for the target T (``Config.holds_out``;
-    otherwise everything fits). The fit part is ``calibration.samples`` images — what the bias
-    calibration simulates — and every image beyond it is held back, at least the
-    ``calibration.holdout`` share: the readout choice needs as many unseen images as there are to
-    tell variants apart (on 200 images one image is half a point; measured on ResNet-20 at T=32, the
-    choice on 200 held-back images left 0.85 points on the table, on 744 it did not)."""
+    """(fit part, held-back part): the last ``calibration.holdout`` share is held back whenever
+    anything is fitted for the target T (``Config.holds_out``); otherwise everything fits. The
+    thresholds' statistics use the fit part; the bias calibration its first ``calibration.samples``
+    images; the readout is chosen on the held-back part and the fit images the bias calibration
+    did not simulate (``readout_images``)."""
     if not config.holds_out:
         return x, None
     n = len(x)
@@ -107,9 +106,18 @@ def split(x: np.ndarray, config: Config) -> Tuple[np.ndarray, Optional[np.ndarra
         raise Onnx2SnnError(f"the calibration array has {n} image(s); calibrating for T={config.target_T} needs at "
                             f"least {MIN_IMAGES} (a fit part and a held-back part): give more images, or use the "
                             "seed's conversion (--threshold statistic --no-bias-calibration --output spikes)")
-    least = max(2, int(round(config.calibration.holdout * n)))
-    fit = min(n - least, max(config.calibration.samples, MIN_IMAGES))
-    return x[:fit], x[fit:]
+    hold = max(2, int(round(config.calibration.holdout * n)))
+    return x[:n - hold], x[n - hold:]
+
+
+def readout_images(x_fit: np.ndarray, used: int, x_hold: np.ndarray) -> np.ndarray:
+    """Images to choose the readout on: the held-back ones, then the fit images the bias
+    calibration did not simulate, at most ``READOUT_IMAGES``. A few hundred images cannot tell
+    variants apart that differ on one or two of them (measured on ResNet-20 at T=32: the choice on
+    200 held-back images left 0.85 points on the table, on 744 it did not). The thresholds saw the
+    extra images' statistics, which every variant compared shares."""
+    extra = x_fit[used:used + max(0, READOUT_IMAGES - len(x_hold))]
+    return np.concatenate([np.asarray(x_hold[:READOUT_IMAGES]), np.asarray(extra)]) if len(extra) else x_hold
 
 
 def calibration_passes(network: SpikingNetwork, x_fit: np.ndarray, T: int, config: Config) -> List[np.ndarray]:
