@@ -164,6 +164,9 @@ class LiveAccuracy:
         self.bar.update(n)
 
 
+LONG_RUN = 1e12   # element-steps above which the CLI says how much work a simulation is (hours on a CPU)
+
+
 def check_out_dir(path: str) -> str:
     """The folder --out names, made new or empty: not a file, not a symbolic link (the output is
     renamed into place, which a link would break or redirect), not an empty string."""
@@ -293,6 +296,11 @@ def run(a: argparse.Namespace) -> int:
         t = time.perf_counter()
         ann = api.ann_accuracy(conv.source, conv.input_name, x, y, cfg.batch_size)
         rep["timings_s"]["ann_eval"] = time.perf_counter() - t
+        work = len(x) * cfg.simulation.T * conv.network.elements_per_sample
+        if work > LONG_RUN:
+            print(f"note: simulating {len(x)} samples × T={cfg.simulation.T} steps × "
+                  f"{conv.network.elements_per_sample} neurons and currents each = {work:.2g} element-steps; "
+                  "the progress bar shows the rate once it starts (Ctrl+C stops cleanly)")
         bar = None
         if not a.quiet:
             from tqdm import tqdm

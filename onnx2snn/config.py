@@ -16,6 +16,10 @@ from typing import Optional, Union
 
 from .errors import Onnx2SnnError
 
+# Beyond this many time steps rate coding has long converged (the benchmarks stop at 1024) and a run
+# takes days: a larger T is a typo.
+MAX_T = 100_000
+
 
 @dataclass
 class ParserConfig:
@@ -99,7 +103,7 @@ class Config:
         _check(isinstance(p.per_channel, bool), "parser.per_channel", p.per_channel, "true or false")
         _check(_is_finite(p.percentile) and 0 < p.percentile <= 100, "parser.percentile",
                p.percentile, "a number in (0, 100]")
-        _check(_is_int(s.T) and s.T >= 1, "simulation.T", s.T, "an integer >= 1")
+        _check(_is_int(s.T) and 1 <= s.T <= MAX_T, "simulation.T", s.T, f"an integer in [1, {MAX_T}]")
         _check(s.reset_to_zero is None or isinstance(s.reset_to_zero, bool)
                or (_is_finite(s.reset_to_zero) and s.reset_to_zero < 1),
                "simulation.reset_to_zero", s.reset_to_zero,
@@ -109,7 +113,8 @@ class Config:
                '"auto", "spikes" or "membrane"')
         _check(s.readout_delay is None or (_is_int(s.readout_delay) and s.readout_delay >= 0),
                "simulation.readout_delay", s.readout_delay, "null or an integer >= 0")
-        _check(c.T is None or (_is_int(c.T) and c.T >= 1), "calibration.T", c.T, "null or an integer >= 1")
+        _check(c.T is None or (_is_int(c.T) and 1 <= c.T <= MAX_T), "calibration.T", c.T,
+               f"null or an integer in [1, {MAX_T}]")
         _check(isinstance(c.bias, bool), "calibration.bias", c.bias, "true or false")
         _check(isinstance(c.v_init, bool), "calibration.v_init", c.v_init, "true or false")
         _check(_is_int(c.iterations) and c.iterations >= 1, "calibration.iterations", c.iterations, "an integer >= 1")

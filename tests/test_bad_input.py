@@ -407,3 +407,8 @@ def test_bad_config_file_contents(work, capsys, name, content, fragment):
 ])
 def test_missing_paths(work, capsys, args, fragment):
     refused(work, capsys, [*args, "-q"], fragment)
+
+
+def test_absurd_T_is_refused(work, capsys):
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "-T", "10000000"], "simulation.T", "[1, 100000]")
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--calibration-T", "10000000"], "calibration.T")
