@@ -177,7 +177,7 @@ def test_readout_switch_needs_a_clear_margin():
     default = np.array([True] * 190 + [False] * 10)
     one_more = default.copy(); one_more[190] = True
     assert not clearly_better(one_more, default)
-    swapped = default.copy(); swapped[190:196] = True; swapped[:4] = False   # 6 wins, 4 losses
+    swapped = default.copy(); swapped[190:196] = True; swapped[:4] = False   # 6 wins, 4 losses: 2 < √10
     assert not clearly_better(swapped, default)
     consistent = default.copy(); consistent[190:198] = True                   # 8 wins, no loss
     assert clearly_better(consistent, default)
