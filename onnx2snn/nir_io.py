@@ -34,7 +34,7 @@ several edges into a node as an Add) and lowers it like a ``*.snn.onnx``.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 import numpy as np
 import onnx

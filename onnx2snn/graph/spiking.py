@@ -35,7 +35,6 @@ DOMAIN_VERSION = 1
 IR_VERSION = 10          # node metadata_props (IR 10) carry the scales
 KEY_V_INIT = "onnx2snn.v_init"   # on a plain graph's ReLU/Clip: the initializer with its neurons' initial potentials
 SUBSAMPLING = ("AveragePool", "GlobalAveragePool", "ReduceMean")
-SPIKING_OPS = ("IF", "ClipIF", "SpikeMaxPool", "Readout")
 POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode")
 
 

@@ -8,11 +8,10 @@ neurons, which tests use to check every handler against onnxruntime.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Set
+from typing import List, Optional
 
 import numpy as np
 import onnx
-import torch
 from torch import nn
 
 from ..config import Config
