@@ -1,10 +1,11 @@
-"""A fused IF update over a chunk of time steps for CUDA tensors, written in Triton.
+"""A fused IF update over a chunk of time steps: Triton on CUDA (this file), Numba on CPU (``cpu_kernel.py``).
 
 One kernel launch runs every step of a chunk: each program keeps a block of membrane potentials in
 registers, reads the input current of each step once and writes each spike once — two memory
 passes per step, against about eight for the step-by-step torch ops. Used automatically when the
 tensors are on a CUDA device and Triton imports; everything else (CPU, no Triton) takes the torch
-path in ``neurons.py``, which computes the same thing.
+path in ``neurons.py``, which computes the same thing. ``ONNX2SNN_KERNELS=torch`` (or the older
+``ONNX2SNN_NO_TRITON=1``, CUDA only) forces the torch path.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import os
 from typing import Optional
 
 import torch
+
+from . import cpu_kernel
 
 try:  # Triton ships with CUDA builds of torch; CPU-only machines simply do not use this file
     import triton
@@ -24,8 +27,11 @@ BLOCK = 1024  # neurons per Triton program: a common size for elementwise kernel
 
 
 def available(t: torch.Tensor) -> bool:
-    """Can the kernel run on this tensor's device? (ONNX2SNN_NO_TRITON=1 forces the torch path.)"""
-    return triton is not None and t.is_cuda and not os.environ.get("ONNX2SNN_NO_TRITON")
+    """Can a fused kernel run on this tensor's device?"""
+    if t.device.type == "cpu":
+        return cpu_kernel.available(t)
+    return (triton is not None and t.is_cuda and not os.environ.get("ONNX2SNN_NO_TRITON")
+            and os.environ.get("ONNX2SNN_KERNELS", "").lower() != "torch")
 
 
 def _dense(t: torch.Tensor) -> bool:
@@ -41,7 +47,7 @@ def _dense(t: torch.Tensor) -> bool:
 def usable(z: torch.Tensor, v: torch.Tensor, static: bool) -> bool:
     """The kernel indexes memory flat: the currents of each step must be laid out as ``v`` is,
     one step after the other."""
-    if not available(z) or not _dense(v):
+    if not available(z) or v.dtype != torch.float32 or not _dense(v):
         return False
     if static:
         return z.stride() == v.stride()
@@ -70,6 +76,8 @@ if triton is not None:
 def if_chunk(z: torch.Tensor, v: torch.Tensor, out: torch.Tensor, steps: int, static: bool,
              v_threshold: float, v_reset: Optional[float]) -> None:
     """Writes the spikes into ``out`` (laid out as ``usable`` requires); updates ``v`` in place."""
+    if z.device.type == "cpu":
+        return cpu_kernel.if_chunk(z, v, out, steps, static, v_threshold, v_reset)
     n = v.numel()
     block = BLOCK
     _if_chunk_kernel[(triton.cdiv(n, block),)](

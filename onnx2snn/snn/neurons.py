@@ -93,8 +93,8 @@ class IFNeuron(nn.Module):
             torch.ge(v, self.v_threshold, out=spikes)  # straight into the float output: no bool copy
             if self.v_reset is None:
                 v.sub_(spikes, alpha=self.v_threshold)
-            else:  # v <- v - s·(v - v_reset)
-                v.addcmul_(spikes, v - self.v_reset, value=-1)
+            else:  # v <- v_reset where it spiked (exactly the value, as the fused kernels write it)
+                v.masked_fill_(spikes.bool(), self.v_reset)
 
     def extra_repr(self) -> str:
         reset = "subtract" if self.v_reset is None else f"to {self.v_reset}"
