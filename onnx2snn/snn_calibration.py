@@ -49,6 +49,7 @@ from .graph.view import GraphView
 from .normalize import Plan
 from .snn.network import SpikingNetwork
 from .snn.neurons import IFNeuron, if_step
+from .snn.synops import sum_leading
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +226,8 @@ class _CalibratingNeuron(nn.Module):
         spikes = self.neuron(z + torch.as_tensor(shift, dtype=z.dtype, device=z.device).view(view), steps, static=static)
         # spikes: [steps, B, C, ...]. Counts per neuron first (exact in float32: at most T), then
         # float64 over the images: a fast contiguous add, and exact sums for any T.
-        counts = spikes.sum(dim=0, dtype=torch.float32).double()
-        return spikes, (counts.sum(dim=0) / (steps * counts.shape[0])).cpu().numpy()
+        counts = sum_leading(spikes).double()
+        return spikes, (sum_leading(counts) / (steps * counts.shape[0])).cpu().numpy()
 
     def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
         shifts, errors = [np.zeros_like(self.goal)], []

@@ -60,3 +60,42 @@ def test_reshape_to_2d_lowering():
     cleaned, _ = clean_graph(m)
     x = r.normal(size=(4, 2, 3, 3)).astype(np.float32)
     np.testing.assert_allclose(ann_outputs(cleaned, x), graphs.ort_run(m, x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_synaptic_factor_mul_is_fused_into_its_add():
+    """Residual Adds whose skip input is a synaptic-factor Mul become one ScaledAdd (a + b·c), and
+    the network computes exactly what the unfused steps compute."""
+    from patterns import PATTERNS
+    from onnx2snn import Config, convert
+    from onnx2snn.lower import fuse_scaled_adds
+    from onnx2snn.lower.modules import ConstantMul, ScaledAdd
+    model, shape = PATTERNS["residual_blocks"]()
+    x = np.random.default_rng(0).uniform(0, 1, size=(24, *shape)).astype(np.float32)
+    net = convert(model, x, Config()).network
+    fused = [m for m in net.layers if isinstance(m, ScaledAdd)]
+    assert fused, "no Add was fused"
+    mul_outputs = {s.output for s, m in zip(net.steps, net.layers) if isinstance(m, ConstantMul)}
+    assert not any(name in mul_outputs for s in net.steps if s.op == "Add" for name in s.inputs)
+    # Undo the fusion by hand: the same steps with a separate Mul reproduce the spikes exactly.
+    from onnx2snn.snn.network import SpikingNetwork, Step
+    steps, layers = [], []
+    for s, m in zip(net.steps, net.layers):
+        if isinstance(m, ScaledAdd):
+            steps.append(Step(s.name + " mul", "Mul", [s.inputs[1]], s.output + " scaled"))
+            layers.append(ConstantMul(m.const))
+            steps.append(Step(s.name, "Add", [s.inputs[0], s.output + " scaled"], s.output, s.shape))
+            layers.append(lower_add_module())
+        else:
+            steps.append(s)
+            layers.append(m)
+    plain = SpikingNetwork(steps, layers, net.input_name, net.output_name, net.elements_per_sample, net.config)
+    _, refused = fuse_scaled_adds(steps, layers, net.output_name)   # the pass finds them all again
+    assert sum(isinstance(m, ScaledAdd) for m in refused) == len(fused)
+    a = net.simulate(x, 20, device="cpu", record_steps=True).step_outputs
+    b = plain.simulate(x, 20, device="cpu", record_steps=True).step_outputs
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+def lower_add_module():
+    from onnx2snn.lower.modules import Function
+    return Function(torch.add, "add")

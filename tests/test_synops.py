@@ -55,3 +55,13 @@ def test_no_counting_without_record_rates():
     x = np.random.default_rng(2).uniform(0, 1, size=(8, 6)).astype(np.float32)
     conv = convert(graphs.gemm_bn(), x, graphs.seed_config())
     assert simulate(conv.network, x, T=4).synaptic_ops == {}
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_sum_leading_matches_torch_sum_in_any_layout(layout):
+    from onnx2snn.snn.synops import sum_leading
+    x = (torch.rand(6, 5, 3, 4, 7) < 0.3).float()
+    x = torch.stack([s.contiguous(memory_format=layout) for s in x.flatten(0, 1)]).view(6, 5, 3, 4, 7) \
+        if layout == torch.contiguous_format else x.flatten(0, 1).contiguous(memory_format=layout)
+    assert torch.equal(sum_leading(x), x.sum(0))
+    assert torch.equal(sum_leading(x.double()), x.double().sum(0)) and sum_leading(x.double()).dtype == torch.float64

@@ -20,6 +20,7 @@ from ..graph.view import GraphView
 from ..graph.spiking import is_spiking, to_spiking
 from ..snn.network import SpikingNetwork, Step
 from . import ops  # noqa: F401  (registers the handlers)
+from .modules import ConstantMul, ScaledAdd
 from .registry import HANDLERS, unsupported_reason
 
 
@@ -74,7 +75,34 @@ def lower_model(model: onnx.ModelProto, config: Optional[Config] = None, ann: bo
     for node in view.nodes:
         if node.op_type != "Constant":
             HANDLERS[node.op_type].lower(node, ctx)
-    network = SpikingNetwork(ctx.steps, ctx.modules, view.input_name, view.output_names[0], ctx.elements, config)
+    steps, modules = fuse_scaled_adds(ctx.steps, ctx.modules, view.output_names[0])
+    network = SpikingNetwork(steps, modules, view.input_name, view.output_names[0], ctx.elements, config)
     if ctx.readout_delay is not None:
         network.readout_delay = ctx.readout_delay
     return network
+
+
+def fuse_scaled_adds(steps: List[Step], modules: List[nn.Module], output: str):
+    """Each Add fed by a synaptic-factor Mul that nothing else reads becomes one ``ScaledAdd``
+    (a + b·c): one pass over memory instead of two, on every residual block of a ResNet. The
+    listing keeps the Add's name; the Mul's step disappears (its factor is in the Add's module)."""
+    readers = {}
+    for step in steps:
+        for name in step.inputs:
+            readers[name] = readers.get(name, 0) + 1
+    producer = {step.output: i for i, step in enumerate(steps)}
+    fused, steps, modules = set(), list(steps), list(modules)
+    for i, (step, module) in enumerate(zip(steps, modules)):
+        if step.op != "Add" or len(step.inputs) != 2 or step.inputs[0] == step.inputs[1]:
+            continue
+        for k in (1, 0):
+            j = producer.get(step.inputs[k])
+            if (j is not None and isinstance(modules[j], ConstantMul) and readers[steps[j].output] == 1
+                    and steps[j].output != output):
+                other = step.inputs[1 - k]
+                steps[i] = Step(step.name, step.op, [other, steps[j].inputs[0]], step.output, step.shape)
+                modules[i] = ScaledAdd(modules[j].const)
+                fused.add(j)
+                break
+    keep = [i for i in range(len(steps)) if i not in fused]
+    return [steps[i] for i in keep], [modules[i] for i in keep]

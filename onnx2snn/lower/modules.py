@@ -49,6 +49,21 @@ class ConstantMul(nn.Module):
         return f"constant of shape {tuple(self.const.shape)}"
 
 
+class ScaledAdd(nn.Module):
+    """a + b · c in one pass (``torch.addcmul``): an Add whose second input is a synaptic-factor Mul
+    that nothing else reads, fused at lowering (``lower.fuse_scaled_adds``)."""
+
+    def __init__(self, const):
+        super().__init__()
+        self.register_buffer("const", torch.as_tensor(const))
+
+    def forward(self, a, b):
+        return torch.addcmul(a, b, self.const)
+
+    def extra_repr(self) -> str:
+        return f"a + b · constant of shape {tuple(self.const.shape)}"
+
+
 class Passthrough(nn.Module):
     """Identity (ReLU of spikes that are already non-negative)."""
 

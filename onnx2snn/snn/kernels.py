@@ -34,7 +34,7 @@ def available(t: torch.Tensor) -> bool:
             and os.environ.get("ONNX2SNN_KERNELS", "").lower() != "torch")
 
 
-def _dense(t: torch.Tensor) -> bool:
+def dense(t: torch.Tensor) -> bool:
     """No gaps, no overlaps: the elements fill one block of memory (any dimension order)."""
     expected = 1
     for size, stride in sorted(zip(t.shape, t.stride()), key=lambda p: p[1]):
@@ -47,7 +47,7 @@ def _dense(t: torch.Tensor) -> bool:
 def usable(z: torch.Tensor, v: torch.Tensor, static: bool) -> bool:
     """The kernel indexes memory flat: the currents of each step must be laid out as ``v`` is,
     one step after the other."""
-    if not available(z) or v.dtype != torch.float32 or not _dense(v):
+    if not available(z) or v.dtype != torch.float32 or not dense(v):
         return False
     if static:
         return z.stride() == v.stride()

@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import dense
+
 ENERGY_AC_PJ = 0.9
 ENERGY_MAC_PJ = 4.6
 ENERGY_SOURCE = "Horowitz, ISSCC 2014, 45 nm, 32-bit float: 0.9 pJ per add (AC), 4.6 pJ per multiply-add (MAC)"
@@ -69,8 +71,20 @@ class EventCounter:
         same at every step, computed once per sample) is not summed: its layer does MACs once."""
         self.static[index] = static
         if not static:
-            summed = value.sum(dim=0, dtype=torch.float32)
+            summed = sum_leading(value)
             self.events[index] = summed if index not in self.events else self.events[index] + summed
+
+
+def sum_leading(value: torch.Tensor) -> torch.Tensor:
+    """``value.sum(dim=0)`` in float32 (float64 stays float64), summing the flat memory where each entry of dim 0 is one dense
+    block (NCHW or NHWC samples, or steps): torch's reduction over dim 0 of an NHWC tensor is ~40x
+    slower on CPU. The result keeps the entries' layout."""
+    dtype = torch.float64 if value.dtype == torch.float64 else torch.float32
+    n, per_sample = value.shape[0], value[0].numel()
+    if n > 1 and value.stride(0) == per_sample and dense(value[0]):
+        flat = torch.as_strided(value, (n, per_sample), (per_sample, 1)).sum(dim=0, dtype=dtype)
+        return torch.as_strided(flat, value.shape[1:], value.stride()[1:])
+    return value.sum(dim=0, dtype=dtype)
 
 
 AVERAGING = ("AveragePool", "GlobalAveragePool", "ReduceMean")
