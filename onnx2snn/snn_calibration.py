@@ -219,20 +219,30 @@ class _CalibratingNeuron(nn.Module):
     def reset(self) -> None:
         self.neuron.reset()
 
-    def _run(self, z, shift, steps, static):
-        """Spikes with the input shifted, and the rate per neuron (mean over the images)."""
+    def _shifted(self, z, shift, static):
         view = [-1] + [1] * (z.dim() - (1 if static else 2) - 1)   # channels: dim 1 of [B, C, ...], 2 of [T, B, C, ...]
         self.neuron.reset()
-        spikes = self.neuron(z + torch.as_tensor(shift, dtype=z.dtype, device=z.device).view(view), steps, static=static)
-        # spikes: [steps, B, C, ...]. Counts per neuron first (exact in float32: at most T), then
-        # float64 over the images: a fast contiguous add, and exact sums for any T.
-        counts = sum_leading(spikes).double()
-        return spikes, (sum_leading(counts) / (steps * counts.shape[0])).cpu().numpy()
+        return z + torch.as_tensor(shift, dtype=z.dtype, device=z.device).view(view)
+
+    @staticmethod
+    def _rate(counts, steps):
+        """Rate per neuron, mean over the images, from counts [B, C, ...] (exact in float32: at most
+        T each); float64 over the images: exact sums for any T."""
+        return (sum_leading(counts.double()) / (steps * counts.shape[0])).cpu().numpy()
+
+    def _trial(self, z, shift, steps, static):
+        """The rate per neuron with the input shifted; the spikes are only counted."""
+        return self._rate(self.neuron.count(self._shifted(z, shift, static), steps, static), steps)
+
+    def _run(self, z, shift, steps, static):
+        """Spikes with the input shifted, and the rate per neuron."""
+        spikes = self.neuron(self._shifted(z, shift, static), steps, static=static)   # [steps, B, C, ...]
+        return spikes, self._rate(sum_leading(spikes), steps)
 
     def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
         shifts, errors = [np.zeros_like(self.goal)], []
         for i in range(self.iterations + 1):
-            spikes, rate = self._run(z, shifts[-1], steps, static)
+            rate = self._trial(z, shifts[-1], steps, static)
             errors.append(self.goal - per_channel(rate))
             self.errors.append(float(np.mean(np.abs(errors[-1]))))
             if i < self.iterations:
@@ -241,23 +251,19 @@ class _CalibratingNeuron(nn.Module):
         self.shift = np.stack(shifts)[best, np.arange(len(best))]
         kept = np.stack(errors)[best, np.arange(len(best))]
         self.errors.append(float(np.mean(np.abs(kept))))
-        if not np.all(best == len(shifts) - 1):
-            spikes, rate = self._run(z, self.shift, steps, static)
         if self.calibrate_v_init:
-            spikes = self._calibrate_v_init(z, rate, steps, static)
-        return spikes
+            return self._calibrate_v_init(z, self._trial(z, self.shift, steps, static), steps, static)
+        return self._run(z, self.shift, steps, static)[0]      # the kept shift's spikes go downstream
 
     def _calibrate_v_init(self, z, rate, steps, static):
         base = np.full_like(self.goal_map, self.neuron.v_init)
         error = self.goal_map - rate
         candidate = np.clip(base + steps * error, -1.0, 1.0)
         self.neuron.v_init_map = torch.as_tensor(candidate, dtype=torch.float32, device=z.device)
-        spikes, new_rate = self._run(z, self.shift, steps, static)
-        better = np.abs(self.goal_map - new_rate) < np.abs(error)
+        better = np.abs(self.goal_map - self._trial(z, self.shift, steps, static)) < np.abs(error)
         self.v_init_map = np.where(better, candidate, base)
-        if not np.all(better):
-            self.neuron.v_init_map = torch.as_tensor(self.v_init_map, dtype=torch.float32, device=z.device)
-            spikes, new_rate = self._run(z, self.shift, steps, static)
+        self.neuron.v_init_map = torch.as_tensor(self.v_init_map, dtype=torch.float32, device=z.device)
+        spikes, new_rate = self._run(z, self.shift, steps, static)
         self.errors.append(float(np.mean(np.abs(self.goal - per_channel(new_rate)))))
         return spikes
 

@@ -97,13 +97,13 @@ def max_pool_network(mode):
 
 
 @pytest.mark.parametrize("mode,module", [("max", "RunningMaxPool"), ("gate", "GatedMaxPool"), ("wta", "Function"),
-                                         ("avg", "Function")])
+                                         ("avg", "AveragePool2d")])
 def test_max_pool_modes_lowered(mode, module):
     net = max_pool_network(mode)
     names = [type(m).__name__ for m in net.layers]
     assert names[2] == module
     if mode == "avg":  # average pooling of spikes, then IF neurons (avg_pool.has_neuron)
-        assert "avg_pool" in net.layers[2].description and names[3] == "IFNeuron"
+        assert "avg_pool" in net.layers[2].extra_repr() and names[3] == "IFNeuron"
     if mode == "wta":
         assert "max_pool" in net.layers[2].description
 

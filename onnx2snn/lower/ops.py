@@ -14,7 +14,7 @@ from ..graph.spiking import v_init_input
 from ..scales import channel_scale, compress
 from ..snn.neurons import IFNeuron, MembraneReadout
 from ..snn.pooling import MAX_POOL
-from .modules import ConstantMul, Function, Padded, Passthrough, ReLU
+from .modules import AveragePool2d, ConstantMul, Function, Padded, Passthrough, ReLU
 from .registry import register
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -199,6 +199,9 @@ def _check_avg_pool(node, ctx):
 
 def _avg_pool_module(node, ctx, kernel, strides, pads, ceil_mode, count_include_pad):
     nd = len(kernel)
+    shape = ctx.view.sample_shape(node.input[0])
+    if nd == 2 and not any(pads) and not ceil_mode and shape:
+        return AveragePool2d(shape[0], kernel, strides)
     if pads[:nd] == pads[nd:]:
         fn = partial(_AVG[nd], kernel_size=kernel, stride=strides, padding=pads[:nd], ceil_mode=ceil_mode,
                      count_include_pad=count_include_pad)

@@ -8,6 +8,9 @@ of the first layer stays in cache too). Measured on a 2-core Xeon: 2.4× faster 
 on the MNIST example's first layer (``tools/benchmark_speed.py``). Same arithmetic as the Triton
 kernel: ``v + z``, ``v >= threshold``, ``v - threshold`` or ``v_reset`` — bit-identical spikes.
 
+Each kernel can also count the spikes per neuron instead of (or besides) writing them: the bias
+calibration needs only the rates of its trial runs, and then the spikes never reach memory.
+
 Numba compiles the two kernels on first use and caches the machine code beside this file (or in
 ``NUMBA_CACHE_DIR``), so later processes load them in milliseconds. Without Numba, or with
 ``ONNX2SNN_KERNELS=torch``, the torch path runs instead.
@@ -40,34 +43,42 @@ _kernels = {}
 
 
 def _compile(numba):
+    # ``write``: store each step's spikes in ``out``; ``count``: add them to ``counts`` (per neuron).
+    # Both flags are the same for every neuron, so LLVM takes the branches out of the inner loop.
     @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-    def subtract_reset(z, v, out, steps, z_step, threshold):
+    def subtract_reset(z, v, out, counts, steps, z_step, threshold, write, count):
         n = v.shape[0]
         for b in numba.prange((n + BLOCK - 1) // BLOCK):
             lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
-            vb = v[lo:hi]
+            vb, cb = v[lo:hi], counts[lo:hi]
             for t in range(steps):
                 zb = z[t * z_step + lo:t * z_step + hi]
                 ob = out[t * n + lo:t * n + hi]
                 for i in range(hi - lo):
                     x = vb[i] + zb[i]
                     spike = np.float32(x >= threshold)
-                    ob[i] = spike
+                    if write:
+                        ob[i] = spike
+                    if count:
+                        cb[i] += spike
                     vb[i] = x - spike * threshold
 
     @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-    def reset_to_value(z, v, out, steps, z_step, threshold, v_reset):
+    def reset_to_value(z, v, out, counts, steps, z_step, threshold, v_reset, write, count):
         n = v.shape[0]
         for b in numba.prange((n + BLOCK - 1) // BLOCK):
             lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
-            vb = v[lo:hi]
+            vb, cb = v[lo:hi], counts[lo:hi]
             for t in range(steps):
                 zb = z[t * z_step + lo:t * z_step + hi]
                 ob = out[t * n + lo:t * n + hi]
                 for i in range(hi - lo):
                     x = vb[i] + zb[i]
                     spike = x >= threshold
-                    ob[i] = np.float32(spike)
+                    if write:
+                        ob[i] = np.float32(spike)
+                    if count:
+                        cb[i] += np.float32(spike)
                     vb[i] = v_reset if spike else x
 
     _kernels["subtract"], _kernels["value"] = subtract_reset, reset_to_value
@@ -84,17 +95,25 @@ def _flat(t: torch.Tensor, n: int) -> np.ndarray:
     return torch.as_strided(t, (n,), (1,)).numpy()
 
 
-def if_chunk(z: torch.Tensor, v: torch.Tensor, out: torch.Tensor, steps: int, static: bool,
-             v_threshold: float, v_reset) -> None:
-    """Writes the spikes into ``out``; updates ``v`` in place (layouts as ``kernels.usable`` requires)."""
+_NOTHING = np.zeros(0, np.float32)   # stands in for ``out`` or ``counts`` when not asked for
+
+
+def if_chunk(z: torch.Tensor, v: torch.Tensor, out, steps: int, static: bool, v_threshold: float, v_reset,
+             counts=None) -> None:
+    """Writes the spikes into ``out`` (None: not at all) and adds them up per neuron into ``counts``
+    (None: no counting); updates ``v`` in place (layouts as ``kernels.usable`` requires)."""
     n = v.numel()
     numba = _numba
     if numba.get_num_threads() != torch.get_num_threads():  # one thread budget for the process
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     zf = _flat(z, n if static else steps * n)
-    vf, of = _flat(v, n), _flat(out, steps * n)
+    vf = _flat(v, n)
+    of = _NOTHING if out is None else _flat(out, steps * n)
+    cf = _NOTHING if counts is None else _flat(counts, n)
     threshold = np.float32(v_threshold)
+    z_step = 0 if static else n
     if v_reset is None:
-        _kernels["subtract"](zf, vf, of, steps, 0 if static else n, threshold)
+        _kernels["subtract"](zf, vf, of, cf, steps, z_step, threshold, out is not None, counts is not None)
     else:
-        _kernels["value"](zf, vf, of, steps, 0 if static else n, threshold, np.float32(v_reset))
+        _kernels["value"](zf, vf, of, cf, steps, z_step, threshold, np.float32(v_reset), out is not None,
+                          counts is not None)

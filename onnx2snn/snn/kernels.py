@@ -73,13 +73,18 @@ if triton is not None:
         tl.store(v_ptr + offs, v, mask=mask)
 
 
-def if_chunk(z: torch.Tensor, v: torch.Tensor, out: torch.Tensor, steps: int, static: bool,
-             v_threshold: float, v_reset: Optional[float]) -> None:
-    """Writes the spikes into ``out`` (laid out as ``usable`` requires); updates ``v`` in place."""
+def if_chunk(z: torch.Tensor, v: torch.Tensor, out: Optional[torch.Tensor], steps: int, static: bool,
+             v_threshold: float, v_reset: Optional[float], counts: Optional[torch.Tensor] = None) -> None:
+    """Writes the spikes into ``out`` (laid out as ``usable`` requires; None: not kept) and adds them
+    per neuron into ``counts`` (laid out as ``v``; None: not counted); updates ``v`` in place."""
     if z.device.type == "cpu":
-        return cpu_kernel.if_chunk(z, v, out, steps, static, v_threshold, v_reset)
+        return cpu_kernel.if_chunk(z, v, out, steps, static, v_threshold, v_reset, counts)
     n = v.numel()
+    spikes = out if out is not None else torch.empty(steps * n, dtype=z.dtype, device=z.device).as_strided(
+        (steps, *v.shape), (n, *v.stride()))
     block = BLOCK
     _if_chunk_kernel[(triton.cdiv(n, block),)](
-        z, v, out, n, steps, 0 if static else n, float(v_threshold), float(v_reset or 0.0),
+        z, v, spikes, n, steps, 0 if static else n, float(v_threshold), float(v_reset or 0.0),
         HARD_RESET=v_reset is not None, BLOCK=block)
+    if counts is not None:
+        counts += spikes.sum(dim=0, dtype=torch.float32)

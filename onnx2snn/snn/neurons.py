@@ -64,22 +64,25 @@ class IFNeuron(nn.Module):
         self.spike_count = 0.0      # total spikes (a tensor once counting starts)
         self.neuron_steps = 0       # neurons × samples × steps counted
 
-    def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+    def _start(self, z: torch.Tensor, static: bool) -> None:
+        """The initial potential, before the first step of a batch."""
+        if self.v is not None:
+            return
         step0 = z if static else z[0]
-        if self.v is None:  # float32 whatever the currents' dtype (the potential accumulates), same layout as z
-            if self.v_init_map is None:
-                self.v = torch.full_like(step0, self.v_init * self.v_threshold, dtype=torch.float32)
-            else:
-                self.v = torch.empty_like(step0, dtype=torch.float32)
-                self.v.copy_((self.v_init_map.float() * self.v_threshold).expand_as(step0))
+        # float32 whatever the currents' dtype (the potential accumulates), same layout as z
+        if self.v_init_map is None:
+            self.v = torch.full_like(step0, self.v_init * self.v_threshold, dtype=torch.float32)
+        else:
+            self.v = torch.empty_like(step0, dtype=torch.float32)
+            self.v.copy_((self.v_init_map.float() * self.v_threshold).expand_as(step0))
+
+    def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+        self._start(z, static)
         # The spikes: one dense buffer, each step laid out like v (so NHWC stays NHWC).
         n = self.v.numel()
         out = torch.empty(steps * n, dtype=z.dtype, device=z.device).as_strided((steps, *self.v.shape),
                                                                                 (n, *self.v.stride()))
-        if kernels.usable(z, self.v, static):
-            kernels.if_chunk(z, self.v, out, steps, static, self.v_threshold, self.v_reset)
-        else:
-            self._loop(z, out, steps, static)
+        self._advance(z, steps, static, out, None)
         if self.count_spikes:
             # Exact integer counts (summed across ranks in any order give the same total): a float32 sum
             # of 0/1 values is exact below 2^24 elements and runs ~14x faster on CPU than float64.
@@ -88,17 +91,36 @@ class IFNeuron(nn.Module):
             self.neuron_steps += out.numel()
         return out
 
-    def _loop(self, z: torch.Tensor, out: torch.Tensor, steps: int, static: bool) -> None:
+    def count(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+        """Like ``forward``, but returns only each neuron's number of spikes over the ``steps``
+        (float32, shaped and laid out like one step): with a fused kernel the spikes never reach
+        memory. The bias calibration's trial runs need nothing more."""
+        self._start(z, static)
+        counts = torch.zeros_like(self.v)
+        self._advance(z, steps, static, None, counts)
+        return counts
+
+    def _advance(self, z, steps, static, out, counts) -> None:
+        if kernels.usable(z, self.v, static):
+            kernels.if_chunk(z, self.v, out, steps, static, self.v_threshold, self.v_reset, counts)
+        else:
+            self._loop(z, out, counts, steps, static)
+
+    def _loop(self, z: torch.Tensor, out, counts, steps: int, static: bool) -> None:
         """``if_step`` for each step, with in-place ops (no allocation per step)."""
         v = self.v
+        spikes = torch.empty_like(v, dtype=z.dtype) if out is None else None
         for t in range(steps):
             v.add_(z if static else z[t])
-            spikes = out[t]
+            if out is not None:
+                spikes = out[t]
             torch.ge(v, self.v_threshold, out=spikes)  # straight into the float output: no bool copy
             if self.v_reset is None:
                 v.sub_(spikes, alpha=self.v_threshold)
             else:  # v <- v_reset where it spiked (exactly the value, as the fused kernels write it)
                 v.masked_fill_(spikes.bool(), self.v_reset)
+            if counts is not None:
+                counts.add_(spikes)
 
     def extra_repr(self) -> str:
         reset = "subtract" if self.v_reset is None else f"to {self.v_reset}"
