@@ -122,7 +122,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
     overrides = {
         "simulation.T": a.timesteps, "device": a.device, "batch_size": a.batch_size, "seed": a.seed,
         "parser.percentile": a.percentile, "simulation.v_init": a.v_init, "simulation.output": a.output,
-        "simulation.reset_to_zero": a.reset_to_zero, "simulation.max_pool.momentum": a.momentum,
+        "simulation.reset": a.reset_to_zero, "simulation.max_pool.momentum": a.momentum,
         "simulation.chunk": a.chunk, "simulation.dtype": a.dtype, "parser.threshold": a.threshold,
         "calibration.T": a.calibration_T, "simulation.readout_delay": a.readout_delay,
     }

@@ -1,9 +1,11 @@
 """All conversion and simulation options in one object, with the seed tutorial's defaults.
 
 The key names follow SpikingJelly's 2020 ann2snn config (``parser.robust_norm``,
-``simulation.reset_to_zero``, ``simulation.encoder.poisson``, ``simulation.avg_pool.has_neuron``,
+``simulation.encoder.poisson``, ``simulation.avg_pool.has_neuron``,
 ``simulation.max_pool.if_spatial_avg|if_wta|momentum``), plus onnx2snn's own keys. A config file
 (JSON or TOML) holds any subset of the nested keys; unknown keys and bad values are rejected.
+The seed's ``simulation.reset_to_zero`` (None/false: subtract; true: reset to 0; a number: reset to
+it) is still read, as ``simulation.reset``, whose values say what they do.
 """
 from __future__ import annotations
 
@@ -72,8 +74,8 @@ class MaxPoolConfig:
 @dataclass
 class SimulationConfig:
     T: int = 100                    # time steps
-    # None/False: reset by subtraction; True: reset to 0; a number: reset to that value
-    reset_to_zero: Union[None, bool, float] = None
+    # after a spike: "subtract" the threshold, or set the potential to this value (a number below 1)
+    reset: Union[str, float] = "subtract"
     v_init: float = 0.5             # initial membrane potential / threshold (seed: 0; 0.5 halves the worst-case error)
     # class from the output neurons' spike counts ("spikes"), their membrane potential
     # ("membrane"), or whichever agrees best with the ANN on held-back calibration images ("auto")
@@ -104,10 +106,8 @@ class Config:
         _check(_is_finite(p.percentile) and 0 < p.percentile <= 100, "parser.percentile",
                p.percentile, "a number in (0, 100]")
         _check(_is_int(s.T) and 1 <= s.T <= MAX_T, "simulation.T", s.T, f"an integer in [1, {MAX_T}]")
-        _check(s.reset_to_zero is None or isinstance(s.reset_to_zero, bool)
-               or (_is_finite(s.reset_to_zero) and s.reset_to_zero < 1),
-               "simulation.reset_to_zero", s.reset_to_zero,
-               "false, true or a finite reset value below the threshold 1 (a neuron reset at or above it fires forever)")
+        _check(s.reset == "subtract" or (_is_finite(s.reset) and s.reset < 1), "simulation.reset", s.reset,
+               '"subtract" or a finite reset value below the threshold 1 (a neuron reset at or above it fires forever)')
         _check(_is_finite(s.v_init), "simulation.v_init", s.v_init, "a finite number (a fraction of the threshold)")
         _check(s.output in ("auto", "spikes", "membrane"), "simulation.output", s.output,
                '"auto", "spikes" or "membrane"')
@@ -211,9 +211,23 @@ class Config:
         _merge(self, data, "")
 
 
+def _reset_from_seed_key(value):
+    """The seed's ``reset_to_zero`` as ``reset``: None/false subtract, true 0, a number itself."""
+    if value is None or value is False:
+        return "subtract"
+    return 0.0 if value is True else value
+
+
+# Keys of earlier versions and of the seed, read as today's: (section, old key) -> (new key, translation)
+LEGACY_KEYS = {("simulation.", "reset_to_zero"): ("reset", _reset_from_seed_key)}
+
+
 def _merge(obj, data: dict, prefix: str) -> None:
     names = {f.name for f in dataclasses.fields(obj)}
     for key, value in data.items():
+        if (prefix, key) in LEGACY_KEYS:
+            key, translate = LEGACY_KEYS[(prefix, key)]
+            value = translate(value)
         path = prefix + key
         if key not in names:
             raise Onnx2SnnError(f"unknown config key {path!r}; known keys at this level: {', '.join(sorted(names))}")

@@ -382,7 +382,7 @@ def choose_readout(network: SpikingNetwork, x: np.ndarray, teacher: np.ndarray, 
     on 200 images lost 2.7 points on 2000)."""
     z = _simulate(network, x, T, config, record_steps=True, readout_delay=0).step_outputs   # (T, N, K) currents
     sim = config.simulation
-    v_reset = None if sim.reset_to_zero is None or sim.reset_to_zero is False else float(sim.reset_to_zero)
+    v_reset = None if sim.reset == "subtract" else float(sim.reset)
     spikes = np.empty_like(z)
     v = torch.full(z.shape[1:], sim.v_init, dtype=torch.float64)
     zt = torch.as_tensor(z, dtype=torch.float64)

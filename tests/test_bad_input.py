@@ -78,10 +78,10 @@ def test_float_labels(work, capsys):
     (["--v-init", "nan"], "simulation.v_init"),
     (["--v-init", "inf"], "simulation.v_init"),
     (["--v-init=-inf"], "simulation.v_init"),
-    (["--reset-to-zero", "nan"], "simulation.reset_to_zero"),
+    (["--reset-to-zero", "nan"], "simulation.reset"),
     (["--reset-to-zero", "1.0"], "below the threshold"),
     (["--reset-to-zero", "3"], "below the threshold"),
-    (["--reset-to-zero", "inf"], "simulation.reset_to_zero"),
+    (["--reset-to-zero", "inf"], "simulation.reset"),
     (["--percentile", "nan"], "parser.percentile"),
     (["--percentile", "0"], "parser.percentile"),
     (["--percentile", "101"], "parser.percentile"),
@@ -102,7 +102,7 @@ def test_bad_option_values(work, capsys, args, fragment):
 @pytest.mark.parametrize("content,fragment", [
     ('{"simulation": {"v_init": NaN}}', "simulation.v_init"),
     ('{"simulation": {"reset_to_zero": 2.0}}', "below the threshold"),
-    ('{"simulation": {"reset_to_zero": Infinity}}', "simulation.reset_to_zero"),
+    ('{"simulation": {"reset_to_zero": Infinity}}', "simulation.reset"),
     ('{"calibration": {"holdout": NaN}}', "calibration.holdout"),
     ('{"seed": -5}', "seed"),
 ])

@@ -9,7 +9,7 @@ def test_seed_defaults():
     c = Config()
     assert c.parser.robust_norm is True and c.parser.percentile == 99.9
     s = c.simulation
-    assert s.T == 100 and s.reset_to_zero is None and s.encoder.poisson is False
+    assert s.T == 100 and s.reset == "subtract" and s.encoder.poisson is False
     assert (s.max_pool.if_spatial_avg, s.max_pool.if_wta, s.max_pool.momentum) == (False, False, None)
 
 
@@ -28,7 +28,7 @@ def test_low_latency_defaults():
 def test_json_round_trip(tmp_path):
     c = Config()
     c.simulation.max_pool.momentum = 0.7
-    c.simulation.reset_to_zero = 0.25
+    c.simulation.reset = 0.25
     c.parser.percentile = 99.5
     c.save(tmp_path / "c.json")
     assert Config.load(str(tmp_path / "c.json")) == c
@@ -63,3 +63,11 @@ def test_bad_file(tmp_path):
         Config.load(str(p))
     with pytest.raises(Onnx2SnnError, match="does not exist"):
         Config.load(str(tmp_path / "missing.json"))
+
+
+@pytest.mark.parametrize("seed_value,reset", [(None, "subtract"), (False, "subtract"), (True, 0.0), (0.25, 0.25)])
+def test_seed_reset_key_is_read_as_reset(seed_value, reset):
+    """The seed's ``reset_to_zero`` (and 0.1/0.2 config files) still load, as the explicit ``reset``."""
+    c = Config.from_dict({"simulation": {"reset_to_zero": seed_value}})
+    assert c.simulation.reset == reset
+    assert "reset_to_zero" not in c.to_json()

@@ -63,7 +63,7 @@ def test_per_neuron_v_init_spike_readout_and_reset_value_survive(tmp_path):
     a, b, _, _ = round_trip(conv, x, 8, tmp_path)
     np.testing.assert_array_equal(a.outputs, b.outputs)
     cfg = graphs.seed_config()
-    cfg.simulation.reset_to_zero, cfg.simulation.output, cfg.simulation.readout_delay = 0.1, "spikes", 2
+    cfg.simulation.reset, cfg.simulation.output, cfg.simulation.readout_delay = 0.1, "spikes", 2
     conv = convert(graphs.conv_bn_relu(), x, cfg)
     a, b, _, graph = round_trip(conv, x, 12, tmp_path)
     np.testing.assert_array_equal(a.outputs, b.outputs)

@@ -46,7 +46,7 @@ def test_spiking_graph_is_valid_onnx_and_runs_as_the_ann(name, tmp_path):
 
 def test_neuron_attributes_come_from_the_config():
     cfg = graphs.seed_config()
-    cfg.simulation.reset_to_zero = 0.25
+    cfg.simulation.reset = 0.25
     cfg.simulation.v_init = 0.3
     conv = convert(graphs.conv_bn_relu(), data((1, 8, 8)), cfg)
     neuron = next(n for n in conv.snn_model.graph.node if n.op_type == "IF")
@@ -104,7 +104,7 @@ def test_readout_node_carries_mode_and_delay(tmp_path):
 def test_lowering_reads_the_nodes_not_the_config():
     """The lowering reads the file's nodes, not the config: a default Config() lowers the same SNN."""
     cfg = graphs.seed_config()
-    cfg.simulation.v_init, cfg.simulation.reset_to_zero = 0.2, True
+    cfg.simulation.v_init, cfg.simulation.reset = 0.2, 0.0
     x = data((1, 8, 8))
     conv = convert(graphs.conv_bn_relu(pool="MaxPool"), x, cfg)
     from onnx2snn.lower import lower_model

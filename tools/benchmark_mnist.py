@@ -27,7 +27,7 @@ CONFIGS = {
     "default (p99.9, subtract reset, v_init=0.5, constant input, IF after avg-pool, spike-count output)": {},
     "seed defaults (as default, v_init=0)": {"simulation.v_init": 0.0},
     "max normalisation (robust_norm=false)": {"parser.robust_norm": False},
-    "reset_to_zero=true": {"simulation.reset_to_zero": True},
+    "reset to 0": {"simulation.reset": 0.0},
     "Poisson input": {"simulation.encoder.poisson": True},
     "avg_pool.has_neuron=false": {"simulation.avg_pool.has_neuron": False},
     "membrane-potential output": {"simulation.output": "membrane"},

@@ -45,11 +45,9 @@ def is_spiking(model: onnx.ModelProto) -> bool:
 def neuron_attributes(config) -> dict:
     """The IF attributes the config asks for (threshold 1: normalisation put every scale at 1)."""
     sim = config.simulation
-    reset = sim.reset_to_zero
-    if reset is None or reset is False:
+    if sim.reset == "subtract":
         return {"threshold": 1.0, "reset": "subtract", "v_init": float(sim.v_init)}
-    return {"threshold": 1.0, "reset": "value", "v_reset": 0.0 if reset is True else float(reset),
-            "v_init": float(sim.v_init)}
+    return {"threshold": 1.0, "reset": "value", "v_reset": float(sim.reset), "v_init": float(sim.v_init)}
 
 
 def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:

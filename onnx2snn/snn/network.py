@@ -180,12 +180,17 @@ class SpikingNetwork(nn.Module):
         return -(-T // -(-T // most))  # ceil(T / number of chunks)
 
     @torch.no_grad()
-    def simulate(self, x: np.ndarray, T: int, labels: Optional[np.ndarray] = None, batch_size: int = 100,
+    def simulate(self, x: np.ndarray, T: int, labels: Optional[np.ndarray] = None, *, batch_size: int = 100,
                  device=None, poisson: bool = False, seed: int = 0, chunk: Optional[int] = None,
                  dtype: str = "float32", record_rates: bool = False, channels_last: Optional[bool] = None,
                  progress: Optional[Callable[[int, Optional[int]], None]] = None, readout_delay: Optional[int] = None,
                  record_steps: bool = False, shard: Optional[Tuple[int, int]] = None) -> SimulationResult:
         """Simulate every sample of ``x`` for ``T`` steps; accuracy after each step if ``labels``.
+
+        The options are keyword-only. Their dataclass is ``Config.simulation`` (with ``batch_size``,
+        ``device`` and ``seed`` beside it): ``onnx2snn.simulate(network, x, labels, config=...)``
+        maps a config onto them; this runtime method takes them directly, so that a network loaded
+        without a config runs too.
 
         ``dtype``: "float32", or "bfloat16"/"float16" for weights and currents (spikes are exactly
         0/1 in any format; membrane potentials stay float32; a reduced-precision copy of the
