@@ -225,24 +225,24 @@ class _CalibratingNeuron(nn.Module):
         return z + torch.as_tensor(shift, dtype=z.dtype, device=z.device).view(view)
 
     @staticmethod
-    def _rate(counts, steps):
+    def _rate(counts, n_steps):
         """Rate per neuron, mean over the images, from counts [B, C, ...] (exact in float32: at most
         T each); float64 over the images: exact sums for any T."""
-        return (sum_leading(counts.double()) / (steps * counts.shape[0])).cpu().numpy()
+        return (sum_leading(counts.double()) / (n_steps * counts.shape[0])).cpu().numpy()
 
-    def _trial(self, z, shift, steps, static):
+    def _trial(self, z, shift, n_steps, static):
         """The rate per neuron with the input shifted; the spikes are only counted."""
-        return self._rate(self.neuron.count(self._shifted(z, shift, static), steps, static), steps)
+        return self._rate(self.neuron.count(self._shifted(z, shift, static), n_steps, static), n_steps)
 
-    def _run(self, z, shift, steps, static):
+    def _run(self, z, shift, n_steps, static):
         """Spikes with the input shifted, and the rate per neuron."""
-        spikes = self.neuron(self._shifted(z, shift, static), steps, static=static)   # [steps, B, C, ...]
-        return spikes, self._rate(sum_leading(spikes), steps)
+        spikes = self.neuron(self._shifted(z, shift, static), n_steps, static=static)   # [n_steps, B, C, ...]
+        return spikes, self._rate(sum_leading(spikes), n_steps)
 
-    def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
         shifts, errors = [np.zeros_like(self.goal)], []
         for i in range(self.iterations + 1):
-            rate = self._trial(z, shifts[-1], steps, static)
+            rate = self._trial(z, shifts[-1], n_steps, static)
             errors.append(self.goal - per_channel(rate))
             self.errors.append(float(np.mean(np.abs(errors[-1]))))
             if i < self.iterations:
@@ -252,18 +252,18 @@ class _CalibratingNeuron(nn.Module):
         kept = np.stack(errors)[best, np.arange(len(best))]
         self.errors.append(float(np.mean(np.abs(kept))))
         if self.calibrate_v_init:
-            return self._calibrate_v_init(z, self._trial(z, self.shift, steps, static), steps, static)
-        return self._run(z, self.shift, steps, static)[0]      # the kept shift's spikes go downstream
+            return self._calibrate_v_init(z, self._trial(z, self.shift, n_steps, static), n_steps, static)
+        return self._run(z, self.shift, n_steps, static)[0]      # the kept shift's spikes go downstream
 
-    def _calibrate_v_init(self, z, rate, steps, static):
+    def _calibrate_v_init(self, z, rate, n_steps, static):
         base = np.full_like(self.goal_map, self.neuron.v_init)
         error = self.goal_map - rate
-        candidate = np.clip(base + steps * error, -1.0, 1.0)
+        candidate = np.clip(base + n_steps * error, -1.0, 1.0)
         self.neuron.v_init_map = torch.as_tensor(candidate, dtype=torch.float32, device=z.device)
-        better = np.abs(self.goal_map - self._trial(z, self.shift, steps, static)) < np.abs(error)
+        better = np.abs(self.goal_map - self._trial(z, self.shift, n_steps, static)) < np.abs(error)
         self.v_init_map = np.where(better, candidate, base)
         self.neuron.v_init_map = torch.as_tensor(self.v_init_map, dtype=torch.float32, device=z.device)
-        spikes, new_rate = self._run(z, self.shift, steps, static)
+        spikes, new_rate = self._run(z, self.shift, n_steps, static)
         self.errors.append(float(np.mean(np.abs(self.goal - per_channel(new_rate)))))
         return spikes
 

@@ -46,12 +46,12 @@ def _compile(numba):
     # ``write``: store each step's spikes in ``out``; ``count``: add them to ``counts`` (per neuron).
     # Both flags are the same for every neuron, so LLVM takes the branches out of the inner loop.
     @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-    def subtract_reset(z, v, out, counts, steps, z_step, threshold, write, count):
+    def subtract_reset(z, v, out, counts, n_steps, z_step, threshold, write, count):
         n = v.shape[0]
         for b in numba.prange((n + BLOCK - 1) // BLOCK):
             lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
             vb, cb = v[lo:hi], counts[lo:hi]
-            for t in range(steps):
+            for t in range(n_steps):
                 zb = z[t * z_step + lo:t * z_step + hi]
                 ob = out[t * n + lo:t * n + hi]
                 for i in range(hi - lo):
@@ -64,12 +64,12 @@ def _compile(numba):
                     vb[i] = x - spike * threshold
 
     @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-    def reset_to_value(z, v, out, counts, steps, z_step, threshold, v_reset, write, count):
+    def reset_to_value(z, v, out, counts, n_steps, z_step, threshold, v_reset, write, count):
         n = v.shape[0]
         for b in numba.prange((n + BLOCK - 1) // BLOCK):
             lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
             vb, cb = v[lo:hi], counts[lo:hi]
-            for t in range(steps):
+            for t in range(n_steps):
                 zb = z[t * z_step + lo:t * z_step + hi]
                 ob = out[t * n + lo:t * n + hi]
                 for i in range(hi - lo):
@@ -98,7 +98,7 @@ def _flat(t: torch.Tensor, n: int) -> np.ndarray:
 _NOTHING = np.zeros(0, np.float32)   # stands in for ``out`` or ``counts`` when not asked for
 
 
-def if_chunk(z: torch.Tensor, v: torch.Tensor, out, steps: int, static: bool, v_threshold: float, v_reset,
+def if_chunk(z: torch.Tensor, v: torch.Tensor, out, n_steps: int, static: bool, v_threshold: float, v_reset,
              counts=None) -> None:
     """Writes the spikes into ``out`` (None: not at all) and adds them up per neuron into ``counts``
     (None: no counting); updates ``v`` in place (layouts as ``kernels.usable`` requires)."""
@@ -106,14 +106,14 @@ def if_chunk(z: torch.Tensor, v: torch.Tensor, out, steps: int, static: bool, v_
     numba = _numba
     if numba.get_num_threads() != torch.get_num_threads():  # one thread budget for the process
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    zf = _flat(z, n if static else steps * n)
+    zf = _flat(z, n if static else n_steps * n)
     vf = _flat(v, n)
-    of = _NOTHING if out is None else _flat(out, steps * n)
+    of = _NOTHING if out is None else _flat(out, n_steps * n)
     cf = _NOTHING if counts is None else _flat(counts, n)
     threshold = np.float32(v_threshold)
     z_step = 0 if static else n
     if v_reset is None:
-        _kernels["subtract"](zf, vf, of, cf, steps, z_step, threshold, out is not None, counts is not None)
+        _kernels["subtract"](zf, vf, of, cf, n_steps, z_step, threshold, out is not None, counts is not None)
     else:
-        _kernels["value"](zf, vf, of, cf, steps, z_step, threshold, np.float32(v_reset), out is not None,
+        _kernels["value"](zf, vf, of, cf, n_steps, z_step, threshold, np.float32(v_reset), out is not None,
                           counts is not None)

@@ -56,12 +56,12 @@ def usable(z: torch.Tensor, v: torch.Tensor, static: bool) -> bool:
 
 if triton is not None:
     @triton.jit
-    def _if_chunk_kernel(z_ptr, v_ptr, out_ptr, n, steps, z_step_stride, threshold, v_reset,
+    def _if_chunk_kernel(z_ptr, v_ptr, out_ptr, n, n_steps, z_step_stride, threshold, v_reset,
                          HARD_RESET: tl.constexpr, BLOCK: tl.constexpr):
         offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
         mask = offs < n
         v = tl.load(v_ptr + offs, mask=mask, other=0.0)
-        for t in range(steps):
+        for t in range(n_steps):
             z = tl.load(z_ptr + t * z_step_stride + offs, mask=mask, other=0.0).to(tl.float32)
             v = v + z
             spike = v >= threshold
@@ -73,18 +73,18 @@ if triton is not None:
         tl.store(v_ptr + offs, v, mask=mask)
 
 
-def if_chunk(z: torch.Tensor, v: torch.Tensor, out: Optional[torch.Tensor], steps: int, static: bool,
+def if_chunk(z: torch.Tensor, v: torch.Tensor, out: Optional[torch.Tensor], n_steps: int, static: bool,
              v_threshold: float, v_reset: Optional[float], counts: Optional[torch.Tensor] = None) -> None:
     """Writes the spikes into ``out`` (laid out as ``usable`` requires; None: not kept) and adds them
     per neuron into ``counts`` (laid out as ``v``; None: not counted); updates ``v`` in place."""
     if z.device.type == "cpu":
-        return cpu_kernel.if_chunk(z, v, out, steps, static, v_threshold, v_reset, counts)
+        return cpu_kernel.if_chunk(z, v, out, n_steps, static, v_threshold, v_reset, counts)
     n = v.numel()
-    spikes = out if out is not None else torch.empty(steps * n, dtype=z.dtype, device=z.device).as_strided(
-        (steps, *v.shape), (n, *v.stride()))
+    spikes = out if out is not None else torch.empty(n_steps * n, dtype=z.dtype, device=z.device).as_strided(
+        (n_steps, *v.shape), (n, *v.stride()))
     block = BLOCK
     _if_chunk_kernel[(triton.cdiv(n, block),)](
-        z, v, spikes, n, steps, 0 if static else n, float(v_threshold), float(v_reset or 0.0),
+        z, v, spikes, n, n_steps, 0 if static else n, float(v_threshold), float(v_reset or 0.0),
         HARD_RESET=v_reset is not None, BLOCK=block)
     if counts is not None:
         counts += spikes.sum(dim=0, dtype=torch.float32)

@@ -1,11 +1,12 @@
 """The time-stepped spiking network and its runner.
 
-A ``SpikingNetwork`` is a list of steps in topological order, each a torch module with named input
-and output tensors. Time is processed in chunks of ``chunk`` steps:
+A ``SpikingNetwork`` is a list of ``Step``s (``network.steps``) in topological order, each a torch
+module with named input and output tensors. A number of time steps is always ``T`` (the whole
+simulation) or ``n_steps`` (one chunk). Time is processed in chunks of ``chunk`` steps:
 
 * stateless modules (conv, linear, pooling, reshape) run once per chunk on the chunk's steps folded
-  into the batch dimension, ``[steps·B, ...]``;
-* stateful modules (IF neurons, gated max pooling; ``module.stateful``) see ``[steps, B, ...]`` and
+  into the batch dimension, ``[n_steps·B, ...]``;
+* stateful modules (IF neurons, gated max pooling; ``module.stateful``) see ``[n_steps, B, ...]`` and
   carry their state from chunk to chunk.
 
 A tensor that is the same at every step (the constant input current, and everything computed from
@@ -126,9 +127,9 @@ class SpikingNetwork(nn.Module):
         return {s.name: m for s, m in zip(self.steps, self.layers) if isinstance(m, IFNeuron)}
 
     # --- one chunk ---------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, steps: int, static: bool) -> torch.Tensor:
-        """Run ``steps`` time steps. ``x``: the input ``[steps, B, ...]``, or ``[B, ...]`` when
-        ``static`` (the same at every step). Returns the readout increments ``[steps, B, classes]``."""
+    def forward(self, x: torch.Tensor, n_steps: int, static: bool) -> torch.Tensor:
+        """Run ``n_steps`` time steps. ``x``: the input ``[n_steps, B, ...]``, or ``[B, ...]`` when
+        ``static`` (the same at every step). Returns the readout increments ``[n_steps, B, classes]``."""
         batch = x.shape[0] if static else x.shape[1]
         env = {self.input_name: (x if static else x.flatten(0, 1), static)}
         # Tensors that are the same at every step are computed once per input, not once per chunk:
@@ -143,8 +144,8 @@ class SpikingNetwork(nn.Module):
             if getattr(module, "stateful", False):
                 (value, is_static), = args
                 if not is_static:
-                    value = value.view(steps, batch, *value.shape[1:])
-                env[step.output] = (module(value, steps, static=is_static).flatten(0, 1), False)
+                    value = value.view(n_steps, batch, *value.shape[1:])
+                env[step.output] = (module(value, n_steps, static=is_static).flatten(0, 1), False)
             else:
                 if self._counter is not None and i in self._weighted:
                     self._counter.add(i, *args[0])
@@ -154,13 +155,13 @@ class SpikingNetwork(nn.Module):
                         cache[i] = module(*[v for v, _ in args])
                     env[step.output] = (cache[i], True)
                 else:  # mixed: a static operand is repeated over the chunk's steps
-                    values = [v if not s else v.unsqueeze(0).expand(steps, *v.shape).flatten(0, 1)
+                    values = [v if not s else v.unsqueeze(0).expand(n_steps, *v.shape).flatten(0, 1)
                               for v, s in args]
                     env[step.output] = (module(*values), False)
         out, is_static = env[self.output_name]
         if is_static:
-            return out.unsqueeze(0).expand(steps, *out.shape)
-        return out.view(steps, batch, *out.shape[1:])
+            return out.unsqueeze(0).expand(n_steps, *out.shape)
+        return out.view(n_steps, batch, *out.shape[1:])
 
     # --- the whole simulation ---------------------------------------------------------------
     def auto_chunk(self, T: int, batch: int, device: torch.device, budget: Optional[int] = None,
@@ -256,15 +257,15 @@ class SpikingNetwork(nn.Module):
                 batch_steps = []
                 yb = torch.as_tensor(labels[start:start + b], device=device) if labels is not None else None
                 for t0 in range(0, T, tc):
-                    steps = min(tc, T - t0)
+                    n_steps = min(tc, T - t0)
                     if poisson:
-                        inp = (torch.rand((steps, *xb.shape), generator=gen, device=device) < xb).to(dt)
-                        out = net(inp, steps, static=False)
+                        inp = (torch.rand((n_steps, *xb.shape), generator=gen, device=device) < xb).to(dt)
+                        out = net(inp, n_steps, static=False)
                     else:
-                        out = net(xb, steps, static=True)
-                    out = out.reshape(steps, b, -1).float()
+                        out = net(xb, n_steps, static=True)
+                    out = out.reshape(n_steps, b, -1).float()
                     if t0 < readout_delay:  # not in place: ``out`` may be a view of a cached tensor
-                        out = out * (torch.arange(t0, t0 + steps, device=device) >= readout_delay).view(-1, 1, 1)
+                        out = out * (torch.arange(t0, t0 + n_steps, device=device) >= readout_delay).view(-1, 1, 1)
                     if record_steps:
                         batch_steps.append(out.cpu().numpy())
                     cum = torch.cumsum(out, 0) if total is None else total + torch.cumsum(out, 0)

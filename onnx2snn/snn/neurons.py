@@ -37,9 +37,9 @@ def if_step(v: torch.Tensor, z: torch.Tensor, v_threshold: float,
 class IFNeuron(nn.Module):
     """A layer of IF neurons. State (membrane potential, spike count) lives here until ``reset()``.
 
-    ``forward(z, steps)`` takes the currents of a chunk of ``steps`` time steps, shaped
-    ``[steps, B, ...]``, or one ``[B, ...]`` current that is the same at every step (constant-current
-    input: computed once upstream), and returns the spikes ``[steps, B, ...]``.
+    ``forward(z, n_steps)`` takes the currents of a chunk of ``n_steps`` time steps, shaped
+    ``[n_steps, B, ...]``, or one ``[B, ...]`` current that is the same at every step (constant-current
+    input: computed once upstream), and returns the spikes ``[n_steps, B, ...]``.
     """
 
     stateful = True
@@ -76,13 +76,13 @@ class IFNeuron(nn.Module):
             self.v = torch.empty_like(step0, dtype=torch.float32)
             self.v.copy_((self.v_init_map.float() * self.v_threshold).expand_as(step0))
 
-    def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
         self._start(z, static)
         # The spikes: one dense buffer, each step laid out like v (so NHWC stays NHWC).
         n = self.v.numel()
-        out = torch.empty(steps * n, dtype=z.dtype, device=z.device).as_strided((steps, *self.v.shape),
+        out = torch.empty(n_steps * n, dtype=z.dtype, device=z.device).as_strided((n_steps, *self.v.shape),
                                                                                 (n, *self.v.stride()))
-        self._advance(z, steps, static, out, None)
+        self._advance(z, n_steps, static, out, None)
         if self.count_spikes:
             # Exact integer counts (summed across ranks in any order give the same total): a float32 sum
             # of 0/1 values is exact below 2^24 elements and runs ~14x faster on CPU than float64.
@@ -91,26 +91,26 @@ class IFNeuron(nn.Module):
             self.neuron_steps += out.numel()
         return out
 
-    def count(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
-        """Like ``forward``, but returns only each neuron's number of spikes over the ``steps``
+    def count(self, z: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
+        """Like ``forward``, but returns only each neuron's number of spikes over the ``n_steps``
         (float32, shaped and laid out like one step): with a fused kernel the spikes never reach
         memory. The bias calibration's trial runs need nothing more."""
         self._start(z, static)
         counts = torch.zeros_like(self.v)
-        self._advance(z, steps, static, None, counts)
+        self._advance(z, n_steps, static, None, counts)
         return counts
 
-    def _advance(self, z, steps, static, out, counts) -> None:
+    def _advance(self, z, n_steps, static, out, counts) -> None:
         if kernels.usable(z, self.v, static):
-            kernels.if_chunk(z, self.v, out, steps, static, self.v_threshold, self.v_reset, counts)
+            kernels.if_chunk(z, self.v, out, n_steps, static, self.v_threshold, self.v_reset, counts)
         else:
-            self._loop(z, out, counts, steps, static)
+            self._loop(z, out, counts, n_steps, static)
 
-    def _loop(self, z: torch.Tensor, out, counts, steps: int, static: bool) -> None:
+    def _loop(self, z: torch.Tensor, out, counts, n_steps: int, static: bool) -> None:
         """``if_step`` for each step, with in-place ops (no allocation per step)."""
         v = self.v
         spikes = torch.empty_like(v, dtype=z.dtype) if out is None else None
-        for t in range(steps):
+        for t in range(n_steps):
             v.add_(z if static else z[t])
             if out is not None:
                 spikes = out[t]
@@ -136,5 +136,5 @@ class MembraneReadout(nn.Module):
     def reset(self) -> None:
         pass
 
-    def forward(self, z: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
-        return z.expand(steps, *z.shape) if static else z
+    def forward(self, z: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
+        return z.expand(n_steps, *z.shape) if static else z

@@ -51,7 +51,7 @@ class _SpikeMaxPool(nn.Module):
 
 
 class GatedMaxPool(_SpikeMaxPool):
-    """Spike-count-gated max pooling over a chunk of steps: ``forward(s [steps, B, C, *spatial])``."""
+    """Spike-count-gated max pooling over a chunk of steps: ``forward(s [n_steps, B, C, *spatial])``."""
 
     def __init__(self, kernel_size: Sequence[int], stride: Sequence[int], pads: Sequence[int],
                  dilation: Sequence[int], ceil_mode: bool, momentum: Optional[float] = None):
@@ -61,16 +61,16 @@ class GatedMaxPool(_SpikeMaxPool):
     def reset(self) -> None:
         self.count: Optional[torch.Tensor] = None
 
-    def forward(self, s: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+    def forward(self, s: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
         if static:
-            s = s.expand(steps, *s.shape)
+            s = s.expand(n_steps, *s.shape)
         # Counts in float32 whatever the spikes' dtype: bf16 stops counting exactly at 256.
         prev = self.count if self.count is not None else torch.zeros_like(s[0], dtype=torch.float32)
         if self.momentum is None or self.momentum == 1:
             counts = prev + torch.cumsum(s, dim=0, dtype=torch.float32)  # all steps of the chunk at once
         else:
             counts = torch.empty_like(s, dtype=torch.float32)
-            for t in range(steps):
+            for t in range(n_steps):
                 prev = self.momentum * prev + s[t]
                 counts[t] = prev
         self.count = counts[-1].clone()  # not a view: the chunk's counts can be freed
@@ -78,12 +78,12 @@ class GatedMaxPool(_SpikeMaxPool):
         flat_counts = counts.flatten(0, 1)
         if self.explicit_pads is not None:  # padded positions never win and carry no spike
             flat_counts = F.pad(flat_counts, self.explicit_pads, value=float("-inf"))
-            s = F.pad(s.flatten(0, 1), self.explicit_pads).view(steps, -1, *flat_counts.shape[1:])
+            s = F.pad(s.flatten(0, 1), self.explicit_pads).view(n_steps, -1, *flat_counts.shape[1:])
         _, index = self.pool(flat_counts, **self.pool_args, return_indices=True)
         spikes = s.reshape(flat_counts.shape).flatten(2).gather(2, index.flatten(2)).view(index.shape)
         if s.dim() == 5 and s[0].is_contiguous(memory_format=torch.channels_last):
             spikes = spikes.contiguous(memory_format=torch.channels_last)  # keep the layout the convs want
-        return spikes.view(steps, -1, *index.shape[1:])
+        return spikes.view(n_steps, -1, *index.shape[1:])
 
     def extra_repr(self) -> str:
         return f"{self.pool_args}, momentum={self.momentum}"
@@ -98,15 +98,15 @@ class RunningMaxPool(_SpikeMaxPool):
 
     (a max of counts rises by at most one per step), so the output rate is exactly the max of the
     input rates at every step, where the gate's can lag behind when the leading input changes.
-    ``forward(s [steps, B, C, *spatial])``, like ``GatedMaxPool``."""
+    ``forward(s [n_steps, B, C, *spatial])``, like ``GatedMaxPool``."""
 
     def reset(self) -> None:
         self.count: Optional[torch.Tensor] = None      # input counts so far
         self.pooled: Optional[torch.Tensor] = None     # their running max per window
 
-    def forward(self, s: torch.Tensor, steps: int, static: bool = False) -> torch.Tensor:
+    def forward(self, s: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
         if static:
-            s = s.expand(steps, *s.shape)
+            s = s.expand(n_steps, *s.shape)
         prev = self.count if self.count is not None else torch.zeros_like(s[0], dtype=torch.float32)
         counts = prev + torch.cumsum(s, dim=0, dtype=torch.float32)   # float32: exact up to 2^24 steps
         self.count = counts[-1].clone()
@@ -114,7 +114,7 @@ class RunningMaxPool(_SpikeMaxPool):
         if self.explicit_pads is not None:  # padded positions count nothing
             flat = F.pad(flat, self.explicit_pads)
         pooled = self.pool(flat, **self.pool_args)
-        pooled = pooled.view(steps, -1, *pooled.shape[1:])
+        pooled = pooled.view(n_steps, -1, *pooled.shape[1:])
         before = self.pooled if self.pooled is not None else torch.zeros_like(pooled[0])
         self.pooled = pooled[-1].clone()
         out = torch.diff(pooled, dim=0, prepend=before.unsqueeze(0)).to(s.dtype)
