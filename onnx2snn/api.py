@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from .calibrate import TensorStats, collect_histograms, collect_stats, run
 from .config import Config
 from .data import check_inputs, load_calibration
 from .errors import Onnx2SnnError
-from .graph import clean_graph, load_model
+from .graph import clean_graph, external, load_model
 from .graph.annotate import KEY_CONFIG, annotate, layer_scales, read_metadata
 from .graph.spiking import to_spiking
 from .graph.view import GraphView
@@ -56,11 +57,10 @@ class Conversion:
         """λ_pre, λ and the statistic per weighted layer."""
         return self.plan.layers
 
-    def save(self, path: str) -> None:
-        """Write the ``*.snn.onnx`` file atomically (a temporary file, then a rename)."""
-        tmp = path + ".tmp"
-        onnx.save(self.snn_model, tmp)
-        os.replace(tmp, path)
+    def save(self, path: str) -> Optional[str]:
+        """Write the ``*.snn.onnx`` file atomically (a temporary file, then a rename); above 2 GiB its
+        weights go to ``<path>.data`` beside it, whose path is returned (``graph/external.py``)."""
+        return external.save(self.snn_model, path)
 
 
 def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[str, np.ndarray],
@@ -84,6 +84,9 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
 
     t = time.perf_counter()
     cleaned, passes = clean_graph(info.model)
+    # onnx-graphsurgeon graphs are reference cycles: free the weight arrays of those the passes
+    # dropped now, not at Python's next full collection (above 2 GiB each copy of the weights counts)
+    gc.collect()
     view = GraphView(cleaned)
     check_supported(view, label)
     plan = plan_layers(view)
@@ -104,8 +107,11 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     outputs = set(view.output_names)
     warnings = diagnose.calibration_warnings(x) + diagnose.layer_warnings(
         plan.layers, stats, any(l.stat_tensor in outputs for l in plan.layers))
+    del view                 # its numpy copy of every weight, not needed from here on
     edited = apply_scales(cleaned, plan)
+    gc.collect()             # likewise
     verification = verify(info.model, cleaned, edited, info.input_name, plan, x_fit)
+    del cleaned
     timings["normalise+verify"] = time.perf_counter() - t
 
     report = None
@@ -116,6 +122,8 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
 
     snn_model = annotate(to_spiking(edited, config), plan.layers, config.to_json(), info.sha256, __version__,
                          report.bias_shifts if report else None, config.target_T, plan.factors)
+    del edited
+    gc.collect()             # likewise (to_spiking's graph)
     network = lower_model(snn_model, config)
     network.layer_scales = layer_scales(snn_model)   # as load() reads them: named as in the file
     timings["total"] = time.perf_counter() - t0

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from .graph import external
 from .thresholds import StreamingHistogram
 
 
@@ -67,19 +68,16 @@ class StreamingPercentile:
 
 
 def session(model: onnx.ModelProto, extra_outputs: Sequence[str] = ()) -> ort.InferenceSession:
-    """An onnxruntime CPU session with graph optimisation off, exposing ``extra_outputs``."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    existing = {o.name for o in m.graph.output}
-    infos = {vi.name: vi for vi in m.graph.value_info}
-    for name in extra_outputs:
-        if name not in existing:
-            vi = infos.get(name) or onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-            m.graph.output.append(vi)
+    """An onnxruntime CPU session with graph optimisation off, exposing ``extra_outputs`` (built from
+    a file with external data above protobuf's 2 GiB: ``graph/external.py``)."""
+    existing = {o.name for o in model.graph.output}
+    infos = {vi.name: vi for vi in model.graph.value_info}
+    outputs = [infos.get(name) or onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+               for name in extra_outputs if name not in existing]
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return external.session_for(model, opts, ["CPUExecutionProvider"], outputs)
 
 
 def collect_stats(model: onnx.ModelProto, input_name: str, tensors: Sequence[str], x: np.ndarray,

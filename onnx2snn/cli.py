@@ -265,6 +265,10 @@ def run(a: argparse.Namespace) -> int:
             distributed.broadcast(("error", str(e)))
         raise
     if group is not None:
+        from .graph import external
+        if external.too_big(conv.snn_model):   # one message cannot carry it (protobuf's 2 GiB); no file sharing yet
+            distributed.broadcast(("error", "too big"))
+            raise Onnx2SnnError(f"{a.model!r}: models above 2 GiB are not yet supported under torchrun")
         distributed.broadcast(("ok", conv.snn_model.SerializeToString(), conv.config.to_json()))
     shard = (group.rank, group.world) if group is not None else None
     before, after = conv.passes[0]["ops"], conv.passes[-1]["ops"]

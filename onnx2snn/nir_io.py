@@ -41,6 +41,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from .errors import Onnx2SnnError
+from .graph import external
 from .graph.spiking import DOMAIN, to_spiking, v_init_input
 from .graph.view import GraphView
 
@@ -319,7 +320,7 @@ def from_nir(graph) -> onnx.ModelProto:
                           [helper.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT, ["N"] + out_shape)], inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     _add_functions(model)
-    return onnx.shape_inference.infer_shapes(model)
+    return external.infer_shapes(model)
 
 
 def _if_from_nir(name, node, x, out, const, op, graph):

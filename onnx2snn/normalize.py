@@ -30,9 +30,11 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
 from .calibrate import TensorStats
 from .errors import Onnx2SnnError
+from .graph import external
 from .graph.view import GraphView
 from .lower.registry import HANDLERS
 from .scales import channel_scale, compress, uniform
@@ -226,9 +228,13 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     graph = gs.import_onnx(model)
     _fresh = itertools.count()  # per call: two conversions of one model write identical bytes
     nodes = {n.name: n for n in graph.nodes}
+    # weights read from the proto, not through graphsurgeon, which would keep each old array alive
+    # beside the new one (above 2 GiB each copy of the weights counts)
+    inits = {t.name: t for t in model.graph.initializer}
     for layer in plan.layers:
         node = nodes[layer.node]
-        w = node.inputs[1].values.astype(np.float64)
+        name = node.inputs[1].name
+        w = numpy_helper.to_array(inits[name]) if name in inits else node.inputs[1].values
         lam_in = np.asarray(layer.lambda_in, np.float64)
         if lam_in.ndim and node.op == "Conv":
             groups = node.attrs.get("group", 1)
@@ -239,7 +245,7 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
             lam_in = lam_in[None, :]
         lam_out = np.asarray(layer.lambda_out, np.float64)          # per output channel, or one
         lam_w = lam_out.reshape(-1, *([1] * (w.ndim - 1))) if lam_out.ndim else lam_out
-        node.inputs[1] = gs.Constant(f"{node.name}.weight.snn{next(_fresh)}", (w * lam_in / lam_w).astype(np.float32))
+        node.inputs[1] = gs.Constant(f"{node.name}.weight.snn{next(_fresh)}", _rescaled(w, lam_in, lam_w))
         if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
             b = node.inputs[2].values.astype(np.float64) / lam_out
             node.inputs[2] = gs.Constant(f"{node.name}.bias.snn{next(_fresh)}", b.astype(np.float32))
@@ -261,4 +267,17 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     graph.cleanup().toposort()
     out = gs.export_onnx(graph)
     out.ir_version = model.ir_version
-    return onnx.shape_inference.infer_shapes(out)
+    return external.infer_shapes(out)
+
+
+def _rescaled(w: np.ndarray, lam_in: np.ndarray, lam_w: np.ndarray) -> np.ndarray:
+    """``w · λ_in / λ_w`` in float64, rounded to float32, a block of rows at a time: the same numbers
+    as one expression, without float64 temporaries three times the size of a (GiB-sized) layer."""
+    out = np.empty(w.shape, np.float32)
+    rows = max(1, 2**24 // max(1, w[0].size))               # 128 MiB of float64 per block
+
+    def block(a, s):                                        # a λ per row, or one for all rows
+        return a[s:s + rows] if np.ndim(a) and a.shape[0] == len(w) else a
+    for s in range(0, len(w), rows):
+        out[s:s + rows] = w[s:s + rows].astype(np.float64) * block(lam_in, s) / block(lam_w, s)
+    return out

@@ -1,7 +1,6 @@
 """Load an ONNX model and check it is one the converter can take: valid, one float input."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import external
 from ..errors import Onnx2SnnError, first_line
 from ..paths import model_stem, require_file
 
@@ -23,7 +23,7 @@ class ModelInfo:
     input_name: str
     sample_shape: Tuple[int, ...]   # input shape without the batch dimension
     output_names: Tuple[str, ...]
-    sha256: str                     # of the serialised source model
+    sha256: str                     # of the serialised source model (above 2 GiB: external.digest)
     name: str                       # for output file names
 
     @property
@@ -48,27 +48,24 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto, "ModelInfo"]) ->
         path = os.fspath(source)
         label = repr(path)
         require_file(path, "model file")
-        try:
-            model = onnx.load(path)
-        except Exception as e:
-            raise Onnx2SnnError(f"{path!r} is not an ONNX model ({type(e).__name__}: {first_line(e)})") from None
+        model = external.load(path)   # with its external data, if any; one-line errors
         if not model.graph.node:
             raise Onnx2SnnError(f"{path!r} is not an ONNX model (no graph nodes found)")
         name = model_stem(path)
-    sha = hashlib.sha256(model.SerializeToString()).hexdigest()
+    sha = external.digest(model)
 
     try:
-        onnx.checker.check_model(model)
+        external.check(model)
     except onnx.checker.ValidationError as e:
         raise Onnx2SnnError(f"{label} fails onnx.checker: {first_line(e)}") from None
     try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        model = external.infer_shapes(model, strict_mode=True)
     except Exception as e:
         # Some exporters (seen: jax2onnx) annotate intermediate tensors with wrong shapes. Those
         # annotations are hints, not semantics: drop them and infer again.
         del model.graph.value_info[:]
         try:
-            model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+            model = external.infer_shapes(model, strict_mode=True)
             log.info("%s: dropped the exporter's intermediate shape annotations (%s)", label, first_line(e))
         except Exception:
             raise Onnx2SnnError(f"{label}: ONNX shape inference failed: {first_line(e)}") from None
@@ -93,7 +90,7 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto, "ModelInfo"]) ->
         # make it dynamic in our copy; shape inference below says if the graph depends on it.
         _make_batch_dynamic(model, inp.name)
         try:
-            model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+            model = external.infer_shapes(model, strict_mode=True)
         except Exception as e:
             raise Onnx2SnnError(f"{label}: input {inp.name!r} has a fixed batch size {dims[0].dim_value} that the "
                                 f"graph depends on ({first_line(e)}); export with a dynamic batch dimension") from None
@@ -137,7 +134,7 @@ def _check_runtime_can_run(model: onnx.ModelProto, label: str) -> None:
     try:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        external.session_for(model, options, ["CPUExecutionProvider"])
     except Exception as e:
         raise Onnx2SnnError(f"{label} (opset {opset}, IR {model.ir_version}) cannot be run by the installed "
                             f"onnxruntime {ort.__version__}: {first_line(e)}") from None

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from . import external
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def clean_graph(model: onnx.ModelProto) -> Tuple[onnx.ModelProto, List[dict]]:
     out = gs.export_onnx(graph)
     out.ir_version = model.ir_version
     try:
-        out = onnx.shape_inference.infer_shapes(out, strict_mode=True)
+        out = external.infer_shapes(out, strict_mode=True)
     except Exception as e:  # a pass produced something inconsistent: a bug, not a user error
         raise RuntimeError(f"shape inference failed on the cleaned graph: {e}") from e
     return out, history
@@ -143,7 +144,6 @@ def fold_shape_subgraphs(graph: gs.Graph) -> gs.Graph:
     if not candidates or len(inputs) != 1 or inputs[0].shape is None or \
             any(not isinstance(d, int) for d in inputs[0].shape[1:]):
         return graph
-    import onnxruntime as ort
     probe = graph.copy()
     shapes = [probe.tensors()[n.inputs[1].name] for n in candidates]
     for t in shapes:
@@ -151,7 +151,7 @@ def fold_shape_subgraphs(graph: gs.Graph) -> gs.Graph:
     probe.outputs = shapes
     probe.cleanup()
     try:
-        session = ort.InferenceSession(gs.export_onnx(probe).SerializeToString(), providers=["CPUExecutionProvider"])
+        session = external.session_for(gs.export_onnx(probe), providers=["CPUExecutionProvider"])
         values = [session.run(None, {inputs[0].name: np.zeros((b, *inputs[0].shape[1:]), np.float32)})
                   for b in (1, 3)]
     except Exception as e:  # not evaluable on its own: leave it to the support check, which names the node
