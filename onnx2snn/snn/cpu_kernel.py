@@ -11,7 +11,7 @@ kernel: ``v + z``, ``v >= threshold``, ``v - threshold`` or ``v_reset`` — bit-
 Each kernel can also count the spikes per neuron instead of (or besides) writing them: the bias
 calibration needs only the rates of its trial runs, and then the spikes never reach memory.
 
-Numba compiles the two kernels on first use and caches the machine code beside this file (or in
+Numba compiles the kernel on first use and caches the machine code beside this file (or in
 ``NUMBA_CACHE_DIR``), so later processes load them in milliseconds. Without Numba, or with
 ``ONNX2SNN_KERNELS=torch``, the torch path runs instead.
 """
@@ -43,10 +43,11 @@ _kernels = {}
 
 
 def _compile(numba):
-    # ``write``: store each step's spikes in ``out``; ``count``: add them to ``counts`` (per neuron).
-    # Both flags are the same for every neuron, so LLVM takes the branches out of the inner loop.
+    # ``hard``: reset to ``v_reset`` (else subtract the threshold); ``write``: store each step's
+    # spikes in ``out``; ``count``: add them to ``counts`` (per neuron). The flags are the same for
+    # every neuron, so LLVM takes the branches out of the inner loop.
     @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-    def subtract_reset(z, v, out, counts, n_steps, z_step, threshold, write, count):
+    def if_kernel(z, v, out, counts, n_steps, z_step, threshold, v_reset, hard, write, count):
         n = v.shape[0]
         for b in numba.prange((n + BLOCK - 1) // BLOCK):
             lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
@@ -61,27 +62,12 @@ def _compile(numba):
                         ob[i] = spike
                     if count:
                         cb[i] += spike
-                    vb[i] = x - spike * threshold
+                    if hard:
+                        vb[i] = v_reset if x >= threshold else x
+                    else:
+                        vb[i] = x - spike * threshold
 
-    @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-    def reset_to_value(z, v, out, counts, n_steps, z_step, threshold, v_reset, write, count):
-        n = v.shape[0]
-        for b in numba.prange((n + BLOCK - 1) // BLOCK):
-            lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
-            vb, cb = v[lo:hi], counts[lo:hi]
-            for t in range(n_steps):
-                zb = z[t * z_step + lo:t * z_step + hi]
-                ob = out[t * n + lo:t * n + hi]
-                for i in range(hi - lo):
-                    x = vb[i] + zb[i]
-                    spike = x >= threshold
-                    if write:
-                        ob[i] = np.float32(spike)
-                    if count:
-                        cb[i] += np.float32(spike)
-                    vb[i] = v_reset if spike else x
-
-    _kernels["subtract"], _kernels["value"] = subtract_reset, reset_to_value
+    _kernels["if"] = if_kernel
 
 
 def available(t: torch.Tensor) -> bool:
@@ -110,10 +96,6 @@ def if_chunk(z: torch.Tensor, v: torch.Tensor, out, n_steps: int, static: bool, 
     vf = _flat(v, n)
     of = _NOTHING if out is None else _flat(out, n_steps * n)
     cf = _NOTHING if counts is None else _flat(counts, n)
-    threshold = np.float32(v_threshold)
-    z_step = 0 if static else n
-    if v_reset is None:
-        _kernels["subtract"](zf, vf, of, cf, n_steps, z_step, threshold, out is not None, counts is not None)
-    else:
-        _kernels["value"](zf, vf, of, cf, n_steps, z_step, threshold, np.float32(v_reset), out is not None,
-                          counts is not None)
+    _kernels["if"](zf, vf, of, cf, n_steps, 0 if static else n, np.float32(v_threshold),
+                   np.float32(0.0 if v_reset is None else v_reset), v_reset is not None, out is not None,
+                   counts is not None)
