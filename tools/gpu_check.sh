@@ -3,7 +3,7 @@
 #   bash tools/gpu_check.sh SHARED_DIR DATA_DIR OUT_DIR
 # SHARED_DIR: ../shared (models/, tools/); DATA_DIR: arrays written by ../shared/tools/datasets.py
 # (mnist --calib 500, cifar10 --calib 1000). Needs torch with CUDA, onnx, onnxruntime,
-# onnx-graphsurgeon, tqdm, pytest; spikingjelly==2.0.0 for the speed comparison.
+# onnx-graphsurgeon, tqdm, numba, pytest; spikingjelly==2.0.0 for the speed comparison.
 set -u
 shared=$1 data=$2 out=$3
 mkdir -p "$out"
