@@ -221,7 +221,31 @@ def default_out_dir(model_path: str) -> str:
 
 
 def run(a: argparse.Namespace) -> int:
-    # Options and paths are checked before the heavy imports (onnx, onnxruntime, torch: seconds).
+    """The whole command: check, convert (once, under torchrun too), evaluate, write."""
+    cfg, out_dir, nir_name = check_arguments(a)   # before the heavy imports (onnx, onnxruntime, torch: seconds)
+    import torch
+    torch.backends.cudnn.benchmark = True  # the CLI owns the process: let cuDNN pick its fastest kernels
+    from . import distributed
+    group = distributed.from_environment()    # under torchrun: rank 0 converts, every rank simulates a share
+    if group is not None:
+        cfg.device = distributed.start(group, cfg.device)
+        if not group.leader:
+            return follow(a, group)
+    conv, labelled = convert_once(a, cfg, group)
+    print_conversion(a, conv)
+    rep = conversion_report(a, conv)
+    result = ann = None
+    if a.eval:
+        ann, result = evaluate(a, conv, labelled, rep, (group.rank, group.world) if group is not None else None)
+    name, written = write_outputs(a, conv, rep, out_dir, nir_name, ann, result)
+    print(f"wrote {out_dir}/: {', '.join(written)}")
+    if a.netron:
+        open_in_netron(os.path.join(out_dir, name))
+    return 0
+
+
+def check_arguments(a: argparse.Namespace):
+    """The config, the output folder and the NIR file name, with every option and path checked."""
     cfg = config_from_args(a)
     out_dir = check_out_dir(a.out) if a.out is not None else default_out_dir(a.model)
     nir_name = None
@@ -240,21 +264,16 @@ def run(a: argparse.Namespace) -> int:
         raise Onnx2SnnError(f"--eval takes one .npz, one folder or two .npy files; got {len(a.eval)} paths")
     for path, what in ((a.model, "model file"), (a.calib, "calibration file")):
         require_file(path, what)
+    return cfg, out_dir, nir_name
 
-    from . import api, plots, report
-    from .snn import synops
+
+def convert_once(a: argparse.Namespace, cfg: Config, group):
+    """Load, check the labelled data against the model, convert; under torchrun, send the result (or
+    the error) from rank 0 to the other ranks."""
+    from . import api, distributed
     from .data import load_labelled
-    import torch
-    torch.backends.cudnn.benchmark = True  # the CLI owns the process: let cuDNN pick its fastest kernels
-
-    from . import distributed
     from .graph import load_model
     from .snn.network import resolve_device
-    group = distributed.from_environment()    # under torchrun: rank 0 converts, every rank simulates a share
-    if group is not None:
-        cfg.device = distributed.start(group, cfg.device)
-        if not group.leader:
-            return follow(a, group)
     try:
         resolve_device(cfg.device)            # a device this machine cannot use is refused before any work
         info = load_model(a.model)
@@ -270,7 +289,11 @@ def run(a: argparse.Namespace) -> int:
             distributed.broadcast(("error", "too big"))
             raise Onnx2SnnError(f"{a.model!r}: models above 2 GiB are not yet supported under torchrun")
         distributed.broadcast(("ok", conv.snn_model.SerializeToString(), conv.config.to_json()))
-    shard = (group.rank, group.world) if group is not None else None
+    return conv, labelled
+
+
+def print_conversion(a: argparse.Namespace, conv) -> None:
+    from . import report
     before, after = conv.passes[0]["ops"], conv.passes[-1]["ops"]
     print(f"converted {a.model}: {sum(before.values())} nodes -> {sum(after.values())} "
           f"({', '.join(f'{k} {v}' for k, v in after.items())})")
@@ -286,62 +309,74 @@ def run(a: argparse.Namespace) -> int:
         print(report.calibration_lines(conv.calibration, conv.config))
     for line in conv.warnings:
         print(f"warning: {line}")
+
+
+def conversion_report(a: argparse.Namespace, conv) -> dict:
+    """report.json's conversion part (evaluate() adds the accuracies)."""
+    return {"onnx2snn_version": __version__, "model": os.path.abspath(a.model), "calibration": os.path.abspath(a.calib),
+            "config": conv.config.to_dict(), "passes": conv.passes, "layers": [l.to_dict() for l in conv.layers],
+            "statistics": {k: v.to_dict() for k, v in conv.stats.items()}, "verification": conv.verification,
+            "timings_s": dict(conv.timings),
+            "calibrated_for_T": conv.calibration.to_dict() if conv.calibration else None,
+            "warnings": list(conv.warnings)}
+
+
+def evaluate(a: argparse.Namespace, conv, labelled, rep: dict, shard):
+    """ANN and SNN accuracy on the labelled data, printed and added to ``rep``."""
+    from . import api, report
+    from .snn import synops
     cfg = conv.config  # with the readout chosen
+    x, y = labelled
+    t = time.perf_counter()
+    ann = api.ann_accuracy(conv.source, conv.input_name, x, y, cfg.batch_size)
+    rep["timings_s"]["ann_eval"] = time.perf_counter() - t
+    work = len(x) * cfg.simulation.T * conv.network.elements_per_sample
+    if work > LONG_RUN:
+        print(f"note: simulating {len(x)} samples × T={cfg.simulation.T} steps × "
+              f"{conv.network.elements_per_sample} neurons and currents each = {work:.2g} element-steps; "
+              "the progress bar shows the rate once it starts (Ctrl+C stops cleanly)")
+    bar = None
+    if not a.quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=len(x), desc=f"simulating T={cfg.simulation.T}", unit="img", file=sys.stderr)
+    t = time.perf_counter()
+    try:
+        result = api.simulate(conv.network, x, y, config=cfg, record_rates=True,
+                              progress=LiveAccuracy(bar) if bar else None, shard=shard)
+    finally:
+        if bar:
+            bar.close()
+    rep["timings_s"]["snn_simulation"] = time.perf_counter() - t
+    acc = result.accuracy_per_step
+    print("SNN accuracy after each time step (%):")
+    for t0 in range(0, len(acc), 10):
+        print(f"  T={t0 + 1:>4}-{min(t0 + 10, len(acc)):<4} " + " ".join(f"{100 * v:6.2f}" for v in acc[t0:t0 + 10]))
+    producer = {o: n.name for n in conv.snn_model.graph.node for o in n.output}
+    outputs = {o.name for o in conv.snn_model.graph.output}
+    layers = conv.network.layer_scales   # named as in the .snn.onnx, like the network's steps
+    neuron_of = {l.node: "output" if l.stat_tensor in outputs else producer[l.stat_tensor]
+                 for l in layers if l.stat_tensor}
+    print(report.rates_table(layers, result.firing_rates, neuron_of))
+    totals = synops.energy(result.synaptic_ops)
+    print(report.synops_table(result.synaptic_ops, totals, cfg.simulation.T))
+    print(report.summary_line(ann, result.accuracy))
+    rep.update(ann_accuracy=ann, snn_accuracy=result.accuracy, accuracy_per_step=acc,
+               firing_rates=result.firing_rates, n_eval=len(x),
+               synaptic_operations={"per_layer": result.synaptic_ops, "total": totals})
+    return ann, result
 
-    rep = {"onnx2snn_version": __version__, "model": os.path.abspath(a.model), "calibration": os.path.abspath(a.calib),
-           "config": cfg.to_dict(), "passes": conv.passes, "layers": [l.to_dict() for l in conv.layers],
-           "statistics": {k: v.to_dict() for k, v in conv.stats.items()}, "verification": conv.verification,
-           "timings_s": dict(conv.timings),
-           "calibrated_for_T": conv.calibration.to_dict() if conv.calibration else None,
-           "warnings": list(conv.warnings)}
 
-    if a.eval:
-        x, y = labelled
-        t = time.perf_counter()
-        ann = api.ann_accuracy(conv.source, conv.input_name, x, y, cfg.batch_size)
-        rep["timings_s"]["ann_eval"] = time.perf_counter() - t
-        work = len(x) * cfg.simulation.T * conv.network.elements_per_sample
-        if work > LONG_RUN:
-            print(f"note: simulating {len(x)} samples × T={cfg.simulation.T} steps × "
-                  f"{conv.network.elements_per_sample} neurons and currents each = {work:.2g} element-steps; "
-                  "the progress bar shows the rate once it starts (Ctrl+C stops cleanly)")
-        bar = None
-        if not a.quiet:
-            from tqdm import tqdm
-            bar = tqdm(total=len(x), desc=f"simulating T={cfg.simulation.T}", unit="img", file=sys.stderr)
-        t = time.perf_counter()
-        try:
-            result = api.simulate(conv.network, x, y, config=cfg, record_rates=True,
-                                  progress=LiveAccuracy(bar) if bar else None, shard=shard)
-        finally:
-            if bar:
-                bar.close()
-        rep["timings_s"]["snn_simulation"] = time.perf_counter() - t
-        acc = result.accuracy_per_step
-        print("SNN accuracy after each time step (%):")
-        for t0 in range(0, len(acc), 10):
-            print(f"  T={t0 + 1:>4}-{min(t0 + 10, len(acc)):<4} " + " ".join(f"{100 * v:6.2f}" for v in acc[t0:t0 + 10]))
-        producer = {o: n.name for n in conv.snn_model.graph.node for o in n.output}
-        outputs = {o.name for o in conv.snn_model.graph.output}
-        layers = conv.network.layer_scales   # named as in the .snn.onnx, like the network's steps
-        neuron_of = {l.node: "output" if l.stat_tensor in outputs else producer[l.stat_tensor]
-                     for l in layers if l.stat_tensor}
-        print(report.rates_table(layers, result.firing_rates, neuron_of))
-        totals = synops.energy(result.synaptic_ops)
-        print(report.synops_table(result.synaptic_ops, totals, cfg.simulation.T))
-        print(report.summary_line(ann, result.accuracy))
-        rep.update(ann_accuracy=ann, snn_accuracy=result.accuracy, accuracy_per_step=acc,
-                   firing_rates=result.firing_rates, n_eval=len(x),
-                   synaptic_operations={"per_layer": result.synaptic_ops, "total": totals})
-
-    # Write everything into a temporary folder beside the target, then rename: no half-written output.
-    tmp = tempfile.mkdtemp(prefix=".onnx2snn-", dir=parent)
+def write_outputs(a: argparse.Namespace, conv, rep: dict, out_dir: str, nir_name, ann, result):
+    """Everything into a temporary folder beside the target, then one rename: no half-written output.
+    Returns the .snn.onnx's name and the files written."""
+    from . import plots, report
+    tmp = tempfile.mkdtemp(prefix=".onnx2snn-", dir=os.path.dirname(out_dir))
     try:
         name = model_stem(a.model) + ".snn.onnx"
-        conv.save(os.path.join(tmp, name))
-        cfg.save(os.path.join(tmp, "config.json"))
+        data_file = conv.save(os.path.join(tmp, name))   # a data file beside it only above 2 GiB
+        conv.config.save(os.path.join(tmp, "config.json"))
         report.write_json(os.path.join(tmp, "report.json"), rep)
-        written = [name, "config.json", "report.json"]
+        written = [name] + ([os.path.basename(data_file)] if data_file else []) + ["config.json", "report.json"]
         if a.nir is not None:
             from .nir_io import export_nir
             approximations = export_nir(conv.snn_model, os.path.join(tmp, nir_name), a.nir_approximate)
@@ -350,9 +385,9 @@ def run(a: argparse.Namespace) -> int:
             written.append(nir_name)
             for line in approximations:
                 print(f"warning: NIR approximation: {line}")
-        if a.eval:
+        if result is not None:
             try:
-                written += plots.write_plots(tmp, acc, ann, result.firing_rates, model_stem(a.model))
+                written += plots.write_plots(tmp, result.accuracy_per_step, ann, result.firing_rates, model_stem(a.model))
             except ImportError:
                 print("note: no plots (matplotlib is not installed: pip install 'onnx2snn[plot]')")
         umask = os.umask(0)
@@ -364,10 +399,7 @@ def run(a: argparse.Namespace) -> int:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    print(f"wrote {out_dir}/: {', '.join(written)}")
-    if a.netron:
-        open_in_netron(os.path.join(out_dir, name))
-    return 0
+    return name, written
 
 
 def open_in_netron(path: str) -> None:
