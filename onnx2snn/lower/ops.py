@@ -548,19 +548,20 @@ def _reduce_scale(node, view, scale):
     return scale.max(axis=reduced, keepdims=bool(keep))
 
 
+def _lower_reduce(node, ctx, reduce: str):
+    axes, _ = _reduce_axes(node, ctx.view)
+    keep = bool(ctx.view.attrs(node).get("keepdims", 1))
+    fn = partial(getattr(torch, reduce), dim=axes, keepdim=keep)
+    ctx.add(node, Function(fn, f"{reduce} over axes {axes}"), [node.input[0]], node.output[0])
+
+
 @register("ReduceMean", scale="transform", check=_check_reduce, transform=_reduce_scale)
 def lower_reduce_mean(node, ctx):
     # A mean of spikes is a subsampling of rates (IF neurons after it are a node of their own).
-    axes, _ = _reduce_axes(node, ctx.view)
-    keep = bool(ctx.view.attrs(node).get("keepdims", 1))
-    ctx.add(node, Function(lambda x: x.mean(dim=axes, keepdim=keep), f"mean over axes {axes}"), [node.input[0]],
-            node.output[0])
+    _lower_reduce(node, ctx, "mean")
 
 
 @register("ReduceSum", scale="transform", check=_check_reduce, transform=_reduce_scale)
 def lower_reduce_sum(node, ctx):
     # A sum of spikes is no rate in [0, 1]: it stays an input current for the next layer.
-    axes, _ = _reduce_axes(node, ctx.view)
-    keep = bool(ctx.view.attrs(node).get("keepdims", 1))
-    ctx.add(node, Function(lambda x: x.sum(dim=axes, keepdim=keep), f"sum over axes {axes}"), [node.input[0]],
-            node.output[0])
+    _lower_reduce(node, ctx, "sum")
