@@ -235,9 +235,8 @@ class _CalibratingNeuron(nn.Module):
         return self._rate(self.neuron.count(self._shifted(z, shift, static), n_steps, static), n_steps)
 
     def _run(self, z, shift, n_steps, static):
-        """Spikes with the input shifted, and the rate per neuron."""
-        spikes = self.neuron(self._shifted(z, shift, static), n_steps, static=static)   # [n_steps, B, C, ...]
-        return spikes, self._rate(sum_leading(spikes), n_steps)
+        """The spikes [n_steps, B, C, ...] with the input shifted."""
+        return self.neuron(self._shifted(z, shift, static), n_steps, static=static)
 
     def forward(self, z: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
         shifts, errors = [np.zeros_like(self.goal)], []
@@ -253,7 +252,7 @@ class _CalibratingNeuron(nn.Module):
         self.errors.append(float(np.mean(np.abs(kept))))
         if self.calibrate_v_init:
             return self._calibrate_v_init(z, self._trial(z, self.shift, n_steps, static), n_steps, static)
-        return self._run(z, self.shift, n_steps, static)[0]      # the kept shift's spikes go downstream
+        return self._run(z, self.shift, n_steps, static)      # the kept shift's spikes go downstream
 
     def _calibrate_v_init(self, z, rate, n_steps, static):
         base = np.full_like(self.goal_map, self.neuron.v_init)
@@ -263,7 +262,8 @@ class _CalibratingNeuron(nn.Module):
         better = np.abs(self.goal_map - self._trial(z, self.shift, n_steps, static)) < np.abs(error)
         self.v_init_map = np.where(better, candidate, base)
         self.neuron.v_init_map = torch.as_tensor(self.v_init_map, dtype=torch.float32, device=z.device)
-        spikes, new_rate = self._run(z, self.shift, n_steps, static)
+        spikes = self._run(z, self.shift, n_steps, static)
+        new_rate = self._rate(sum_leading(spikes), n_steps)
         self.errors.append(float(np.mean(np.abs(self.goal - per_channel(new_rate)))))
         return spikes
 

@@ -51,9 +51,9 @@ class ConstantMul(nn.Module):
 
 class AveragePool2d(nn.Module):
     """2-D average pooling without padding as a depthwise convolution with weights 1/(kh·kw): on
-    CPU, oneDNN runs it about twice as fast as ``avg_pool2d`` on NHWC spikes (the MNIST example's
-    first pooling), and the same on CUDA. Exact for power-of-two windows; within one rounding of
-    the division otherwise."""
+    CPU, oneDNN ran it about twice as fast as ``avg_pool2d`` on NHWC spikes of the MNIST example's
+    first pooling (a one-off microbenchmark during issue 11, not kept). Exact for power-of-two
+    windows; within one rounding of the division otherwise."""
 
     def __init__(self, channels: int, kernel: Sequence[int], stride: Sequence[int]):
         super().__init__()

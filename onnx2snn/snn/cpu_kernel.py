@@ -4,8 +4,8 @@ The torch path (``neurons.py``) needs three passes over memory per step (add the
 subtract the spikes), about 32 bytes per neuron and step. Here each thread keeps a block of
 ``BLOCK`` membrane potentials in its L1 cache while it runs every step of the chunk, so memory sees
 one read of the current and one write of the spike per neuron and step (the constant input current
-of the first layer stays in cache too). Measured on a 2-core Xeon: 2.4× faster than the torch path
-on the MNIST example's first layer (``tools/benchmark_speed.py``). Same arithmetic as the Triton
+of the first layer stays in cache too); its effect on whole simulations is in docs/BENCHMARKS.md
+("Simulation speed: notes (issue 11)"). Same arithmetic as the Triton
 kernel: ``v + z``, ``v >= threshold``, ``v - threshold`` or ``v_reset`` — bit-identical spikes.
 
 Each kernel can also count the spikes per neuron instead of (or besides) writing them: the bias
