@@ -1,5 +1,5 @@
 """onnx2snn: convert a trained ReLU network exported to ONNX into a rate-coded spiking network."""
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from .config import Config  # noqa: E402
 from .errors import Onnx2SnnError, VerificationError  # noqa: E402

@@ -83,7 +83,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     timings["load"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    cleaned, passes = clean_graph(info.model)
+    cleaned, passes = clean_graph(info.model, pool_currents=config.pools_currents)
     # onnx-graphsurgeon graphs are reference cycles: free the weight arrays of those the passes
     # dropped now, not at Python's next full collection (above 2 GiB each copy of the weights counts)
     gc.collect()

@@ -70,9 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", choices=["search", "statistic"],
                    help="each layer's scale: minimise the T-step quantisation error (search, default) or take "
                         "the seed's statistic (--percentile / --no-robust-norm)")
-    g.add_argument("--per-channel", action="store_true",
-                   help="with --threshold search: one threshold per channel of each ReLU (folded into the weights; "
-                        "spikes stay binary; the output layer keeps one)")
+    g.add_argument("--no-per-channel", action="store_true",
+                   help="with --threshold search: one threshold per layer, instead of one per channel of each ReLU "
+                        "(the default; folded into the weights, spikes stay binary; the output layer keeps one)")
+    g.add_argument("--per-channel", action="store_true", help=argparse.SUPPRESS)  # the default since 0.3
     g.add_argument("--percentile", type=float, help="robust normalisation percentile p (default 99.9; with --threshold statistic)")
     g.add_argument("--no-robust-norm", action="store_true", help="scale by the max activation, not the percentile (with --threshold statistic)")
     g.add_argument("--calibration-T", type=int, metavar="T",
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-pool", choices=["max", "gate", "wta", "avg"],
                    help="max pooling of spikes: running max of spike counts (default, exact), gate by spike "
                         "count (the seed's), winner-take-all (plain max of spikes), or average pooling instead")
+    g.add_argument("--pool-before-neuron", action="store_true",
+                   help="a max pooling right after the first neurons pools their constant input current before them "
+                        "instead (their thresholds and biases fitted to the pooled values; not with --poisson)")
     g.add_argument("--momentum", type=float, help="max-pool gate counts c <- m*c + s (m in [0, 1]; default: plain count)")
     g.add_argument("--chunk", type=int, help="time steps simulated per layer call (default: as many as fit in memory)")
     g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
@@ -131,8 +135,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
             cfg.set(key, value)
     if a.no_robust_norm:
         cfg.parser.robust_norm = False
-    if a.per_channel:
-        cfg.parser.per_channel = True
+    if a.per_channel or a.no_per_channel:
+        cfg.parser.per_channel = not a.no_per_channel
     if a.poisson:
         cfg.simulation.encoder.poisson = True
     if a.no_avg_pool_neuron or a.avg_pool_neuron:
@@ -141,6 +145,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
         cfg.calibration.bias = False
     if a.v_init_calibration:
         cfg.calibration.v_init = True
+    if a.pool_before_neuron:
+        cfg.simulation.max_pool.before_neuron = True
     if a.max_pool:
         cfg.simulation.max_pool.if_wta = a.max_pool == "wta"
         cfg.simulation.max_pool.if_spatial_avg = a.max_pool == "avg"

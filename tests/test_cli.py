@@ -114,10 +114,11 @@ def test_snn_onnx_is_self_describing_and_reloads(tiny):
     assert len(meta["source_sha256"]) == 64
     conv_node = next(n for n in m.graph.node if n.op_type == "Conv")
     props = {p.key: p.value for p in conv_node.metadata_props}
-    assert float(props["lambda"]) > 0 and "lambda" in conv_node.doc_string
+    assert min(np.atleast_1d(json.loads(props["lambda"]))) > 0 and "lambda" in conv_node.doc_string  # one per channel
     # legible in Netron: λ in the node's name, short metadata keys, one metadata row per layer,
     # multi-line descriptions, the IR version that node metadata needs
-    assert conv_node.name.endswith(f" λ {float(props['lambda']):.3g}")
+    lam = np.atleast_1d(json.loads(props["lambda"]))
+    assert conv_node.name.endswith(f" λ {lam[0]:.3g}" if lam.size == 1 else f" λ {lam.min():.2g}-{lam.max():.2g}")
     keys = [p.key for p in m.metadata_props] + [p.key for n in m.graph.node for p in n.metadata_props]
     assert max(map(len, keys)) <= 16
     rows = [v for k, v in meta.items() if k.startswith("layer ")]

@@ -38,7 +38,9 @@ def test_verbose_lists_the_spiking_network(tmp_path):
     relu = next(l for l in lines[2:] if l.split()[1] == "IF")
     assert "IFNeuron(v_threshold=1.0, reset=subtract, v_init=0.5)" in relu and "32×26×26" in relu
     conv = next(l for l in lines if " Conv " in l)
-    assert float(conv.split()[-1]) == pytest.approx(net.layer_scales[0].lambda_out, rel=1e-3)
+    lo, hi = map(float, conv.split()[-1].split("-"))      # per channel: "min-max"
+    lam = np.atleast_1d(net.layer_scales[0].lambda_out)
+    assert (lo, hi) == (pytest.approx(lam.min(), rel=1e-3), pytest.approx(lam.max(), rel=1e-3))
 
 
 def test_netron_missing_is_one_line_before_any_work(tmp_path):

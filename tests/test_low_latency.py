@@ -304,3 +304,37 @@ def test_per_channel_search_error_is_at_most_the_layers():
     err_per = sum(quantisation_error(c, np.array([l]), T, 0.5)[0] for c, l in zip(per.channels, lams))
     err_one = sum(quantisation_error(c, np.array([lam]), T, 0.5)[0] for c in per.channels)
     assert err_per < 0.5 * err_one
+
+
+# --- max pooling before the first neurons ---------------------------------------------------------
+
+def test_stem_max_pool_pools_the_current_before_the_neurons():
+    """Conv -> ReLU -> MaxPool at the input: the spiking graph pools the constant current and has
+    IF neurons only after it (a quarter as many), whose spike counts are exactly the T-step rate of
+    the pooled, normalised ANN activation; with Poisson input the pooling stays on spikes."""
+    from onnx2snn.calibrate import run
+    m = graphs.conv_bn_relu(pool="MaxPool")
+    x = np.random.default_rng(0).normal(size=(40, 1, 8, 8)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T, cfg.device, cfg.calibration.bias, cfg.simulation.output = 16, "cpu", False, "membrane"
+    cfg.simulation.max_pool.before_neuron = True
+    conv = convert(m, x, cfg)
+    producer = {o: n.op_type for n in conv.snn_model.graph.node for o in n.output}
+    pool = next(n for n in conv.snn_model.graph.node if n.op_type == "MaxPool")
+    assert producer[pool.input[0]] == "Conv"
+    if_node = next(n for n in conv.snn_model.graph.node if n.op_type == "IF")
+    assert if_node.input[0] == "r1_pooled" and if_node.output[0] == "p1"
+    assert not any(n.op_type == "SpikeMaxPool" for n in conv.snn_model.graph.node)
+    neuron = next(mod for mod in conv.network.modules() if mod.__class__.__name__ == "IFNeuron")
+    counts = []
+    handle = neuron.register_forward_hook(lambda mod, args, out: counts.append(out.sum(0)))
+    conv.network.simulate(x, 16, device="cpu")
+    handle.remove()
+    spikes = torch.cat(counts).numpy().reshape(len(x), -1)
+    (a,) = run(conv.snn_model, "x", x, ["p1"], 100)   # onnxruntime runs the spiking graph as the rescaled ANN
+    assert spikes.shape == a.reshape(len(x), -1).shape == (40, 4 * 4 * 4)
+    expected = np.clip(np.floor(a.reshape(len(x), -1) * 16 + 0.5), 0, 16)
+    assert np.mean(spikes == expected) > 0.99 and np.abs(spikes - expected).max() <= 1
+    cfg.simulation.encoder.poisson = True
+    conv = convert(m, np.clip(x, 0, 1), cfg)
+    assert any(n.op_type == "SpikeMaxPool" for n in conv.snn_model.graph.node)

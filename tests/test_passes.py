@@ -90,3 +90,37 @@ def test_fixed_batch_input_made_dynamic():
     x = np.random.default_rng(0).normal(size=(9, 1, 8, 8)).astype(np.float32)
     conv = onnx2snn.convert(m, x, graphs.seed_config())
     assert max(conv.verification.values()) < 1e-4
+
+
+def _two_max_pools():
+    """x(1,8,8) -> Conv -> Relu -> MaxPool 2 -> Conv -> Relu -> MaxPool 2 -> Flatten -> Gemm -> y"""
+    from onnx import helper
+    r = graphs.rng(3)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+             helper.make_node("MaxPool", ["r2"], ["p2"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p2"], ["f"], name="flat", axis=1),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], name="fc", transB=1)]
+    inits = [graphs.init("w1", r.normal(0, 0.5, (4, 1, 3, 3))), graphs.init("b1", r.normal(0, 0.3, 4)),
+             graphs.init("w2", r.normal(0, 0.5, (4, 4, 3, 3))), graphs.init("b2", r.normal(0, 0.3, 4)),
+             graphs.init("w3", r.normal(0, 0.5, (3, 16))), graphs.init("b3", r.normal(0, 0.3, 3))]
+    return graphs.model(nodes, inits, (1, 8, 8))
+
+
+def test_max_pool_moves_before_the_first_neurons_only():
+    """pool_currents: the MaxPool after the first ReLU (whose input is the constant current) comes
+    before it; the one after the second ReLU (its input depends on neurons) stays; values equal."""
+    m = _two_max_pools()
+    cleaned, history = clean_graph(load_model(m).model, pool_currents=True)
+    producer = {o: n for n in cleaned.graph.node for o in n.output}
+    pools = [n for n in cleaned.graph.node if n.op_type == "MaxPool"]
+    assert [producer[p.input[0]].op_type for p in pools] == ["Conv", "Relu"]
+    assert producer["p1"].op_type == "Relu" and producer["p1"].input[0] == "r1_pooled"
+    assert history[-1]["pass"].startswith("max pooling of the constant current")
+    x = np.random.default_rng(1).normal(size=(9, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(graphs.ort_run(cleaned, x)[0], graphs.ort_run(m, x)[0], rtol=1e-6, atol=1e-6)
+    plain, _ = clean_graph(load_model(m).model)
+    assert [n.op_type for n in plain.graph.node][:3] == ["Conv", "Relu", "MaxPool"]

@@ -8,7 +8,7 @@ import torch
 
 import graphs
 from patterns import PATTERNS
-from onnx2snn import convert
+from onnx2snn import Config, convert
 from onnx2snn.calibrate import run
 from onnx2snn.graph import clean_graph
 from onnx2snn.lower import lower_model
@@ -61,8 +61,11 @@ def test_binary_spikes_between_layers_in_residual_net():
 
 
 def test_concat_keeps_branch_scales():
+    """With one λ per layer, the layer after a Concat takes each branch's λ for that branch's channels."""
     m, shape = PATTERNS["concat_bn_densenet"]()
-    conv = convert(m, data(shape))
+    cfg = Config()
+    cfg.parser.per_channel = False
+    conv = convert(m, data(shape), cfg)
     bn_layer = next(l for l in conv.layers if l.node == "bn")
     assert isinstance(bn_layer.lambda_in, list) and len(set(bn_layer.lambda_in)) == 2  # per channel, 2 branches
 

@@ -11,7 +11,8 @@ For every target T the model is converted for that T (thresholds searched for it
 readout calibrated on the 1000 calibration images, 20 % of them held back for the readout choice)
 and simulated for T steps: one conversion and one simulation per cell. The ablation adds the
 techniques one at a time, starting from the seed's conversion (λ = p99.9, IF neurons after average
-pooling, spike-count gate, spike-count readout). Writes one section of docs/BENCHMARKS.md per run.
+pooling, spike-count gate, spike-count readout), then measures each option that is off by default
+on top of the default. Writes one section of docs/BENCHMARKS.md per run.
 """
 import argparse
 import os
@@ -27,20 +28,33 @@ import onnx2snn  # noqa: E402
 from benchlib import DOCS, machine, write_section  # noqa: E402
 
 DATASET = {"mnist_cnn": "mnist", "cifar_resnet20": "cifar10", "cifar_vgg16": "cifar10"}
-# Each row adds one technique to the row above; the last is the default config.
-ABLATION = [
-    ("seed: p99.9, IF after avg-pool, gate, spike readout",
-     {"parser.threshold": "statistic", "calibration.bias": False, "simulation.output": "spikes",
-      "simulation.avg_pool.has_neuron": True, "simulation.max_pool.rule": "gate"}),
-    ("+ threshold search for T", {"calibration.bias": False, "simulation.output": "spikes",
-                                  "simulation.avg_pool.has_neuron": True, "simulation.max_pool.rule": "gate"}),
-    ("+ bias calibration", {"simulation.output": "spikes", "simulation.avg_pool.has_neuron": True,
-                            "simulation.max_pool.rule": "gate"}),
-    ("+ readout chosen (membrane/spikes, delay)", {"simulation.avg_pool.has_neuron": True,
-                                                   "simulation.max_pool.rule": "gate"}),
-    ("+ no IF after avg-pool", {"simulation.max_pool.rule": "gate"}),
-    ("+ running-max pooling = default", {}),
-]
+# The seed's conversion; each ablation row drops one of these settings (adds one technique) after the
+# row above, and the last row is the default config.
+SEED = {"parser.threshold": "statistic", "calibration.bias": False, "simulation.output": "spikes",
+        "simulation.avg_pool.has_neuron": True, "simulation.max_pool.rule": "gate"}
+TECHNIQUES = [("seed: p99.9, IF after avg-pool, gate, spike readout", None),
+              ("+ threshold search for T", "parser.threshold"),
+              ("+ bias calibration", "calibration.bias"),
+              ("+ readout chosen (membrane/spikes, delay)", "simulation.output"),
+              ("+ no IF after avg-pool", "simulation.avg_pool.has_neuron"),
+              ("+ running-max pooling = default", "simulation.max_pool.rule")]
+
+# Options that stay off by default, each measured on top of the default config.
+OPTIONS = [("default + per-channel thresholds (--per-channel)", {"parser.per_channel": True}),
+           ("default + v_init calibration (--v-init-calibration)", {"calibration.v_init": True}),
+           ("default + max pooling before the first neurons (--pool-before-neuron)",
+            {"simulation.max_pool.before_neuron": True})]
+
+
+def ablation_rows():
+    """(row name, config overrides) per row: the seed's settings left after dropping each in turn,
+    then the options."""
+    rows, left = [], dict(SEED)
+    for name, key in TECHNIQUES:
+        left.pop(key, None)
+        rows.append((name, dict(left)))
+    return rows + OPTIONS
+
 # ../shared/models/README.md: SpikingJelly 2.0.0 RateCodingRecipe, best mode (p99.9), T = 16 … 256.
 SPIKINGJELLY = {"mnist_cnn": {16: 91.21, 32: 98.67, 64: 98.89, 128: 98.93},
                 "cifar_resnet20": {16: 12.28, 32: 36.01, 64: 72.88, 128: 83.62, 256: 86.04},
@@ -115,10 +129,11 @@ def main():
         if ablation_steps:
             xa, ya = test["x"][:a.ablation_limit or a.limit], test["y"][:a.ablation_limit or a.limit]
             ann_a = 100 * onnx2snn.ann_accuracy(source.model, source.input_name, xa, ya, 500)
-            lines += [f"Ablation, {len(xa)} test images (ANN {ann_a:.2f} %): each row adds one technique.", "",
+            lines += [f"Ablation, {len(xa)} test images (ANN {ann_a:.2f} %): each row adds one technique; each "
+                      "option below the default is added to the default alone.", "",
                       "| | " + " | ".join(f"T={T}" for T in ablation_steps) + " |",
                       "|---|" + "---|" * len(ablation_steps)]
-            for name, overrides in ABLATION:
+            for name, overrides in ablation_rows():
                 row = [run(path, calib, xa, ya, T, overrides, device, a.batch_size) for T in ablation_steps]
                 print(model, name, row, flush=True)
                 lines.append(f"| {name} | " + " | ".join(f"{c[0]:.2f}" for c in row) + " |")
