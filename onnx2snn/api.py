@@ -110,7 +110,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     del view                 # its numpy copy of every weight, not needed from here on
     edited = apply_scales(cleaned, plan)
     gc.collect()             # likewise
-    verification = verify(info.model, cleaned, edited, info.input_name, plan, x_fit)
+    verification = verify(info.model, cleaned, edited, info.input_name, plan, x_fit, batch_size=config.batch_size)
     del cleaned
     timings["normalise+verify"] = time.perf_counter() - t
 

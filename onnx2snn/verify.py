@@ -6,7 +6,7 @@ from typing import Dict
 import numpy as np
 import onnx
 
-from .calibrate import run
+from .calibrate import stream_batches
 from .errors import VerificationError
 from .normalize import Plan
 
@@ -17,13 +17,15 @@ SAMPLES = 256
 
 
 def verify(original: onnx.ModelProto, cleaned: onnx.ModelProto, edited: onnx.ModelProto, input_name: str,
-           plan: Plan, x: np.ndarray, max_samples: int = SAMPLES) -> Dict[str, float]:
+           plan: Plan, x: np.ndarray, max_samples: int = SAMPLES, batch_size: int = 100) -> Dict[str, float]:
     """Relative error max|edited·λ − original| / max|original| per normalised tensor, in graph
     order; raises ``VerificationError`` naming every tensor above ``TOLERANCE``, the first first.
 
     Tensors are compared against the original model where it has them (every ReLU output and the
-    graph output keep their names through the passes), else against the cleaned graph."""
-    x = np.asarray(x[:max_samples])
+    graph output keep their names through the passes), else against the cleaned graph. The graphs
+    run side by side one batch at a time and only the two maxima are kept per tensor, so memory is
+    that of one batch's activations (an ImageNet VGG holds about 50 MB of them per image)."""
+    x = x[:max_samples]
     owner = {name: tensor for name, tensor in plan.merge_stats.items() if tensor}
     owner = {t: f"{n} (Add)" for n, t in owner.items()}
     owner.update({l.stat_tensor: f"{l.node} ({l.op})" for l in plan.layers if l.stat_tensor})
@@ -31,20 +33,26 @@ def verify(original: onnx.ModelProto, cleaned: onnx.ModelProto, edited: onnx.Mod
     original_names = _tensor_names(original)
     from_original = [t for t in names if t in original_names]
     from_cleaned = [t for t in names if t not in original_names]
-    reference = dict(zip(from_original, run(original, input_name, x, from_original))) if from_original else {}
-    if from_cleaned:
-        reference.update(zip(from_cleaned, run(cleaned, input_name, x, from_cleaned)))
-    got = dict(zip(names, run(edited, input_name, x, names)))
+    streams = [(tensors, stream_batches(model, input_name, tensors, x, batch_size))
+               for model, tensors in ((original, from_original), (cleaned, from_cleaned), (edited, names)) if tensors]
+    scales = {t: np.asarray(plan.scales[t], np.float32)[None] for t in names}
+    worst = dict.fromkeys(names, 0.0)    # max |edited·λ − reference| so far
+    peak = dict.fromkeys(names, 0.0)     # max |reference| so far
+    for batches in zip(*(stream for _, stream in streams)):
+        values = [dict(zip(tensors, batch_values)) for (tensors, _), (_, batch_values) in zip(streams, batches)]
+        got, reference = values[-1], {k: v for part in values[:-1] for k, v in part.items()}
+        for tensor in names:
+            ref = reference[tensor]
+            # np.maximum, not max(): a NaN must stay (and fail the check), not lose the comparison
+            worst[tensor] = float(np.maximum(worst[tensor], np.max(np.abs(got[tensor] * scales[tensor] - ref))))
+            peak[tensor] = float(np.maximum(peak[tensor], np.max(np.abs(ref))))
     errors, failed = {}, []
     for tensor in names:
-        ref = reference[tensor]
-        scale = plan.scales[tensor]
-        err = float(np.max(np.abs(got[tensor].astype(np.float64) * scale[None] - ref)) /
-                    max(float(np.max(np.abs(ref))), 1e-12))
+        err = worst[tensor] / max(peak[tensor], 1e-12)
         errors[tensor] = err
         if not err <= TOLERANCE:
             failed.append(f"layer {owner[tensor]}, tensor {tensor!r}: relative error {err:.3g} "
-                          f"(×λ={float(np.max(scale)):.6g})")
+                          f"(×λ={float(np.max(scales[tensor])):.6g})")
     if failed:
         raise VerificationError(f"verification failed at {len(failed)} of {len(names)} normalised tensors (tolerance "
                                 f"{TOLERANCE:g} between the normalised graph and the original): " + "; ".join(failed))

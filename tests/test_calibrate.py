@@ -74,6 +74,23 @@ def test_verification_names_every_layer_that_differs():
         verify(m, cleaned, conv.snn_model, "x", conv.plan, x)
 
 
+def test_verification_streams_batches_and_keeps_a_nan():
+    """The graphs run side by side one batch at a time: the errors do not depend on the batch size,
+    and a NaN in the last batch alone still fails the check (a max() would drop it)."""
+    from onnx2snn.errors import VerificationError
+    from onnx2snn.verify import verify
+    m = graphs.conv_bn_relu()
+    x = np.random.default_rng(5).normal(size=(12, 1, 8, 8)).astype(np.float32)
+    conv = convert(m, x, graphs.seed_config())
+    cleaned, _ = clean_graph(m)
+    whole = verify(m, cleaned, conv.snn_model, "x", conv.plan, x, batch_size=12)
+    batched = verify(m, cleaned, conv.snn_model, "x", conv.plan, x, batch_size=5)
+    assert whole.keys() == batched.keys() and all(abs(whole[k] - batched[k]) <= 1e-9 for k in whole)
+    x[-1, 0, 0, 0] = np.nan
+    with pytest.raises(VerificationError, match="relative error nan"):
+        verify(m, cleaned, conv.snn_model, "x", conv.plan, x, batch_size=5)
+
+
 def test_calibration_streams_a_memory_mapped_array_in_bounded_memory(tmp_path):
     """20 000 samples, memory-mapped: the statistics must not hold the activations (20 MB here)
     nor the whole input (5 MB); only a batch and the top 0.1 % of values."""

@@ -52,14 +52,15 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto, "ModelInfo"]) ->
         if not model.graph.node:
             raise Onnx2SnnError(f"{path!r} is not an ONNX model (no graph nodes found)")
         name = model_stem(path)
-    sha = external.digest(model)
+    serialised = external.serialise(model)   # once, for the hash, the checker, shape inference, onnxruntime
+    sha = external.digest(model, serialised)
 
     try:
-        external.check(model)
+        external.check(model, serialised)
     except onnx.checker.ValidationError as e:
         raise Onnx2SnnError(f"{label} fails onnx.checker: {first_line(e)}") from None
     try:
-        model = external.infer_shapes(model, strict_mode=True)
+        model = external.infer_shapes(model, serialised, strict_mode=True)
     except Exception as e:
         # Some exporters (seen: jax2onnx) annotate intermediate tensors with wrong shapes. Those
         # annotations are hints, not semantics: drop them and infer again.
@@ -71,7 +72,8 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto, "ModelInfo"]) ->
             raise Onnx2SnnError(f"{label}: ONNX shape inference failed: {first_line(e)}") from None
 
     _check_finite_weights(model, label)
-    _check_runtime_can_run(model, label)
+    _check_runtime_can_run(model, label, serialised)
+    del serialised
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -126,7 +128,7 @@ def _check_finite_weights(model: onnx.ModelProto, label: str) -> None:
                                 f"{int(np.sum(~np.isfinite(values)))} NaN or infinite value(s)")
 
 
-def _check_runtime_can_run(model: onnx.ModelProto, label: str) -> None:
+def _check_runtime_can_run(model: onnx.ModelProto, label: str, serialised: Optional[bytes] = None) -> None:
     """The installed onnxruntime must run the model (statistics and verification need it): an opset
     newer than it knows is named here, with both versions, not found mid-calibration."""
     import onnxruntime as ort
@@ -134,7 +136,7 @@ def _check_runtime_can_run(model: onnx.ModelProto, label: str) -> None:
     try:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        external.session_for(model, options, ["CPUExecutionProvider"])
+        external.session_for(model, options, ["CPUExecutionProvider"], serialised=serialised)
     except Exception as e:
         raise Onnx2SnnError(f"{label} (opset {opset}, IR {model.ir_version}) cannot be run by the installed "
                             f"onnxruntime {ort.__version__}: {first_line(e)}") from None
