@@ -41,3 +41,17 @@ def test_fixture_converts_and_matches_ann(name):
     ann = onnx2snn.ann_accuracy(conv.source, conv.input_name, x, y)
     result = onnx2snn.simulate(conv.network, x, y, config=cfg)  # the caller's config: "auto" output, delay from the network
     assert result.accuracy >= ann - 0.01, f"{name}: SNN {result.accuracy:.4f} vs ANN {ann:.4f}"
+
+
+def test_wrong_exporter_annotations_raise_no_runtime_warning(tmp_path):
+    """jax2onnx annotates an intermediate tensor with its NHWC shape where it is NCHW: the loader
+    drops those annotations, and onnxruntime (which warns on stderr about a mismatch) never sees them."""
+    import subprocess
+    import sys
+    calib, _, _ = mnist("NHWC")
+    np.save(tmp_path / "calib.npy", calib[:40])
+    proc = subprocess.run([sys.executable, "-m", "onnx2snn", os.path.join(HERE, "fixtures", "jax_cnn.onnx"),
+                           str(tmp_path / "calib.npy"), "-q", "-T", "8", "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "MergeShapeInfo" not in proc.stderr and proc.stderr.strip() == ""

@@ -65,6 +65,7 @@ def load_model(source: Union[str, os.PathLike, onnx.ModelProto, "ModelInfo"]) ->
         # Some exporters (seen: jax2onnx) annotate intermediate tensors with wrong shapes. Those
         # annotations are hints, not semantics: drop them and infer again.
         del model.graph.value_info[:]
+        serialised = None   # its bytes carry the wrong annotations, which onnxruntime would warn about
         try:
             model = external.infer_shapes(model, strict_mode=True)
             log.info("%s: dropped the exporter's intermediate shape annotations (%s)", label, first_line(e))
