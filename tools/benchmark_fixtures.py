@@ -6,7 +6,8 @@
 
 Each fixture is the same kind of small CNN trained in its own framework and written by its own
 exporter (tools/make_fixture*.py); NHWC models get the images transposed. Each T is its own
-conversion, calibrated for that T (the default config).
+conversion, calibrated for that T (the default config); the last column is T=32 with one threshold
+per layer (the default before 0.3).
 """
 import argparse
 import os
@@ -47,21 +48,25 @@ def main():
     lines = [f"Measured {machine(device)}, onnx2snn {onnx2snn.__version__}; MNIST test set ({len(x)} images), "
              f"{len(calib)} calibration images, default config, each T its own conversion calibrated for it.", "",
              "```", "python ../shared/tools/datasets.py mnist --out data/ --calib 1000",
-             f"python tools/benchmark_fixtures.py --data data/ --device {device}", "```", "",
+             f"python tools/benchmark_fixtures.py --data data/ --device {device}"
+             + (f" --limit {a.limit}" if a.limit else ""), "```", "",
              "| fixture | exporter | ops after clean-up | ANN | " + " | ".join(f"SNN T={T}" for T in steps)
-             + " | SNN − ANN at T=32 |", "|---|---|---|---|" + "---|" * len(steps) + "---|"]
+             + " | SNN − ANN at T=32 | T=32, one λ per layer (--no-per-channel) |",
+             "|---|---|---|---|" + "---|" * len(steps) + "---|---|"]
     for name, (layout, exporter) in FIXTURES.items():
         c, xx = (calib, x) if layout == "NCHW" else (calib.transpose(0, 2, 3, 1).copy(), x.transpose(0, 2, 3, 1).copy())
         accs = []
-        for T in steps:
+        for T, per_channel in [(T, True) for T in steps] + [(32, False)]:
             cfg = onnx2snn.Config()
-            cfg.simulation.T, cfg.device, cfg.batch_size = T, device, 500
+            cfg.simulation.T, cfg.device, cfg.batch_size, cfg.parser.per_channel = T, device, 500, per_channel
             conv = onnx2snn.convert(os.path.join(here, "..", "tests", "fixtures", name), c, cfg)
             accs.append(onnx2snn.simulate(conv.network, xx, y, config=conv.config).accuracy)
+        layer_wise = accs.pop()
         ann = onnx2snn.ann_accuracy(conv.source, conv.input_name, xx, y, 1000)
         ops = ", ".join(f"{k} {v}" for k, v in conv.passes[-1]["ops"].items())
         lines.append(f"| `{name}` | {exporter} | {ops} | {100 * ann:.2f} | "
-                     + " | ".join(f"{100 * a_:.2f}" for a_ in accs) + f" | {100 * (accs[-1] - ann):+.2f} |")
+                     + " | ".join(f"{100 * a_:.2f}" for a_ in accs) + f" | {100 * (accs[-1] - ann):+.2f} | "
+                     f"{100 * layer_wise:.2f} ({100 * (layer_wise - ann):+.2f}) |")
         print(lines[-1], flush=True)
     text = "\n".join(lines)
     write_section("Exporter fixtures: ANN vs SNN (issue 3)", text, a.out)
