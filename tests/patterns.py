@@ -211,7 +211,36 @@ def keras_flatten_shape_subgraph():
     return model(nodes, inits, (1, 6, 6)), (1, 6, 6)
 
 
+
+def mobilenet_v2_block():
+    """torchvision MobileNetV2's inverted residual with a linear bottleneck: the block's input and
+    output are currents (no activation after the projection), added without a ReLU after the Add.
+       x ─ Conv ─ ReLU6 ─ Conv1x1 (linear: b0) ─┬─ Conv1x1 (expand) ─ ReLU6 ─ DWConv3x3 ─ ReLU6 ─ Conv1x1 (project) ─ Add ─ Conv1x1 ─ ReLU6 ─ GAP ─ head
+                                                └────────────────────────────────────────────────────────────┘"""
+    r = rng(17)
+    nodes = [node("Conv", ["x", "w0", "b0"], ["c0"], "stem", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Clip", ["c0", "zero", "six"], ["r0"], "stem_relu6"),
+             node("Conv", ["r0", "wl", "bl"], ["lin"], "linear_bottleneck", kernel_shape=[1, 1]),
+             node("Conv", ["lin", "we", "be"], ["ce"], "expand", kernel_shape=[1, 1]),
+             node("Clip", ["ce", "zero", "six"], ["re"], "expand_relu6"),
+             node("Conv", ["re", "wd", "bd"], ["cd"], "depthwise", kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=8),
+             node("Clip", ["cd", "zero", "six"], ["rd"], "depthwise_relu6"),
+             node("Conv", ["rd", "wp", "bp"], ["cp"], "project", kernel_shape=[1, 1]),
+             node("Add", ["lin", "cp"], ["s"], "residual_add"),
+             node("Conv", ["s", "wlast", "blast"], ["ch"], "last_conv", kernel_shape=[1, 1]),
+             node("Clip", ["ch", "zero", "six"], ["rh"], "last_relu6"),
+             node("GlobalAveragePool", ["rh"], ["g"], "gap")]
+    inits = [init("w0", r.normal(0, 0.5, (4, 3, 3, 3))), init("b0", r.normal(0, 0.2, 4)),
+             init("wl", r.normal(0, 0.5, (4, 4, 1, 1))), init("bl", r.normal(0, 0.2, 4)),
+             init("we", r.normal(0, 0.5, (8, 4, 1, 1))), init("be", r.normal(0, 0.2, 8)),
+             init("wd", r.normal(0, 0.5, (8, 1, 3, 3))), init("bd", r.normal(0, 0.2, 8)),
+             init("wp", r.normal(0, 0.5, (4, 8, 1, 1))), init("bp", r.normal(0, 0.2, 4)),
+             init("wlast", r.normal(0, 0.5, (6, 4, 1, 1))), init("blast", r.normal(0, 0.2, 6)),
+             f32("zero", 0.0), f32("six", 6.0)]
+    head(r, "g", 6, inits, nodes)
+    return model(nodes, inits, (3, 8, 8)), (3, 8, 8)
+
 PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
                                     input_normalisation_bn_first, residual_blocks, nhwc_transpose,
                                     squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div,
-                                    keras_flatten_shape_subgraph)}
+                                    keras_flatten_shape_subgraph, mobilenet_v2_block)}
