@@ -63,7 +63,7 @@ MIN_IMAGES = 10
 # memory on the CPU (a quarter of the free memory on a GPU), whatever the calibration array's length.
 CPU_BUDGET = 6 << 30
 BYTES_PER_ELEMENT_STEP = 2
-MIN_SAMPLES = 32
+MIN_SAMPLES = 32   # a last calibration pass smaller than this (and than the others) is dropped
 READOUT_IMAGES = 1000   # held-back images the readout choice simulates (it keeps T × images × classes numbers)
 
 
@@ -131,20 +131,25 @@ def calibration_passes(network: SpikingNetwork, x_fit: np.ndarray, T: int, confi
     wanted = min(len(x_fit), config.calibration.samples)
     if config.calibration.v_init:
         wanted = per_pass
-    parts = [x_fit[i:i + per_pass] for i in range(0, wanted, per_pass)]
-    return [p for k, p in enumerate(parts) if k == 0 or len(p) >= MIN_SAMPLES]
+    parts = [x_fit[i:min(i + per_pass, wanted)] for i in range(0, wanted, per_pass)]
+    # a last part much smaller than the others would weigh its few images as much as a full pass
+    return [p for k, p in enumerate(parts) if k == 0 or len(p) >= min(MIN_SAMPLES, per_pass)]
 
 
-def sample_budget(network: SpikingNetwork, T: int, config: Config) -> int:
+def sample_budget(network: SpikingNetwork, T: int, config: Config, budget: Optional[int] = None) -> int:
     """How many fit images one calibration pass simulates: ``calibration.samples``, fewer where T
-    steps of that many images would not fit the memory budget (never fewer than 32)."""
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if device.type == "cuda" and torch.cuda.is_available():
-        budget = torch.cuda.mem_get_info(device)[0] // 4
-    else:
-        budget = CPU_BUDGET
+    steps of that many images would not fit the memory budget (``budget`` bytes; default: the
+    device's). The memory bound wins over the wish for 32 images a pass: an ImageNet network's T=32
+    steps take gigabytes per image, and 32 of them would not fit (the passes then cover the
+    images), but at least one image runs."""
+    if budget is None:
+        device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and torch.cuda.is_available():
+            budget = torch.cuda.mem_get_info(device)[0] // 4
+        else:
+            budget = CPU_BUDGET
     fits = budget // (BYTES_PER_ELEMENT_STEP * T * network.elements_per_sample)
-    return int(max(MIN_SAMPLES, min(config.calibration.samples, fits)))
+    return int(max(1, min(config.calibration.samples, fits)))
 
 
 # --- bias calibration ---------------------------------------------------------------------------

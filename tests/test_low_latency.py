@@ -265,6 +265,27 @@ def test_calibration_runs_in_passes_when_memory_is_short(monkeypatch):
     assert any(not np.allclose(one.bias_shifts[k], several.bias_shifts[k]) for k in one.bias_shifts)
 
 
+def test_memory_bound_wins_over_the_images_a_pass_would_like(monkeypatch):
+    """Where one image's T steps take a sizeable share of the budget (ImageNet networks: gigabytes),
+    a pass holds as many images as fit, fewer than 32, and the passes cover the images asked for
+    (a last part smaller than the others is dropped); at least one image runs."""
+    from onnx2snn import snn_calibration
+    m, shape = PATTERNS["residual_blocks"]()
+    x = np.random.default_rng(3).uniform(0, 1, size=(60, *shape)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T, cfg.calibration.samples = 8, 20
+    net = convert(m, x, cfg).network
+    per_image = snn_calibration.BYTES_PER_ELEMENT_STEP * 8 * net.elements_per_sample
+    assert snn_calibration.sample_budget(net, 8, cfg, budget=3 * per_image + 1) == 3
+    assert snn_calibration.sample_budget(net, 8, cfg, budget=per_image // 2) == 1
+    assert snn_calibration.sample_budget(net, 8, cfg, budget=10 ** 12) == 20
+    real = snn_calibration.sample_budget
+    monkeypatch.setattr(snn_calibration, "sample_budget",
+                        lambda network, T, config: real(network, T, config, budget=3 * per_image + 1))
+    passes = snn_calibration.calibration_passes(net, x[:48], 8, cfg)
+    assert [len(p) for p in passes] == [3] * 6   # 20 images asked: six passes of 3; the last 2 are dropped
+
+
 @pytest.mark.parametrize("name", ["residual_blocks", "concat_bn_densenet", "nhwc_transpose", "depthwise_dilated_strided"])
 def test_per_channel_thresholds_stay_exact_and_round_trip(name, tmp_path):
     """One λ per channel folds into the weights: the edited graph still verifies (convert checks
