@@ -342,7 +342,7 @@ def test_stem_max_pool_pools_the_current_before_the_neurons():
     conv = convert(m, x, cfg)
     producer = {o: n.op_type for n in conv.snn_model.graph.node for o in n.output}
     pool = next(n for n in conv.snn_model.graph.node if n.op_type == "MaxPool")
-    assert producer[pool.input[0]] == "Conv"
+    assert producer[pool.input[0]] == "Conv" and "before the neurons" in pool.doc_string   # legible in Netron
     if_node = next(n for n in conv.snn_model.graph.node if n.op_type == "IF")
     assert if_node.input[0] == "r1_pooled" and if_node.output[0] == "p1"
     assert not any(n.op_type == "SpikeMaxPool" for n in conv.snn_model.graph.node)

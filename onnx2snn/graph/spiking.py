@@ -81,6 +81,12 @@ def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
             pool = _replace(node, "SpikeMaxPool", [node.input[0]], [node.output[0]], attrs)
             nodes += _then_neurons(pool, neuron) if rule == "avg" and sim.avg_pool.has_neuron else [pool]
             spikes.add(node.output[0])
+        elif op == "MaxPool":                       # of currents: before the neurons (pool_before_neurons)
+            pool = onnx.NodeProto()
+            pool.CopyFrom(node)
+            pool.doc_string = ("max pooling of the input current, before the neurons that follow "
+                               "(simulation.max_pool.before_neuron): the current is the same at every step")
+            nodes.append(pool)
         elif op in SUBSAMPLING and data[0] in spikes and sim.avg_pool.has_neuron:
             nodes += _then_neurons(node, neuron)
             spikes.add(node.output[0])
