@@ -32,8 +32,8 @@ class ParserConfig:
     percentile: float = 99.9        # p for robust normalisation, in (0, 100]
     # with threshold "search": one λ per channel of each ReLU (folded into the weights: spikes stay
     # binary); the output layer keeps one λ (argmax). The default since 0.3: at T=32 it brings the
-    # PyTorch exporter fixtures from −1.30 to −0.35 points of their ANN, VGG-16 +0.4, MNIST +0.1
-    # (docs/BENCHMARKS.md, "Per-channel thresholds"); false: one λ per layer
+    # PyTorch exporter fixtures from −1.30 to −0.35 points of their ANN, VGG-16 +0.4, MNIST +0.1,
+    # ResNet-20 +2.5 at T=8 (docs/BENCHMARKS.md, "Low latency: notes (issue 7)"); false: one λ per layer
     per_channel: bool = True
 
 
