@@ -191,9 +191,29 @@ def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config
         # Files written by 0.1 predate the max-pool rule: they gated by spike count.
         stored.get("simulation", {}).get("max_pool", {}).setdefault("rule", "gate")
         config = Config.from_dict(stored)
+    elif config.simulation.encoder.poisson:
+        _check_pooled_currents(info.model)
     network = lower_model(info.model, config)
     network.layer_scales = layer_scales(info.model)
     return network
+
+
+def _check_pooled_currents(model: onnx.ModelProto) -> None:
+    """A graph converted with its first max pooling before the neurons (``pool_before_neurons``)
+    pools the input current, which only constant-current input keeps the same at every step: with
+    Poisson input the max of each step's current would overstate the pooled rate."""
+    neurons = ("IF", "ClipIF")
+    consumers = {i for n in model.graph.node if n.op_type in neurons for i in n.input}
+    after_neurons, pooled = set(), []   # tensors downstream of a neuron (nodes are in topological order)
+    for n in model.graph.node:
+        if n.op_type == "MaxPool" and n.output[0] in consumers and n.input[0] not in after_neurons:
+            pooled.append(n.name)
+        if n.op_type in neurons or any(i in after_neurons for i in n.input):
+            after_neurons.update(n.output)
+    if pooled:
+        raise Onnx2SnnError(f"this SNN pools its constant input current before its first neurons ({pooled[0]}, "
+                            "simulation.max_pool.before_neuron); Poisson input would overstate that max: convert "
+                            "again with --poisson (the pooling then stays on spikes)")
 
 
 def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray] = None,

@@ -333,6 +333,7 @@ def test_stem_max_pool_pools_the_current_before_the_neurons():
     """Conv -> ReLU -> MaxPool at the input: the spiking graph pools the constant current and has
     IF neurons only after it (a quarter as many), whose spike counts are exactly the T-step rate of
     the pooled, normalised ANN activation; with Poisson input the pooling stays on spikes."""
+    import onnx2snn
     from onnx2snn.calibrate import run
     m = graphs.conv_bn_relu(pool="MaxPool")
     x = np.random.default_rng(0).normal(size=(40, 1, 8, 8)).astype(np.float32)
@@ -356,6 +357,10 @@ def test_stem_max_pool_pools_the_current_before_the_neurons():
     assert spikes.shape == a.reshape(len(x), -1).shape == (40, 4 * 4 * 4)
     expected = np.clip(np.floor(a.reshape(len(x), -1) * 16 + 0.5), 0, 16)
     assert np.mean(spikes == expected) > 0.99 and np.abs(spikes - expected).max() <= 1
-    cfg.simulation.encoder.poisson = True
-    conv = convert(m, np.clip(x, 0, 1), cfg)
+    poisson = Config.from_dict(cfg.to_dict())
+    poisson.simulation.encoder.poisson = True
+    with pytest.raises(Onnx2SnnError, match="pools its constant input current"):   # load() with a Poisson override
+        onnx2snn.load(conv.snn_model, poisson)
+    assert onnx2snn.load(conv.snn_model, cfg).config.simulation.encoder.poisson is False
+    conv = convert(m, np.clip(x, 0, 1), poisson)
     assert any(n.op_type == "SpikeMaxPool" for n in conv.snn_model.graph.node)
