@@ -131,8 +131,10 @@ def calibration_passes(network: SpikingNetwork, x_fit: np.ndarray, T: int, confi
     wanted = min(len(x_fit), config.calibration.samples)
     if config.calibration.v_init:
         wanted = per_pass
-    parts = [x_fit[i:min(i + per_pass, wanted)] for i in range(0, wanted, per_pass)]
-    # a last part much smaller than the others would weigh its few images as much as a full pass
+    # whole passes: the last may run up to per_pass − 1 images past ``wanted`` (the benchmarks were
+    # measured so); a last part much smaller than the others would weigh its few images as much as
+    # a full pass, so it is dropped
+    parts = [x_fit[i:i + per_pass] for i in range(0, wanted, per_pass)]
     return [p for k, p in enumerate(parts) if k == 0 or len(p) >= min(MIN_SAMPLES, per_pass)]
 
 

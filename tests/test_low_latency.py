@@ -267,8 +267,8 @@ def test_calibration_runs_in_passes_when_memory_is_short(monkeypatch):
 
 def test_memory_bound_wins_over_the_images_a_pass_would_like(monkeypatch):
     """Where one image's T steps take a sizeable share of the budget (ImageNet networks: gigabytes),
-    a pass holds as many images as fit, fewer than 32, and the passes cover the images asked for
-    (a last part smaller than the others is dropped); at least one image runs."""
+    a pass holds as many images as fit, fewer than 32, and whole passes cover the images asked for;
+    at least one image runs."""
     from onnx2snn import snn_calibration
     m, shape = PATTERNS["residual_blocks"]()
     x = np.random.default_rng(3).uniform(0, 1, size=(60, *shape)).astype(np.float32)
@@ -283,7 +283,7 @@ def test_memory_bound_wins_over_the_images_a_pass_would_like(monkeypatch):
     monkeypatch.setattr(snn_calibration, "sample_budget",
                         lambda network, T, config: real(network, T, config, budget=3 * per_image + 1))
     passes = snn_calibration.calibration_passes(net, x[:48], 8, cfg)
-    assert [len(p) for p in passes] == [3] * 6   # 20 images asked: six passes of 3; the last 2 are dropped
+    assert [len(p) for p in passes] == [3] * 7   # 20 images asked: seven whole passes of 3
 
 
 @pytest.mark.parametrize("name", ["residual_blocks", "concat_bn_densenet", "nhwc_transpose", "depthwise_dilated_strided"])
