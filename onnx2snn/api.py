@@ -26,7 +26,7 @@ from .errors import Onnx2SnnError
 from .graph import clean_graph, external, load_model
 from .graph.annotate import KEY_CONFIG, annotate, layer_scales, read_metadata
 from .graph.spiking import to_spiking
-from .graph.view import GraphView
+from .graph.view import GraphView, downstream_of
 from .lower import check_supported, lower_model
 from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, plan_layers, statistic_lambdas,
                         usable_lambdas)
@@ -204,12 +204,9 @@ def _check_pooled_currents(model: onnx.ModelProto) -> None:
     Poisson input the max of each step's current would overstate the pooled rate."""
     neurons = ("IF", "ClipIF")
     consumers = {i for n in model.graph.node if n.op_type in neurons for i in n.input}
-    after_neurons, pooled = set(), []   # tensors downstream of a neuron (nodes are in topological order)
-    for n in model.graph.node:
-        if n.op_type == "MaxPool" and n.output[0] in consumers and n.input[0] not in after_neurons:
-            pooled.append(n.name)
-        if n.op_type in neurons or any(i in after_neurons for i in n.input):
-            after_neurons.update(n.output)
+    after_neurons = downstream_of(((n.op_type, n.input, n.output) for n in model.graph.node), neurons)
+    pooled = [n.name for n in model.graph.node
+              if n.op_type == "MaxPool" and n.output[0] in consumers and n.input[0] not in after_neurons]
     if pooled:
         raise Onnx2SnnError(f"this SNN pools its constant input current before its first neurons ({pooled[0]}, "
                             "simulation.max_pool.before_neuron); Poisson input would overstate that max: convert "

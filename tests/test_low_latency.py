@@ -364,3 +364,30 @@ def test_stem_max_pool_pools_the_current_before_the_neurons():
     assert onnx2snn.load(conv.snn_model, cfg).config.simulation.encoder.poisson is False
     conv = convert(m, np.clip(x, 0, 1), poisson)
     assert any(n.op_type == "SpikeMaxPool" for n in conv.snn_model.graph.node)
+
+
+def test_max_pool_of_a_deeper_current_is_described_and_loads_with_poisson():
+    """Conv -> MaxPool -> ReLU after the first neurons (an exporter's order, not pool_before_neurons):
+    its current changes every step, the node says so, and a Poisson override still loads."""
+    import onnx2snn
+    from onnx import helper
+    r = graphs.rng(2)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("MaxPool", ["c2"], ["p2"], name="pool2", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Relu", ["p2"], ["r2"], name="relu2"),
+             helper.make_node("Flatten", ["r2"], ["f"], name="flat", axis=1),
+             helper.make_node("Gemm", ["f", "w3", "b3"], ["y"], name="fc", transB=1)]
+    inits = [graphs.init("w1", r.normal(0, 0.5, (4, 1, 3, 3))), graphs.init("b1", r.normal(0, 0.3, 4)),
+             graphs.init("w2", r.normal(0, 0.5, (4, 4, 3, 3))), graphs.init("b2", r.normal(0, 0.3, 4)),
+             graphs.init("w3", r.normal(0, 0.5, (3, 64))), graphs.init("b3", r.normal(0, 0.3, 3))]
+    x = np.random.default_rng(0).uniform(0, 1, (40, 1, 8, 8)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T, cfg.device, cfg.simulation.max_pool.before_neuron = 8, "cpu", True
+    conv = convert(graphs.model(nodes, inits, (1, 8, 8)), x, cfg)
+    pool = next(n for n in conv.snn_model.graph.node if n.op_type == "MaxPool")
+    assert "each time step's current" in pool.doc_string
+    poisson = Config.from_dict(conv.config.to_dict())
+    poisson.simulation.encoder.poisson = True
+    assert onnx2snn.load(conv.snn_model, poisson).config.simulation.encoder.poisson

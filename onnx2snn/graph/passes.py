@@ -26,6 +26,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from . import external
+from .view import NEURON_OPS, downstream_of
 
 log = logging.getLogger(__name__)
 
@@ -384,15 +385,14 @@ def pool_before_neurons(graph: gs.Graph) -> gs.Graph:
     neurons now stand for the pooled values the next layer receives: their threshold is searched and
     their bias calibrated on those, instead of on every position of which the pooling keeps one in
     k², and there are k² times fewer of them. Measured on the MNIST ResNet fixture: +0.4 points at
-    T=32, but −1.6 / −1.15 at T=8 / 16, so it is an option (``simulation.max_pool.before_neuron``). (With constant input, running-max pooling of the neurons' spikes would pass on the same
-    spikes as the window's strongest neuron; what changes is what the neurons are fitted to.)
+    T=32, but −1.6 / −1.15 at T=8 / 16, so it is an option (``simulation.max_pool.before_neuron``).
+    (With constant input, running-max pooling of the neurons' spikes would pass on the same spikes
+    as the window's strongest neuron; what changes is what the neurons are fitted to.)
     The pooled current is named ``<relu output>_pooled``; the ReLU writes the MaxPool's old output,
     whose values are unchanged."""
-    depends_on_neurons = set()
-    for node in graph.nodes:  # topological order
-        if node.op in ("Relu", "Clip") or any(t.name in depends_on_neurons for t in node.inputs):
-            depends_on_neurons.update(t.name for t in node.outputs)
-    for relu in [n for n in graph.nodes if n.op in ("Relu", "Clip")]:
+    depends_on_neurons = downstream_of(((n.op, [t.name for t in n.inputs], [t.name for t in n.outputs])
+                                        for n in graph.nodes), NEURON_OPS)
+    for relu in [n for n in graph.nodes if n.op in NEURON_OPS]:
         r = relu.outputs[0]
         if r in graph.outputs or len(r.outputs) != 1 or relu.inputs[0].name in depends_on_neurons:
             continue

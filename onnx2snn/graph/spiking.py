@@ -28,7 +28,7 @@ from typing import List, Optional
 import onnx
 from onnx import helper
 
-from .view import GraphView
+from .view import NEURON_OPS, GraphView, downstream_of
 
 DOMAIN = "onnx2snn"
 DOMAIN_VERSION = 1
@@ -62,6 +62,7 @@ def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
     sim = config.simulation
     neuron = neuron_attributes(config)
     spikes = set()
+    after_neurons = downstream_of(((n.op_type, n.input, n.output) for n in view.nodes), NEURON_OPS)
     nodes: List[onnx.NodeProto] = []
     for node in view.nodes:
         op, data = node.op_type, view.data_inputs(node)
@@ -81,11 +82,13 @@ def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
             pool = _replace(node, "SpikeMaxPool", [node.input[0]], [node.output[0]], attrs)
             nodes += _then_neurons(pool, neuron) if rule == "avg" and sim.avg_pool.has_neuron else [pool]
             spikes.add(node.output[0])
-        elif op == "MaxPool":                       # of currents: before the neurons (pool_before_neurons)
+        elif op == "MaxPool":                       # of currents, each step's
             pool = onnx.NodeProto()
             pool.CopyFrom(node)
             pool.doc_string = ("max pooling of the input current, before the neurons that follow "
-                               "(simulation.max_pool.before_neuron): the current is the same at every step")
+                               "(simulation.max_pool.before_neuron): the current is the same at every step"
+                               if data[0] not in after_neurons else
+                               "max pooling of each time step's current, before the neurons that follow")
             nodes.append(pool)
         elif op in SUBSAMPLING and data[0] in spikes and sim.avg_pool.has_neuron:
             nodes += _then_neurons(node, neuron)

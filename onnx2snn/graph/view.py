@@ -2,11 +2,13 @@
 producers and consumers, for the planning and lowering code."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
+
+NEURON_OPS = ("Relu", "Clip")   # the ANN ops that become IF neurons
 
 
 class GraphView:
@@ -54,3 +56,15 @@ class GraphView:
     def data_inputs(self, node: onnx.NodeProto) -> List[str]:
         """The node's non-constant inputs."""
         return [i for i in node.input if i and i not in self.constants]
+
+
+def downstream_of(nodes: Iterable[Tuple[str, Sequence[str], Sequence[str]]], ops: Sequence[str]) -> Set[str]:
+    """The tensors computed from the output of a node whose op is in ``ops``, those outputs included
+    (e.g. everything that depends on a neuron, where the constant input current ends). ``nodes``:
+    (op, input names, output names) in topological order, so that ONNX and graphsurgeon graphs
+    both fit."""
+    found: Set[str] = set()
+    for op, inputs, outputs in nodes:
+        if op in ops or any(i in found for i in inputs):
+            found.update(outputs)
+    return found
