@@ -84,3 +84,71 @@ def test_freed_chunk_memory_is_reused_not_page_faulted():
     assert inside < outside / 2, (inside, outside)   # most blocks reuse freed memory (how many: heap layout)
     # Whether glibc maps fresh pages again after the block depends on the heap's layout (a freed
     # block below a live allocation is reused), so the restored settings are not asserted here.
+
+
+@pytest.mark.parametrize("v_reset", [None, 0.0])
+@pytest.mark.parametrize("static", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("window", [(2, 2), (3, 2)])
+def test_neurons_fused_with_average_pooling_give_the_pooled_spikes(v_reset, static, channels_last, window):
+    """IF neurons then non-overlapping average pooling, in one kernel: the same potentials and spike
+    count as the neurons alone, and avg_pool2d of their spikes — rows and columns past the last
+    whole window (7 and 9 here) are updated but pooled into nothing."""
+    gen = torch.Generator().manual_seed(1)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    steps = [6, 5]
+    z = (torch.rand(sum(steps), 3, 4, 7, 9, generator=gen) * 1.2 - 0.1)   # [T, B, C, H, W]
+    z = torch.stack([s.contiguous(memory_format=layout) for s in z])
+    z = z.as_strided(z.shape, (z[0].numel(), *z[0].stride()))
+    if static:
+        z = z[0]
+    v_init = torch.rand(4, 7, 9, generator=gen) - 0.5
+    fused, apart = (IFNeuron(v_threshold=0.8, v_reset=v_reset, v_init_map=v_init) for _ in range(2))
+    fused.count_spikes = apart.count_spikes = True
+    pooled, spikes, t = [], [], 0
+    for n in steps:
+        chunk = z if static else z[t:t + n]
+        pooled.append(fused.forward_pooled(chunk, n, static, window))
+        spikes.append(apart(chunk, n, static))
+        t += n
+    assert all(p is not None for p in pooled), "the fused kernel should run on CPU float32"
+    assert all(p[0].is_contiguous(memory_format=layout) for p in pooled), "each step keeps the layout"
+    pooled, spikes = torch.cat(pooled), torch.cat(spikes)
+    expected = torch.nn.functional.avg_pool2d(spikes.flatten(0, 1), window, window).view(pooled.shape)
+    assert 0 < spikes.mean() < 1
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=1e-6)   # exact for 2×2; one rounding of 1/6
+    assert torch.equal(fused.v, apart.v)
+    assert float(fused.spike_count) == float(apart.spike_count) and fused.neuron_steps == apart.neuron_steps
+
+
+@pytest.mark.parametrize("poisson", [False, True])
+def test_runner_fuses_neurons_with_the_average_pooling_after_them(monkeypatch, poisson):
+    x = np.random.default_rng(0).uniform(0, 1, size=(40, 1, 8, 8)).astype(np.float32)
+    conv = convert(graphs.conv_bn_relu(pool="AveragePool"), x, Config())
+    y = np.arange(40) % 5
+    calls = []
+    original = cpu_kernel.if_pool_chunk
+    monkeypatch.setattr(cpu_kernel, "if_pool_chunk", lambda *a: calls.append(1) or original(*a))
+    run = dict(T=30, labels=y, device="cpu", record_rates=True, batch_size=16, chunk=7, poisson=poisson)
+    a = conv.network.simulate(x, **run)
+    assert calls, "the runner did not fuse the neurons with the pooling"
+    conv.network.fuse_pooling = False
+    calls.clear()
+    b = conv.network.simulate(x, **run)
+    assert not calls
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+    np.testing.assert_array_equal(a.correct_per_step, b.correct_per_step)
+    assert a.firing_rates == b.firing_rates and a.synaptic_ops == b.synaptic_ops
+
+
+def test_neurons_whose_spikes_are_read_elsewhere_are_not_fused():
+    """A pooling is fused into the neurons before it only where nothing else reads their spikes."""
+    x = np.random.default_rng(0).uniform(0, 1, size=(20, 1, 8, 8)).astype(np.float32)
+    net = convert(graphs.conv_bn_relu(pool="AveragePool"), x, Config()).network
+    pooled = [(net.steps[i].op, net.steps[j].op) for i, j in net._pooled_by.items()]
+    assert ("IF", "AveragePool") in pooled
+    neuron = next(i for i, s in enumerate(net.steps) if s.op == "IF")
+    net.steps.append(type(net.steps[0])("reader", "Identity", [net.steps[neuron].output], "spikes_copy"))
+    net.layers.append(torch.nn.Identity())
+    rebuilt = type(net)(net.steps, list(net.layers), net.input_name, net.output_name, net.elements_per_sample)
+    assert neuron not in rebuilt._pooled_by

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..snn.pooling import torch_pads
+from ..snn.pooling import AveragePool2d, torch_pads  # noqa: F401  (AveragePool2d: built by the lowering)
 
 
 class Padded(nn.Module):
@@ -47,25 +47,6 @@ class ConstantMul(nn.Module):
 
     def extra_repr(self) -> str:
         return f"constant of shape {tuple(self.const.shape)}"
-
-
-class AveragePool2d(nn.Module):
-    """2-D average pooling without padding as a depthwise convolution with weights 1/(kh·kw): on
-    CPU, oneDNN ran it about twice as fast as ``avg_pool2d`` on NHWC spikes of the MNIST example's
-    first pooling (a one-off microbenchmark during issue 11, not kept). Exact for power-of-two
-    windows; within one rounding of the division otherwise."""
-
-    def __init__(self, channels: int, kernel: Sequence[int], stride: Sequence[int]):
-        super().__init__()
-        self.kernel, self.stride = tuple(kernel), tuple(stride)
-        weight = torch.full((channels, 1, *self.kernel), 1.0 / (self.kernel[0] * self.kernel[1]))
-        self.register_buffer("weight", weight, persistent=False)   # a fixed operator, not a parameter
-
-    def forward(self, x):
-        return F.conv2d(x, self.weight.to(x.dtype), stride=self.stride, groups=self.weight.shape[0])
-
-    def extra_repr(self) -> str:
-        return f"avg_pool kernel={list(self.kernel)} stride={list(self.stride)} (depthwise convolution)"
 
 
 class ScaledAdd(nn.Module):

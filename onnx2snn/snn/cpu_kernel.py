@@ -73,6 +73,53 @@ def _compile(numba):
 
     _kernels["if"] = if_kernel
 
+    # The IF update fused with the non-overlapping average pooling (kernel = stride, no padding)
+    # that reads its spikes and nothing else: the spikes stay in cache, and only the pooled values
+    # (a quarter as many for 2×2) reach memory. Memory is viewed as [B, P, H, W, Q] (NHWC: P=1,
+    # Q=C; NCHW: P=C, Q=1); a block is one image's rows of one output row, all columns and Q. Rows
+    # and columns past the last whole window are updated and counted but pooled into nothing, as
+    # avg_pool2d (floor mode) drops them.
+    @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
+    def if_pool_kernel(z, v, out, totals, n_steps, z_step, shape, kh, kw, threshold, v_reset, hard, count):
+        n_bp, height, width, q_size = shape[0], shape[1], shape[2], shape[3]
+        out_h, out_w, row_len = height // kh, width // kw, width * q_size
+        out_step = n_bp * out_h * out_w * q_size
+        scale = np.float32(1.0 / (kh * kw))
+        for blk in numba.prange(n_bp * out_h):
+            bp, oy = blk // out_h, blk % out_h
+            y_end = (oy + 1) * kh if oy < out_h - 1 else height
+            acc = np.empty(out_w * q_size, np.float32)
+            spikes = np.empty(row_len, np.float32)      # one row's spikes of this step, in cache
+            for t in range(n_steps):
+                acc[:] = 0
+                for y in range(oy * kh, y_end):
+                    lo = (bp * height + y) * row_len
+                    vr, zr = v[lo:lo + row_len], z[t * z_step + lo:t * z_step + lo + row_len]
+                    fired = 0                         # this row's spikes (an integer sum vectorises; a float one would not)
+                    for i in range(row_len):          # the IF update of ``if_kernel``, one row
+                        x = vr[i] + zr[i]
+                        spike = np.float32(x >= threshold)
+                        spikes[i] = spike
+                        if count:
+                            fired += x >= threshold
+                        if hard:
+                            vr[i] = v_reset if x >= threshold else x
+                        else:
+                            vr[i] = x - spike * threshold
+                    if count:
+                        totals[blk] += fired
+                    if y < (oy + 1) * kh:             # rows past the last whole window pool into nothing
+                        for ox in range(out_w):
+                            for dx in range(kw):
+                                src = (ox * kw + dx) * q_size
+                                for q in range(q_size):
+                                    acc[ox * q_size + q] += spikes[src + q]
+                base = t * out_step + (bp * out_h + oy) * out_w * q_size
+                for j in range(out_w * q_size):
+                    out[base + j] = acc[j] * scale
+
+    _kernels["if_pool"] = if_pool_kernel
+
 
 def available(t: torch.Tensor) -> bool:
     """Can the kernel run on this tensor? float32 on CPU, Numba importable, not switched off."""
@@ -103,3 +150,37 @@ def if_chunk(z: torch.Tensor, v: torch.Tensor, out, n_steps: int, static: bool, 
     _kernels["if"](zf, vf, of, cf, n_steps, 0 if static else n, np.float32(v_threshold),
                    np.float32(0.0 if v_reset is None else v_reset), v_reset is not None, out is not None,
                    counts is not None)
+
+
+def pool_layout(v: torch.Tensor):
+    """(P, Q) of the [B, P, H, W, Q] view ``if_pool_kernel`` reads a 4-D ``v`` as — NHWC: (1, C),
+    NCHW: (C, 1) — or None for any other layout."""
+    if v.dim() != 4:
+        return None
+    if v.is_contiguous(memory_format=torch.channels_last):
+        return 1, v.shape[1]
+    if v.is_contiguous():
+        return v.shape[1], 1
+    return None
+
+
+def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, v_threshold: float, v_reset,
+                  kernel, count: bool = False):
+    """The IF update of ``if_chunk`` followed by average pooling with window = stride = ``kernel``:
+    returns (the pooled spikes [n_steps, B, C, H // kh, W // kw], each step laid out as ``v`` (the
+    caller checked ``pool_layout``); with ``count``, the number of spikes, else None). The spikes
+    themselves are never stored."""
+    numba = _numba
+    if numba.get_num_threads() != torch.get_num_threads():
+        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    (kh, kw), (b, c, h, w) = kernel, v.shape
+    p, q = pool_layout(v)
+    fmt = torch.channels_last if p == 1 else torch.contiguous_format
+    out = torch.empty((n_steps * b, c, h // kh, w // kw), dtype=v.dtype, memory_format=fmt)
+    n = v.numel()
+    totals = np.zeros(b * p * (h // kh) if count else 0, np.float64)   # spikes per block (rows of one window row)
+    _kernels["if_pool"](_flat(z, n if static else n_steps * n), _flat(v, n), _flat(out, out.numel()),
+                        totals, n_steps, 0 if static else n,
+                        np.array([b * p, h, w, q], np.int64), kh, kw, np.float32(v_threshold),
+                        np.float32(0.0 if v_reset is None else v_reset), v_reset is not None, count)
+    return out.view(n_steps, b, *out.shape[1:]), (float(totals.sum()) if count else None)

@@ -28,6 +28,8 @@ from torch import nn
 
 from ..errors import Onnx2SnnError
 from . import cpu_memory
+from .neurons import IFNeuron
+from .pooling import AveragePool2d
 from .synops import EventCounter, synaptic_operations, weighted_layer
 
 
@@ -86,6 +88,7 @@ class SpikingNetwork(nn.Module):
         self.readout_delay = int(getattr(getattr(config, "simulation", None), "readout_delay", None) or 0)
         self.requires_grad_(False)  # an inference runtime: no autograd bookkeeping
         self._weighted = {i for i, m in enumerate(self.layers) if weighted_layer(m) is not None}
+        self.fuse_pooling = True   # False: neurons and the average pooling after them run apart (tests compare)
         self._counter: Optional[EventCounter] = None   # set while a simulation counts synaptic operations
         self._input_shapes: Dict[int, tuple] = {}
         # Free each tensor after its last use, so a chunk holds only the live activations.
@@ -95,6 +98,11 @@ class SpikingNetwork(nn.Module):
                 last_use[name] = i
         self._free_after = [[n for n in dict.fromkeys(step.inputs) if last_use[n] == i and n != output_name]
                             for i, step in enumerate(self.steps)]
+        # IF neurons whose spikes only the next step reads, a non-overlapping average pooling: the
+        # runner asks them for the pooled spikes in one pass (IFNeuron.forward_pooled, CPU).
+        self._pooled_by = {i: i + 1 for i, (step, nxt) in enumerate(zip(self.steps, self.steps[1:]))
+                           if nxt.inputs == [step.output] and last_use[step.output] == i + 1
+                           and step.output != output_name}
 
     # --- listing ---------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -137,7 +145,10 @@ class SpikingNetwork(nn.Module):
         if not (static and getattr(self, "_cache_input", None) is x):
             self._cache_input, self._static_cache = (x if static else None), {}
         cache = self._static_cache
+        fused = None   # the pooling step whose output a fused neuron step already wrote
         for i, (step, module, dead) in enumerate(zip(self.steps, self.layers, self._free_after)):
+            if i == fused:
+                continue
             args = [env[name] for name in step.inputs]
             for name in dead:
                 del env[name]
@@ -145,6 +156,11 @@ class SpikingNetwork(nn.Module):
                 (value, is_static), = args
                 if not is_static:
                     value = value.view(n_steps, batch, *value.shape[1:])
+                pooled = self._pooled_spikes(i, module, value, n_steps, is_static)
+                if pooled is not None:
+                    fused = i + 1
+                    env[self.steps[fused].output] = (pooled.flatten(0, 1), False)
+                    continue
                 env[step.output] = (module(value, n_steps, static=is_static).flatten(0, 1), False)
             else:
                 if self._counter is not None and i in self._weighted:
@@ -162,6 +178,14 @@ class SpikingNetwork(nn.Module):
         if is_static:
             return out.unsqueeze(0).expand(n_steps, *out.shape)
         return out.view(n_steps, batch, *out.shape[1:])
+
+    def _pooled_spikes(self, i, module, value, n_steps, is_static) -> Optional[torch.Tensor]:
+        """The output of the average pooling after neurons ``i``, fused with them, or None."""
+        pool = self.layers[self._pooled_by[i]] if i in self._pooled_by else None
+        if (not self.fuse_pooling or type(module) is not IFNeuron or type(pool) is not AveragePool2d
+                or pool.fusable_window is None):
+            return None
+        return module.forward_pooled(value, n_steps, is_static, pool.fusable_window)
 
     # --- the whole simulation ---------------------------------------------------------------
     def auto_chunk(self, T: int, batch: int, device: torch.device, budget: Optional[int] = None,

@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from . import kernels
+from . import cpu_kernel, kernels
 
 EXACT_FLOAT32_SUM = 2**24   # float32 holds every integer up to here exactly
 
@@ -90,6 +90,23 @@ class IFNeuron(nn.Module):
             self.spike_count = self.spike_count + out.sum(dtype=exact).double()  # a tensor: no sync per chunk
             self.neuron_steps += out.numel()
         return out
+
+    def forward_pooled(self, z: torch.Tensor, n_steps: int, static: bool, kernel) -> Optional[torch.Tensor]:
+        """``forward`` followed by average pooling with window = stride = ``kernel`` (2-D, no
+        padding), in one CPU kernel that never stores the spikes; None where that kernel cannot run
+        (another device or dtype, a layout it does not read): then the caller pools ``forward``'s
+        spikes. The runner takes this path when the pooling is all that reads the spikes."""
+        self._start(z, static)
+        v = self.v
+        if (v.device.type != "cpu" or not kernels.usable(z, v, static) or cpu_kernel.pool_layout(v) is None
+                or v.shape[2] < kernel[0] or v.shape[3] < kernel[1]):
+            return None
+        pooled, fired = cpu_kernel.if_pool_chunk(z, v, n_steps, static, self.v_threshold, self.v_reset, kernel,
+                                                 self.count_spikes)
+        if fired is not None:   # exact: whole numbers, each block's sum far below 2^53
+            self.spike_count = self.spike_count + torch.tensor(fired, dtype=torch.float64)
+            self.neuron_steps += n_steps * v.numel()
+        return pooled
 
     def count(self, z: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
         """Like ``forward``, but returns only each neuron's number of spikes over the ``n_steps``
