@@ -34,6 +34,8 @@ from .snn.network import SimulationResult, SpikingNetwork
 from .thresholds import clipped_model, search_thresholds
 from .verify import verify
 
+GC_MIN_BYTES = 256 << 20   # models this large have their dropped graph copies collected at once
+
 
 @dataclass
 class Conversion:
@@ -81,12 +83,15 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
         x = calibration
         check_inputs(x, info.sample_shape, "calibration array")
     timings["load"] = time.perf_counter() - t0
+    # Full garbage collections below free the weights of dropped graph copies at once; they cost
+    # 0.1-0.2 s each once torch is imported, worth it only where the weights are large.
+    collect = gc.collect if external.size(info.model) > GC_MIN_BYTES else (lambda: None)
 
     t = time.perf_counter()
     cleaned, passes = clean_graph(info.model, pool_currents=config.pools_currents)
     # onnx-graphsurgeon graphs are reference cycles: free the weight arrays of those the passes
     # dropped now, not at Python's next full collection (above 2 GiB each copy of the weights counts)
-    gc.collect()
+    collect()
     view = GraphView(cleaned)
     check_supported(view, label)
     plan = plan_layers(view)
@@ -109,7 +114,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
         plan.layers, stats, any(l.stat_tensor in outputs for l in plan.layers))
     del view                 # its numpy copy of every weight, not needed from here on
     edited = apply_scales(cleaned, plan)
-    gc.collect()             # likewise
+    collect()                # likewise
     verification = verify(info.model, cleaned, edited, info.input_name, plan, x_fit, batch_size=config.batch_size)
     del cleaned
     timings["normalise+verify"] = time.perf_counter() - t
@@ -123,7 +128,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     snn_model = annotate(to_spiking(edited, config), plan.layers, config.to_json(), info.sha256, __version__,
                          report.bias_shifts if report else None, config.target_T, plan.factors)
     del edited
-    gc.collect()             # likewise (to_spiking's graph)
+    collect()                # likewise (to_spiking's graph)
     network = lower_model(snn_model, config)
     network.layer_scales = layer_scales(snn_model)   # as load() reads them: named as in the file
     timings["total"] = time.perf_counter() - t0

@@ -49,6 +49,10 @@ class StreamingPercentile:
         self.seen += values.size
         if values.size:
             self.max = max(self.max, float(values.max()))
+        if self.top.size == self.k:
+            # a value at or below the K-th largest so far cannot change the top K's values: one
+            # comparison pass instead of a partition of the whole batch (0.46 of MNIST's 0.64 s)
+            values = values[values > self.top.min()]
         if values.size > self.k:
             values = np.partition(values, values.size - self.k)[-self.k:]
         merged = np.concatenate([self.top, values.astype(np.float32, copy=False)])

@@ -229,7 +229,9 @@ class _CalibratingNeuron(nn.Module):
     def _shifted(self, z, shift, static):
         view = [-1] + [1] * (z.dim() - (1 if static else 2) - 1)   # channels: dim 1 of [B, C, ...], 2 of [T, B, C, ...]
         self.neuron.reset()
-        return z + torch.as_tensor(shift, dtype=z.dtype, device=z.device).view(view)
+        # into a tensor laid out as z (empty_like keeps a dense tensor's strides), so that what can
+        # run the fused kernels on z can on the shifted currents too
+        return torch.add(z, torch.as_tensor(shift, dtype=z.dtype, device=z.device).view(view), out=torch.empty_like(z))
 
     @staticmethod
     def _rate(counts, n_steps):
@@ -246,6 +248,21 @@ class _CalibratingNeuron(nn.Module):
         return self.neuron(self._shifted(z, shift, static), n_steps, static=static)
 
     def forward(self, z: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
+        self._fit(z, n_steps, static)
+        if self.calibrate_v_init:
+            return self._calibrate_v_init(z, self._trial(z, self.shift, n_steps, static), n_steps, static)
+        return self._run(z, self.shift, n_steps, static)      # the kept shift's spikes go downstream
+
+    def forward_pooled(self, z: torch.Tensor, n_steps: int, static: bool, kernel) -> Optional[torch.Tensor]:
+        """``forward`` with the average pooling after the neurons fused into their last run (see
+        ``IFNeuron.forward_pooled``); None, before any work, where it cannot be."""
+        if self.calibrate_v_init or not self.neuron.can_pool(z, static, kernel):
+            return None
+        self._fit(z, n_steps, static)
+        return self.neuron.forward_pooled(self._shifted(z, self.shift, static), n_steps, static, kernel)
+
+    def _fit(self, z: torch.Tensor, n_steps: int, static: bool) -> None:
+        """Try the shifts; keep per channel the one whose rate came closest (``self.shift``)."""
         shifts, errors = [np.zeros_like(self.goal)], []
         for i in range(self.iterations + 1):
             rate = self._trial(z, shifts[-1], n_steps, static)
@@ -257,9 +274,6 @@ class _CalibratingNeuron(nn.Module):
         self.shift = np.stack(shifts)[best, np.arange(len(best))]
         kept = np.stack(errors)[best, np.arange(len(best))]
         self.errors.append(float(np.mean(np.abs(kept))))
-        if self.calibrate_v_init:
-            return self._calibrate_v_init(z, self._trial(z, self.shift, n_steps, static), n_steps, static)
-        return self._run(z, self.shift, n_steps, static)      # the kept shift's spikes go downstream
 
     def _calibrate_v_init(self, z, rate, n_steps, static):
         base = np.full_like(self.goal_map, self.neuron.v_init)

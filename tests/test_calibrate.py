@@ -10,9 +10,12 @@ from onnx2snn.graph import clean_graph
 
 @pytest.mark.parametrize("p", [99.9, 99.0, 50.0, 100.0, 0.5])
 @pytest.mark.parametrize("batches", [1, 3, 17])
-def test_streaming_percentile_equals_numpy(p, batches):
+@pytest.mark.parametrize("clipped", [False, True])
+def test_streaming_percentile_equals_numpy(p, batches, clipped):
     values = np.random.default_rng(0).exponential(size=5003).astype(np.float32)
     values[::7] = 0  # ReLU-like ties at zero
+    if clipped:      # ReLU6-like ties at the top: later batches bring values equal to the K-th largest
+        values = np.minimum(values, 1.5)
     tracker = StreamingPercentile(values.size, p)
     for chunk in np.array_split(values, batches):
         tracker.update(chunk)

@@ -152,3 +152,23 @@ def test_neurons_whose_spikes_are_read_elsewhere_are_not_fused():
     net.layers.append(torch.nn.Identity())
     rebuilt = type(net)(net.steps, list(net.layers), net.input_name, net.output_name, net.elements_per_sample)
     assert neuron not in rebuilt._pooled_by
+
+
+def test_bias_calibration_fuses_the_pooling_and_finds_the_same_shifts(monkeypatch):
+    """The bias calibration's stand-in for the neurons runs its kept shift through the fused kernel
+    too; the shifts, rate errors and readout agreement are those of the torch path."""
+    x = np.random.default_rng(3).uniform(0, 1, size=(120, 1, 8, 8)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T = 16
+    calls = []
+    original = cpu_kernel.if_pool_chunk
+    monkeypatch.setattr(cpu_kernel, "if_pool_chunk", lambda *a: calls.append(a[1].shape[0]) or original(*a))
+    fused = convert(graphs.conv_bn_relu(pool="AveragePool"), x, cfg).calibration
+    assert fused.fit_images in calls, "the bias calibration's run (all fit images, one batch) did not use the fused kernel"
+    monkeypatch.setenv("ONNX2SNN_KERNELS", "torch")
+    reference = convert(graphs.conv_bn_relu(pool="AveragePool"), x, cfg).calibration
+    assert fused.bias_shifts.keys() == reference.bias_shifts.keys() and fused.bias_shifts
+    for layer, shift in fused.bias_shifts.items():
+        np.testing.assert_array_equal(shift, reference.bias_shifts[layer])
+    assert fused.rate_error == reference.rate_error
+    assert fused.readout_agreement == reference.readout_agreement

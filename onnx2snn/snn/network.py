@@ -28,7 +28,6 @@ from torch import nn
 
 from ..errors import Onnx2SnnError
 from . import cpu_memory
-from .neurons import IFNeuron
 from .pooling import AveragePool2d
 from .synops import EventCounter, synaptic_operations, weighted_layer
 
@@ -182,8 +181,8 @@ class SpikingNetwork(nn.Module):
     def _pooled_spikes(self, i, module, value, n_steps, is_static) -> Optional[torch.Tensor]:
         """The output of the average pooling after neurons ``i``, fused with them, or None."""
         pool = self.layers[self._pooled_by[i]] if i in self._pooled_by else None
-        if (not self.fuse_pooling or type(module) is not IFNeuron or type(pool) is not AveragePool2d
-                or pool.fusable_window is None):
+        if (not self.fuse_pooling or not hasattr(module, "forward_pooled") or type(pool) is not AveragePool2d
+                or pool.fusable_window is None):   # neurons, or the bias calibration's stand-in for them
             return None
         return module.forward_pooled(value, n_steps, is_static, pool.fusable_window)
 

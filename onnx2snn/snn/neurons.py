@@ -91,16 +91,23 @@ class IFNeuron(nn.Module):
             self.neuron_steps += out.numel()
         return out
 
+    def can_pool(self, z: torch.Tensor, static: bool, kernel) -> bool:
+        """Can ``forward_pooled`` fuse the pooling for these currents? (The potential is laid out as
+        one step of them: ``_start``.)"""
+        step = z if static else z[0]
+        return (z.device.type == "cpu" and step.dim() == 4 and kernels.dense(step)
+                and cpu_kernel.pool_layout(step) is not None and step.shape[2] >= kernel[0]
+                and step.shape[3] >= kernel[1] and kernels.usable(z, self.v if self.v is not None else step, static))
+
     def forward_pooled(self, z: torch.Tensor, n_steps: int, static: bool, kernel) -> Optional[torch.Tensor]:
         """``forward`` followed by average pooling with window = stride = ``kernel`` (2-D, no
         padding), in one CPU kernel that never stores the spikes; None where that kernel cannot run
         (another device or dtype, a layout it does not read): then the caller pools ``forward``'s
         spikes. The runner takes this path when the pooling is all that reads the spikes."""
+        if not self.can_pool(z, static, kernel):
+            return None
         self._start(z, static)
         v = self.v
-        if (v.device.type != "cpu" or not kernels.usable(z, v, static) or cpu_kernel.pool_layout(v) is None
-                or v.shape[2] < kernel[0] or v.shape[3] < kernel[1]):
-            return None
         pooled, fired = cpu_kernel.if_pool_chunk(z, v, n_steps, static, self.v_threshold, self.v_reset, kernel,
                                                  self.count_spikes)
         if fired is not None:   # exact: whole numbers, each block's sum far below 2^53
