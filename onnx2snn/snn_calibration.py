@@ -253,13 +253,14 @@ class _CalibratingNeuron(nn.Module):
             return self._calibrate_v_init(z, self._trial(z, self.shift, n_steps, static), n_steps, static)
         return self._run(z, self.shift, n_steps, static)      # the kept shift's spikes go downstream
 
-    def forward_pooled(self, z: torch.Tensor, n_steps: int, static: bool, kernel) -> Optional[torch.Tensor]:
-        """``forward`` with the average pooling after the neurons fused into their last run (see
+    def forward_pooled(self, z: torch.Tensor, n_steps: int, static: bool, pool: nn.Module) -> Optional[torch.Tensor]:
+        """``forward`` with the pooling after the neurons fused into their last run (see
         ``IFNeuron.forward_pooled``); None, before any work, where it cannot be."""
-        if self.calibrate_v_init or not self.neuron.can_pool(z, static, kernel):
+        window = getattr(pool, "fusable_window", None)
+        if self.calibrate_v_init or window is None or not self.neuron.can_pool(z, static, window):
             return None
         self._fit(z, n_steps, static)
-        return self.neuron.forward_pooled(self._shifted(z, self.shift, static), n_steps, static, kernel)
+        return self.neuron.forward_pooled(self._shifted(z, self.shift, static), n_steps, static, pool)
 
     def _fit(self, z: torch.Tensor, n_steps: int, static: bool) -> None:
         """Try the shifts; keep per channel the one whose rate came closest (``self.shift``)."""

@@ -9,7 +9,8 @@ import torch
 
 import graphs
 from onnx2snn import Config, convert
-from onnx2snn.snn import IFNeuron, cpu_kernel, cpu_memory, kernels
+from onnx2snn.snn import IFNeuron, RunningMaxPool, cpu_kernel, cpu_memory, kernels
+from onnx2snn.snn.pooling import AveragePool2d
 
 pytest.importorskip("numba")
 
@@ -54,8 +55,9 @@ def test_whole_simulation_is_the_same_with_and_without_the_kernel(monkeypatch):
     conv = convert(graphs.conv_bn_relu(pool="MaxPool"), x, Config())
     y = np.arange(40) % 5
     calls = []
-    original = cpu_kernel.if_chunk
-    monkeypatch.setattr(cpu_kernel, "if_chunk", lambda *a: calls.append(1) or original(*a))
+    for name in ("if_chunk", "if_pool_chunk"):   # the neurons alone, or fused with the max pooling
+        original = getattr(cpu_kernel, name)
+        monkeypatch.setattr(cpu_kernel, name, lambda *a, f=original: calls.append(1) or f(*a))
     a = conv.network.simulate(x, 30, y, device="cpu", record_rates=True, batch_size=16, chunk=7)
     assert calls, "the runner did not use the Numba kernel"
     monkeypatch.setenv("ONNX2SNN_KERNELS", "torch")
@@ -90,13 +92,16 @@ def test_freed_chunk_memory_is_reused_not_page_faulted():
 @pytest.mark.parametrize("static", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("window", [(2, 2), (3, 2)])
-def test_neurons_fused_with_average_pooling_give_the_pooled_spikes(v_reset, static, channels_last, window):
-    """IF neurons then non-overlapping average pooling, in one kernel: the same potentials and spike
-    count as the neurons alone, and avg_pool2d of their spikes — rows and columns past the last
-    whole window (7 and 9 here) are updated but pooled into nothing."""
+@pytest.mark.parametrize("pooling", ["average", "running max"])
+def test_neurons_fused_with_the_pooling_after_them_give_the_pooled_spikes(v_reset, static, channels_last, window,
+                                                                          pooling):
+    """IF neurons then pooling with non-overlapping windows, in one kernel: the same potentials and
+    spike count as the neurons alone, and the pooling module's output of their spikes (its state
+    carried over chunks too) — rows and columns past the last whole window (7 and 9 here) are
+    updated but pooled into nothing."""
     gen = torch.Generator().manual_seed(1)
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    steps = [6, 5]
+    steps = [6, 5, 9]
     z = (torch.rand(sum(steps), 3, 4, 7, 9, generator=gen) * 1.2 - 0.1)   # [T, B, C, H, W]
     z = torch.stack([s.contiguous(memory_format=layout) for s in z])
     z = z.as_strided(z.shape, (z[0].numel(), *z[0].stride()))
@@ -105,26 +110,43 @@ def test_neurons_fused_with_average_pooling_give_the_pooled_spikes(v_reset, stat
     v_init = torch.rand(4, 7, 9, generator=gen) - 0.5
     fused, apart = (IFNeuron(v_threshold=0.8, v_reset=v_reset, v_init_map=v_init) for _ in range(2))
     fused.count_spikes = apart.count_spikes = True
-    pooled, spikes, t = [], [], 0
+    if pooling == "average":
+        pool, reference = (AveragePool2d(4, window, window) for _ in range(2))
+        run_reference = lambda s, n: reference(s.flatten(0, 1)).view(n, *s.shape[1:3], *reference(s[0]).shape[2:])
+    else:
+        pool, reference = (RunningMaxPool(window, window, [0, 0, 0, 0], [1, 1], False) for _ in range(2))
+        run_reference = lambda s, n: reference(s, n)
+    assert pool.fusable_window == window
+    pooled, expected, t = [], [], 0
     for n in steps:
         chunk = z if static else z[t:t + n]
-        pooled.append(fused.forward_pooled(chunk, n, static, window))
-        spikes.append(apart(chunk, n, static))
+        pooled.append(fused.forward_pooled(chunk, n, static, pool))
+        expected.append(run_reference(apart(chunk, n, static), n))
         t += n
     assert all(p is not None for p in pooled), "the fused kernel should run on CPU float32"
     assert all(p[0].is_contiguous(memory_format=layout) for p in pooled), "each step keeps the layout"
-    pooled, spikes = torch.cat(pooled), torch.cat(spikes)
-    expected = torch.nn.functional.avg_pool2d(spikes.flatten(0, 1), window, window).view(pooled.shape)
-    assert 0 < spikes.mean() < 1
-    torch.testing.assert_close(pooled, expected, rtol=0, atol=1e-6)   # exact for 2×2; one rounding of 1/6
+    pooled, expected = torch.cat(pooled), torch.cat(expected)
+    assert 0 < expected.mean() < 1
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=1e-6)   # exact but for one rounding of 1/6
     assert torch.equal(fused.v, apart.v)
     assert float(fused.spike_count) == float(apart.spike_count) and fused.neuron_steps == apart.neuron_steps
+    if pooling == "running max":
+        assert torch.equal(pool.count, reference.count) and torch.equal(pool.pooled, reference.pooled)
+
+
+def test_overlapping_or_padded_max_pooling_is_not_fused():
+    assert RunningMaxPool((3, 3), (2, 2), [0, 0, 0, 0], [1, 1], False).fusable_window is None
+    assert RunningMaxPool((2, 2), (2, 2), [1, 1, 1, 1], [1, 1], False).fusable_window is None
+    assert RunningMaxPool((2, 2), (2, 2), [0, 0, 0, 0], [1, 1], True).fusable_window is None
+    assert RunningMaxPool((2,), (2,), [0, 0], [1], False).fusable_window is None
+    assert AveragePool2d(3, (3, 3), (2, 2)).fusable_window is None
 
 
 @pytest.mark.parametrize("poisson", [False, True])
-def test_runner_fuses_neurons_with_the_average_pooling_after_them(monkeypatch, poisson):
+@pytest.mark.parametrize("pool", ["AveragePool", "MaxPool"])
+def test_runner_fuses_neurons_with_the_pooling_after_them(monkeypatch, poisson, pool):
     x = np.random.default_rng(0).uniform(0, 1, size=(40, 1, 8, 8)).astype(np.float32)
-    conv = convert(graphs.conv_bn_relu(pool="AveragePool"), x, Config())
+    conv = convert(graphs.conv_bn_relu(pool=pool), x, Config())
     y = np.arange(40) % 5
     calls = []
     original = cpu_kernel.if_pool_chunk
@@ -145,13 +167,13 @@ def test_neurons_whose_spikes_are_read_elsewhere_are_not_fused():
     """A pooling is fused into the neurons before it only where nothing else reads their spikes."""
     x = np.random.default_rng(0).uniform(0, 1, size=(20, 1, 8, 8)).astype(np.float32)
     net = convert(graphs.conv_bn_relu(pool="AveragePool"), x, Config()).network
-    pooled = [(net.steps[i].op, net.steps[j].op) for i, j in net._pooled_by.items()]
+    pooled = [(net.steps[i].op, net.steps[i + 1].op) for i in net._read_only_by_next]
     assert ("IF", "AveragePool") in pooled
     neuron = next(i for i, s in enumerate(net.steps) if s.op == "IF")
     net.steps.append(type(net.steps[0])("reader", "Identity", [net.steps[neuron].output], "spikes_copy"))
     net.layers.append(torch.nn.Identity())
     rebuilt = type(net)(net.steps, list(net.layers), net.input_name, net.output_name, net.elements_per_sample)
-    assert neuron not in rebuilt._pooled_by
+    assert neuron not in rebuilt._read_only_by_next
 
 
 def test_bias_calibration_fuses_the_pooling_and_finds_the_same_shifts(monkeypatch):

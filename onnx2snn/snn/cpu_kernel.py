@@ -120,6 +120,54 @@ def _compile(numba):
 
     _kernels["if_pool"] = if_pool_kernel
 
+    # The IF update fused with the spiking max pooling after it (``pooling.RunningMaxPool``, the
+    # running max of spike counts), non-overlapping windows: per neuron its spike count so far
+    # (``count``), per window the largest of them after the last step (``pooled``); each step's
+    # output is how much that max rose, 0 or 1. Blocks and rows past the last window as above.
+    @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
+    def if_maxpool_kernel(z, v, out, count, pooled, totals, n_steps, z_step, shape, kh, kw, threshold, v_reset,
+                          hard, total):
+        n_bp, height, width, q_size = shape[0], shape[1], shape[2], shape[3]
+        out_h, out_w, row_len = height // kh, width // kw, width * q_size
+        out_row = out_w * q_size
+        out_step = n_bp * out_h * out_row
+        for blk in numba.prange(n_bp * out_h):
+            bp, oy = blk // out_h, blk % out_h
+            y_end = (oy + 1) * kh if oy < out_h - 1 else height
+            best = np.empty(out_row, np.float32)
+            for t in range(n_steps):
+                best[:] = 0                            # counts are never negative
+                for y in range(oy * kh, y_end):
+                    lo = (bp * height + y) * row_len
+                    vr, zr = v[lo:lo + row_len], z[t * z_step + lo:t * z_step + lo + row_len]
+                    cr = count[lo:lo + row_len]
+                    fired = 0
+                    for i in range(row_len):
+                        x = vr[i] + zr[i]
+                        spike = np.float32(x >= threshold)
+                        cr[i] += spike
+                        if total:
+                            fired += x >= threshold
+                        if hard:
+                            vr[i] = v_reset if x >= threshold else x
+                        else:
+                            vr[i] = x - spike * threshold
+                    if total:
+                        totals[blk] += fired
+                    if y < (oy + 1) * kh:
+                        for ox in range(out_w):
+                            for dx in range(kw):
+                                src = (ox * kw + dx) * q_size
+                                for q in range(q_size):
+                                    best[ox * q_size + q] = max(best[ox * q_size + q], cr[src + q])
+                pb = (bp * out_h + oy) * out_row
+                base = t * out_step + pb
+                for j in range(out_row):
+                    out[base + j] = best[j] - pooled[pb + j]
+                    pooled[pb + j] = best[j]
+
+    _kernels["if_maxpool"] = if_maxpool_kernel
+
 
 def available(t: torch.Tensor) -> bool:
     """Can the kernel run on this tensor? float32 on CPU, Numba importable, not switched off."""
@@ -140,9 +188,7 @@ def if_chunk(z: torch.Tensor, v: torch.Tensor, out, n_steps: int, static: bool, 
     """Writes the spikes into ``out`` (None: not at all) and adds them up per neuron into ``counts``
     (None: no counting); updates ``v`` in place (layouts as ``kernels.usable`` requires)."""
     n = v.numel()
-    numba = _numba
-    if numba.get_num_threads() != torch.get_num_threads():  # one thread budget for the process
-        numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    _threads()   # one thread budget for the process
     zf = _flat(z, n if static else n_steps * n)
     vf = _flat(v, n)
     of = _NOTHING if out is None else _flat(out, n_steps * n)
@@ -164,23 +210,33 @@ def pool_layout(v: torch.Tensor):
     return None
 
 
-def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, v_threshold: float, v_reset,
-                  kernel, count: bool = False):
-    """The IF update of ``if_chunk`` followed by average pooling with window = stride = ``kernel``:
-    returns (the pooled spikes [n_steps, B, C, H // kh, W // kw], each step laid out as ``v`` (the
-    caller checked ``pool_layout``); with ``count``, the number of spikes, else None). The spikes
-    themselves are never stored."""
+def _threads():
     numba = _numba
     if numba.get_num_threads() != torch.get_num_threads():
         numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, v_threshold: float, v_reset,
+                  kernel, count: bool = False, running=None):
+    """The IF update of ``if_chunk`` followed by pooling with window = stride = ``kernel``: average
+    pooling, or with ``running=(counts, pooled)`` (per-neuron spike counts laid out as ``v``, the
+    running max per window laid out as one pooled step; both updated in place) the running max of
+    spike counts. Returns (the pooled spikes [n_steps, B, C, H // kh, W // kw], each step laid out
+    as ``v`` (the caller checked ``pool_layout``); with ``count``, the number of spikes, else None).
+    The spikes themselves are never stored."""
+    _threads()
     (kh, kw), (b, c, h, w) = kernel, v.shape
     p, q = pool_layout(v)
     fmt = torch.channels_last if p == 1 else torch.contiguous_format
     out = torch.empty((n_steps * b, c, h // kh, w // kw), dtype=v.dtype, memory_format=fmt)
     n = v.numel()
     totals = np.zeros(b * p * (h // kh) if count else 0, np.float64)   # spikes per block (rows of one window row)
-    _kernels["if_pool"](_flat(z, n if static else n_steps * n), _flat(v, n), _flat(out, out.numel()),
-                        totals, n_steps, 0 if static else n,
-                        np.array([b * p, h, w, q], np.int64), kh, kw, np.float32(v_threshold),
-                        np.float32(0.0 if v_reset is None else v_reset), v_reset is not None, count)
+    common = (n_steps, 0 if static else n, np.array([b * p, h, w, q], np.int64), kh, kw, np.float32(v_threshold),
+              np.float32(0.0 if v_reset is None else v_reset), v_reset is not None, count)
+    zf, vf, of = _flat(z, n if static else n_steps * n), _flat(v, n), _flat(out, out.numel())
+    if running is None:
+        _kernels["if_pool"](zf, vf, of, totals, *common)
+    else:
+        counts, pooled = running
+        _kernels["if_maxpool"](zf, vf, of, _flat(counts, n), _flat(pooled, pooled.numel()), totals, *common)
     return out.view(n_steps, b, *out.shape[1:]), (float(totals.sum()) if count else None)

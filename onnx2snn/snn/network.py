@@ -28,7 +28,6 @@ from torch import nn
 
 from ..errors import Onnx2SnnError
 from . import cpu_memory
-from .pooling import AveragePool2d
 from .synops import EventCounter, synaptic_operations, weighted_layer
 
 
@@ -97,11 +96,12 @@ class SpikingNetwork(nn.Module):
                 last_use[name] = i
         self._free_after = [[n for n in dict.fromkeys(step.inputs) if last_use[n] == i and n != output_name]
                             for i, step in enumerate(self.steps)]
-        # IF neurons whose spikes only the next step reads, a non-overlapping average pooling: the
-        # runner asks them for the pooled spikes in one pass (IFNeuron.forward_pooled, CPU).
-        self._pooled_by = {i: i + 1 for i, (step, nxt) in enumerate(zip(self.steps, self.steps[1:]))
-                           if nxt.inputs == [step.output] and last_use[step.output] == i + 1
-                           and step.output != output_name}
+        # Steps whose output only the next step reads: where they are IF neurons and the next a
+        # pooling with non-overlapping windows (average, or the running max of counts), the runner
+        # asks the neurons for the pooled spikes in one pass (IFNeuron.forward_pooled, CPU).
+        self._read_only_by_next = {i for i, (step, nxt) in enumerate(zip(self.steps, self.steps[1:]))
+                                   if nxt.inputs == [step.output] and last_use[step.output] == i + 1
+                                   and step.output != output_name}
 
     # --- listing ---------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -179,12 +179,12 @@ class SpikingNetwork(nn.Module):
         return out.view(n_steps, batch, *out.shape[1:])
 
     def _pooled_spikes(self, i, module, value, n_steps, is_static) -> Optional[torch.Tensor]:
-        """The output of the average pooling after neurons ``i``, fused with them, or None."""
-        pool = self.layers[self._pooled_by[i]] if i in self._pooled_by else None
-        if (not self.fuse_pooling or not hasattr(module, "forward_pooled") or type(pool) is not AveragePool2d
-                or pool.fusable_window is None):   # neurons, or the bias calibration's stand-in for them
+        """The output of the pooling after neurons ``i``, fused with them, or None."""
+        pool = self.layers[i + 1] if i in self._read_only_by_next else None
+        if (not self.fuse_pooling or not hasattr(module, "forward_pooled")   # neurons, or the bias
+                or getattr(pool, "fusable_window", None) is None):             # calibration's stand-in
             return None
-        return module.forward_pooled(value, n_steps, is_static, pool.fusable_window)
+        return module.forward_pooled(value, n_steps, is_static, pool)
 
     # --- the whole simulation ---------------------------------------------------------------
     def auto_chunk(self, T: int, batch: int, device: torch.device, budget: Optional[int] = None,

@@ -99,17 +99,20 @@ class IFNeuron(nn.Module):
                 and cpu_kernel.pool_layout(step) is not None and step.shape[2] >= kernel[0]
                 and step.shape[3] >= kernel[1] and kernels.usable(z, self.v if self.v is not None else step, static))
 
-    def forward_pooled(self, z: torch.Tensor, n_steps: int, static: bool, kernel) -> Optional[torch.Tensor]:
-        """``forward`` followed by average pooling with window = stride = ``kernel`` (2-D, no
-        padding), in one CPU kernel that never stores the spikes; None where that kernel cannot run
-        (another device or dtype, a layout it does not read): then the caller pools ``forward``'s
-        spikes. The runner takes this path when the pooling is all that reads the spikes."""
-        if not self.can_pool(z, static, kernel):
+    def forward_pooled(self, z: torch.Tensor, n_steps: int, static: bool, pool: nn.Module) -> Optional[torch.Tensor]:
+        """``forward`` followed by the pooling module ``pool`` — average pooling or the running max of
+        spike counts, with non-overlapping windows (its ``fusable_window``) — in one CPU kernel that
+        never stores the spikes; None where that kernel cannot run (another device or dtype, a
+        layout it does not read): then the caller pools ``forward``'s spikes. The runner takes this
+        path when the pooling is all that reads the spikes."""
+        window = getattr(pool, "fusable_window", None)
+        if window is None or not self.can_pool(z, static, window):
             return None
         self._start(z, static)
         v = self.v
-        pooled, fired = cpu_kernel.if_pool_chunk(z, v, n_steps, static, self.v_threshold, self.v_reset, kernel,
-                                                 self.count_spikes)
+        running = pool.running_state(v) if hasattr(pool, "running_state") else None
+        pooled, fired = cpu_kernel.if_pool_chunk(z, v, n_steps, static, self.v_threshold, self.v_reset, window,
+                                                 self.count_spikes, running)
         if fired is not None:   # exact: whole numbers, each block's sum far below 2^53
             self.spike_count = self.spike_count + torch.tensor(fired, dtype=torch.float64)
             self.neuron_steps += n_steps * v.numel()

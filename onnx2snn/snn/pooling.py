@@ -122,6 +122,30 @@ class RunningMaxPool(_SpikeMaxPool):
             out = out.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(out.shape)
         return out
 
+    @property
+    def fusable_window(self):
+        """The window, where the IF neurons before this pooling may run it in their kernel (2-D,
+        window = stride, no padding, dilation or ceil mode: ``IFNeuron.forward_pooled``); else None."""
+        a = self.pool_args
+        plain = (self.pool is F.max_pool2d and self.explicit_pads is None and not any(a["padding"])
+                 and a["dilation"] == (1, 1) and not a["ceil_mode"])
+        return a["kernel_size"] if plain and a["kernel_size"] == a["stride"] else None
+
+    def running_state(self, v: torch.Tensor):
+        """(input counts, running max per window) for the fused kernel, laid out as the neurons'
+        potential ``v`` and as one pooled step of it; kept here, as the torch path keeps them (a
+        state the torch path left in another layout is copied into this one)."""
+        (kh, kw), (b, c, h, w) = self.fusable_window, v.shape
+        if self.count is None or self.count.stride() != v.stride():
+            fresh = torch.zeros_like(v, dtype=torch.float32)   # keeps v's strides
+            self.count = fresh if self.count is None else fresh.copy_(self.count)
+        layout = torch.channels_last if v.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        if self.pooled is None or not self.pooled.is_contiguous(memory_format=layout):
+            fresh = torch.empty((b, c, h // kh, w // kw), dtype=torch.float32, device=v.device,
+                                memory_format=layout).zero_()
+            self.pooled = fresh if self.pooled is None else fresh.copy_(self.pooled)
+        return self.count, self.pooled
+
     def extra_repr(self) -> str:
         return f"{self.pool_args}, rule=running max of counts"
 
