@@ -26,10 +26,11 @@ def run_chunks(neuron, z, chunks, static):
 @pytest.mark.parametrize("v_reset", [None, 0.0, 0.25])
 @pytest.mark.parametrize("static", [False, True])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_numba_kernel_matches_torch_loop(monkeypatch, v_reset, static, channels_last):
-    assert kernels.available(torch.zeros(1)), "the Numba kernel should run on CPU float32"
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_numba_kernel_matches_torch_loop(monkeypatch, v_reset, static, channels_last, dtype):
+    assert kernels.available(torch.zeros(1, dtype=dtype)), "the Numba kernel should run on CPU float32 and bfloat16"
     gen = torch.Generator().manual_seed(0)
-    z = torch.rand(37, 3, 5, 6, 7, generator=gen) * 1.5 - 0.2   # [T, B, C, H, W]
+    z = (torch.rand(37, 3, 5, 6, 7, generator=gen) * 1.5 - 0.2).to(dtype)   # [T, B, C, H, W]
     if static:
         z = z[0]
     if channels_last:   # NHWC currents: the spikes keep the layout, the kernel indexes memory flat
@@ -44,13 +45,14 @@ def test_numba_kernel_matches_torch_loop(monkeypatch, v_reset, static, channels_
     assert not kernels.available(torch.zeros(1))
     slow = IFNeuron(v_threshold=0.9, v_reset=v_reset, v_init_map=v_init)
     b = run_chunks(slow, z, chunks, static)
-    assert 0 < a.mean() < 1
-    assert torch.equal(a, b)
+    assert 0 < a.float().mean() < 1
+    assert a.dtype == dtype and torch.equal(a, b)
     assert torch.equal(fast.v, slow.v)
     assert fast.v.stride() == slow.v.stride()
 
 
-def test_whole_simulation_is_the_same_with_and_without_the_kernel(monkeypatch):
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_whole_simulation_is_the_same_with_and_without_the_kernel(monkeypatch, dtype):
     x = np.random.default_rng(0).uniform(0, 1, size=(40, 1, 8, 8)).astype(np.float32)
     conv = convert(graphs.conv_bn_relu(pool="MaxPool"), x, Config())
     y = np.arange(40) % 5
@@ -58,10 +60,10 @@ def test_whole_simulation_is_the_same_with_and_without_the_kernel(monkeypatch):
     for name in ("if_chunk", "if_pool_chunk"):   # the neurons alone, or fused with the max pooling
         original = getattr(cpu_kernel, name)
         monkeypatch.setattr(cpu_kernel, name, lambda *a, f=original: calls.append(1) or f(*a))
-    a = conv.network.simulate(x, 30, y, device="cpu", record_rates=True, batch_size=16, chunk=7)
+    a = conv.network.simulate(x, 30, y, device="cpu", record_rates=True, batch_size=16, chunk=7, dtype=dtype)
     assert calls, "the runner did not use the Numba kernel"
     monkeypatch.setenv("ONNX2SNN_KERNELS", "torch")
-    b = conv.network.simulate(x, 30, y, device="cpu", record_rates=True, batch_size=16, chunk=7)
+    b = conv.network.simulate(x, 30, y, device="cpu", record_rates=True, batch_size=16, chunk=7, dtype=dtype)
     np.testing.assert_array_equal(a.outputs, b.outputs)
     np.testing.assert_array_equal(a.correct_per_step, b.correct_per_step)
     assert a.firing_rates == b.firing_rates
@@ -93,8 +95,9 @@ def test_freed_chunk_memory_is_reused_not_page_faulted():
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("window", [(2, 2), (3, 2)])
 @pytest.mark.parametrize("pooling", ["average", "running max"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_neurons_fused_with_the_pooling_after_them_give_the_pooled_spikes(v_reset, static, channels_last, window,
-                                                                          pooling):
+                                                                          pooling, dtype):
     """IF neurons then pooling with non-overlapping windows, in one kernel: the same potentials and
     spike count as the neurons alone, and the pooling module's output of their spikes (its state
     carried over chunks too) — rows and columns past the last whole window (7 and 9 here) are
@@ -102,7 +105,7 @@ def test_neurons_fused_with_the_pooling_after_them_give_the_pooled_spikes(v_rese
     gen = torch.Generator().manual_seed(1)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     steps = [6, 5, 9]
-    z = (torch.rand(sum(steps), 3, 4, 7, 9, generator=gen) * 1.2 - 0.1)   # [T, B, C, H, W]
+    z = (torch.rand(sum(steps), 3, 4, 7, 9, generator=gen) * 1.2 - 0.1).to(dtype)   # [T, B, C, H, W]
     z = torch.stack([s.contiguous(memory_format=layout) for s in z])
     z = z.as_strided(z.shape, (z[0].numel(), *z[0].stride()))
     if static:
@@ -126,8 +129,9 @@ def test_neurons_fused_with_the_pooling_after_them_give_the_pooled_spikes(v_rese
     assert all(p is not None for p in pooled), "the fused kernel should run on CPU float32"
     assert all(p[0].is_contiguous(memory_format=layout) for p in pooled), "each step keeps the layout"
     pooled, expected = torch.cat(pooled), torch.cat(expected)
-    assert 0 < expected.mean() < 1
-    torch.testing.assert_close(pooled, expected, rtol=0, atol=1e-6)   # exact but for one rounding of 1/6
+    assert pooled.dtype == dtype and 0 < expected.float().mean() < 1
+    # exact, but for one rounding of the 1/6 average (bfloat16: 8 bits of mantissa)
+    torch.testing.assert_close(pooled, expected, rtol=0, atol=1e-6 if dtype == torch.float32 else 4e-3)
     assert torch.equal(fused.v, apart.v)
     assert float(fused.spike_count) == float(apart.spike_count) and fused.neuron_steps == apart.neuron_steps
     if pooling == "running max":

@@ -15,7 +15,7 @@ In one run, same images, batch and device, seconds for:
       on binary inputs of the same shapes and memory layout (fp32), without the neurons — what a
       dense simulator cannot go below (work done once per sample, such as the first layer on a
       constant input current, is not in it, as the runner does it once);
-  (c) onnx2snn's simulation for T steps (fp32; bf16 too on CUDA);
+  (c) onnx2snn's simulation for T steps (fp32 and bf16; the floors stay fp32);
   (d) SpikingJelly 2.0's converted model in its multi-step mode, if installed.
 Each is measured twice, interleaved, and the faster run kept (the machine is shared and noisy).
 With --cli-run: the whole ``onnx2snn MODEL CALIB --eval … -T 128`` run on the MNIST example's 1000
@@ -185,12 +185,12 @@ def main():
     ap.add_argument("--steps", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--models", nargs="+", default=list(DATASET))
     ap.add_argument("--dtypes", nargs="+", default=None,
-                    help="onnx2snn precisions (default: float32 bfloat16 on CUDA, float32 on CPU)")
+                    help="onnx2snn precisions (default: float32 bfloat16)")
     ap.add_argument("--cli-run", action="store_true", help="also time the whole command-line run on MNIST (T=128)")
     ap.add_argument("--out", default=DOCS)
     a = ap.parse_args()
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtypes = a.dtypes or (["float32", "bfloat16"] if device.type == "cuda" else ["float32"])
+    dtypes = a.dtypes or ["float32", "bfloat16"]
     torch.backends.cudnn.benchmark = True
     spec = importlib.util.spec_from_file_location("reference_models", os.path.join(a.shared, "tools", "reference_models.py"))
     refs = importlib.util.module_from_spec(spec)

@@ -9,7 +9,13 @@ of the first layer stays in cache too); its effect on whole simulations is in do
 kernel: ``v + z``, ``v >= threshold``, ``v - threshold`` or ``v_reset`` — bit-identical spikes.
 
 Each kernel can also count the spikes per neuron instead of (or besides) writing them: the bias
-calibration needs only the rates of its trial runs, and then the spikes never reach memory.
+calibration needs only the rates of its trial runs, and then the spikes never reach memory. Two more
+kernels run the pooling that alone reads a layer's spikes (average, or the running max of counts,
+with non-overlapping windows) in the same pass, so that only the pooled values are written.
+
+Currents and spikes may be float32 or bfloat16 (``--dtype bfloat16``: oneDNN's bfloat16
+convolutions run 2–5× faster than float32 on CPUs with AVX512-BF16 or AMX); potentials are float32
+either way, so the spikes are those of the torch path with the same currents, bit for bit.
 
 Numba compiles the kernel on first use and caches the machine code beside this file (or in
 ``NUMBA_CACHE_DIR``), so later processes load them in milliseconds. Without Numba, or with
@@ -47,6 +53,48 @@ _kernels = {}
 
 
 def _compile(numba):
+    from numba.core import types
+    from numba.extending import intrinsic, overload
+
+    # bfloat16 currents and spikes travel as their bits (numpy has no bfloat16: a uint16 array);
+    # ``load`` widens an element to float32 (exact), ``store`` narrows a float32 to the array's
+    # type, rounding to nearest even as torch does (spikes, 0 and 1, and 2×2 averages are exact).
+    @intrinsic
+    def _as_float32(typingctx, bits):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(types.float32))
+        return types.float32(types.uint32), codegen
+
+    @intrinsic
+    def _as_uint32(typingctx, value):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(types.uint32))
+        return types.uint32(types.float32), codegen
+
+    def load(a, i):  # pragma: no cover - replaced by the overload below inside kernels
+        raise NotImplementedError
+
+    def store(a, i, x):  # pragma: no cover - likewise
+        raise NotImplementedError
+
+    @overload(load, inline="always")
+    def _load(a, i):
+        if a.dtype == types.uint16:
+            return lambda a, i: _as_float32(np.uint32(a[i]) << np.uint32(16))
+        return lambda a, i: a[i]
+
+    @overload(store, inline="always")
+    def _store(a, i, x):
+        if a.dtype == types.uint16:
+            def narrow(a, i, x):
+                bits = _as_uint32(x)
+                a[i] = np.uint16((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+            return narrow
+
+        def keep(a, i, x):
+            a[i] = x
+        return keep
+
     # ``hard``: reset to ``v_reset`` (else subtract the threshold); ``write``: store each step's
     # spikes in ``out``; ``count``: add them to ``counts`` (per neuron). The flags are the same for
     # every neuron, so LLVM takes the branches out of the inner loop.
@@ -60,10 +108,10 @@ def _compile(numba):
                 zb = z[t * z_step + lo:t * z_step + hi]
                 ob = out[t * n + lo:t * n + hi]
                 for i in range(hi - lo):
-                    x = vb[i] + zb[i]
+                    x = vb[i] + load(zb, i)
                     spike = np.float32(x >= threshold)
                     if write:
-                        ob[i] = spike
+                        store(ob, i, spike)
                     if count:
                         cb[i] += spike
                     if hard:
@@ -97,7 +145,7 @@ def _compile(numba):
                     vr, zr = v[lo:lo + row_len], z[t * z_step + lo:t * z_step + lo + row_len]
                     fired = 0                         # this row's spikes (an integer sum vectorises; a float one would not)
                     for i in range(row_len):          # the IF update of ``if_kernel``, one row
-                        x = vr[i] + zr[i]
+                        x = vr[i] + load(zr, i)
                         spike = np.float32(x >= threshold)
                         spikes[i] = spike
                         if count:
@@ -116,7 +164,7 @@ def _compile(numba):
                                     acc[ox * q_size + q] += spikes[src + q]
                 base = t * out_step + (bp * out_h + oy) * out_w * q_size
                 for j in range(out_w * q_size):
-                    out[base + j] = acc[j] * scale
+                    store(out, base + j, acc[j] * scale)
 
     _kernels["if_pool"] = if_pool_kernel
 
@@ -143,7 +191,7 @@ def _compile(numba):
                     cr = count[lo:lo + row_len]
                     fired = 0
                     for i in range(row_len):
-                        x = vr[i] + zr[i]
+                        x = vr[i] + load(zr, i)
                         spike = np.float32(x >= threshold)
                         cr[i] += spike
                         if total:
@@ -163,21 +211,26 @@ def _compile(numba):
                 pb = (bp * out_h + oy) * out_row
                 base = t * out_step + pb
                 for j in range(out_row):
-                    out[base + j] = best[j] - pooled[pb + j]
+                    store(out, base + j, best[j] - pooled[pb + j])
                     pooled[pb + j] = best[j]
 
     _kernels["if_maxpool"] = if_maxpool_kernel
 
 
 def available(t: torch.Tensor) -> bool:
-    """Can the kernel run on this tensor? float32 on CPU, Numba importable, not switched off."""
-    return (t.device.type == "cpu" and t.dtype == torch.float32
+    """Can the kernel run on this tensor? float32 or bfloat16 on CPU, Numba importable, not
+    switched off."""
+    return (t.device.type == "cpu" and t.dtype in (torch.float32, torch.bfloat16)
             and os.environ.get("ONNX2SNN_KERNELS", "").lower() != "torch" and bool(_load()))
 
 
 def _flat(t: torch.Tensor, n: int) -> np.ndarray:
-    """The dense memory of ``t`` as a 1-D array of ``n`` elements, in memory order (no copy)."""
-    return torch.as_strided(t, (n,), (1,)).numpy()
+    """The dense memory of ``t`` as a 1-D array of ``n`` elements, in memory order (no copy);
+    bfloat16 as its bits, uint16."""
+    flat = torch.as_strided(t, (n,), (1,))
+    if t.dtype == torch.bfloat16:
+        return flat.view(torch.int16).numpy().view(np.uint16)
+    return flat.numpy()
 
 
 _NOTHING = np.zeros(0, np.float32)   # stands in for ``out`` or ``counts`` when not asked for
@@ -228,7 +281,7 @@ def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, 
     (kh, kw), (b, c, h, w) = kernel, v.shape
     p, q = pool_layout(v)
     fmt = torch.channels_last if p == 1 else torch.contiguous_format
-    out = torch.empty((n_steps * b, c, h // kh, w // kw), dtype=v.dtype, memory_format=fmt)
+    out = torch.empty((n_steps * b, c, h // kh, w // kw), dtype=z.dtype, memory_format=fmt)   # as the currents
     n = v.numel()
     totals = np.zeros(b * p * (h // kh) if count else 0, np.float64)   # spikes per block (rows of one window row)
     common = (n_steps, 0 if static else n, np.array([b * p, h, w, q], np.int64), kh, kw, np.float32(v_threshold),

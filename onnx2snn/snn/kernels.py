@@ -4,7 +4,7 @@ One kernel launch runs every step of a chunk: each program keeps a block of memb
 registers, reads the input current of each step once and writes each spike once — two memory
 passes per step, against about eight for the step-by-step torch ops. Used automatically when the
 tensors are on a CUDA device and Triton imports, and the Numba kernel on CPU; everything else (no
-Triton, no Numba, float16/bfloat16 on CPU) takes the torch path in ``neurons.py``, which computes the
+Triton, no Numba, float16 on CPU) takes the torch path in ``neurons.py``, which computes the
 same thing. ``ONNX2SNN_KERNELS=torch`` (or the older
 ``ONNX2SNN_NO_TRITON=1``, CUDA only) forces the torch path.
 """

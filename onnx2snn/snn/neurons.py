@@ -92,12 +92,12 @@ class IFNeuron(nn.Module):
         return out
 
     def can_pool(self, z: torch.Tensor, static: bool, kernel) -> bool:
-        """Can ``forward_pooled`` fuse the pooling for these currents? (The potential is laid out as
-        one step of them: ``_start``.)"""
-        step = z if static else z[0]
-        return (z.device.type == "cpu" and step.dim() == 4 and kernels.dense(step)
-                and cpu_kernel.pool_layout(step) is not None and step.shape[2] >= kernel[0]
-                and step.shape[3] >= kernel[1] and kernels.usable(z, self.v if self.v is not None else step, static))
+        """Can ``forward_pooled`` fuse the pooling for these currents? (Sets up the initial potential
+        where a batch starts, as ``forward`` would.)"""
+        self._start(z, static)
+        v = self.v
+        return (v.device.type == "cpu" and v.dim() == 4 and cpu_kernel.pool_layout(v) is not None
+                and v.shape[2] >= kernel[0] and v.shape[3] >= kernel[1] and kernels.usable(z, v, static))
 
     def forward_pooled(self, z: torch.Tensor, n_steps: int, static: bool, pool: nn.Module) -> Optional[torch.Tensor]:
         """``forward`` followed by the pooling module ``pool`` — average pooling or the running max of
@@ -108,7 +108,6 @@ class IFNeuron(nn.Module):
         window = getattr(pool, "fusable_window", None)
         if window is None or not self.can_pool(z, static, window):
             return None
-        self._start(z, static)
         v = self.v
         running = pool.running_state(v) if hasattr(pool, "running_state") else None
         pooled, fired = cpu_kernel.if_pool_chunk(z, v, n_steps, static, self.v_threshold, self.v_reset, window,
