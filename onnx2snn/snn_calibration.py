@@ -256,8 +256,7 @@ class _CalibratingNeuron(nn.Module):
     def forward_pooled(self, z: torch.Tensor, n_steps: int, static: bool, pool: nn.Module) -> Optional[torch.Tensor]:
         """``forward`` with the pooling after the neurons fused into their last run (see
         ``IFNeuron.forward_pooled``); None, before any work, where it cannot be."""
-        window = getattr(pool, "fusable_window", None)
-        if self.calibrate_v_init or window is None or not self.neuron.can_pool(z, static, window):
+        if self.calibrate_v_init or not self.neuron.can_pool(z, static, pool):
             return None
         self._fit(z, n_steps, static)
         return self.neuron.forward_pooled(self._shifted(z, self.shift, static), n_steps, static, pool)

@@ -49,3 +49,32 @@ def test_bfloat16_spikes_stay_binary():
     for h in hooks:
         h.remove()
     assert all(s.dtype == torch.bfloat16 and torch.all((s == 0) | (s == 1)) for s in seen)
+
+
+@cuda
+@pytest.mark.parametrize("pool,rule,momentum", [("AveragePool", "max", None), ("MaxPool", "max", None),
+                                                ("MaxPool", "gate", None), ("MaxPool", "gate", 0.7)])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_neurons_fused_with_pooling_match_them_apart(pool, rule, momentum, dtype):
+    """The Triton kernel that runs IF neurons and the pooling after them in one pass (average, the
+    running max of counts, the gate) gives the outputs, correct-per-step and rates of the two run
+    apart on the same GPU; the CPU interpreter check is tests/test_triton_interpreter.py."""
+    from onnx2snn.snn import triton_kernels
+    x = np.random.default_rng(2).uniform(0, 1, size=(40, 1, 8, 8)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.max_pool.rule, cfg.simulation.max_pool.momentum = rule, momentum
+    net = convert(graphs.conv_bn_relu(pool=pool), x, cfg).network
+    y = np.arange(40) % 5
+    calls = []
+    original = triton_kernels.if_pool_chunk
+    triton_kernels.if_pool_chunk = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        a = net.simulate(x, 30, y, device="cuda", record_rates=True, batch_size=16, chunk=7, dtype=dtype)
+    finally:
+        triton_kernels.if_pool_chunk = original
+    assert calls, "the runner did not fuse the neurons with the pooling on CUDA"
+    net.fuse_pooling = False
+    b = net.simulate(x, 30, y, device="cuda", record_rates=True, batch_size=16, chunk=7, dtype=dtype)
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+    np.testing.assert_array_equal(a.correct_per_step, b.correct_per_step)
+    assert a.firing_rates == b.firing_rates

@@ -56,9 +56,21 @@ class ScaledAdd(nn.Module):
     def __init__(self, const):
         super().__init__()
         self.register_buffer("const", torch.as_tensor(const))
+        self._spread = None   # (key, the constant spread over one sample's shape in NHWC)
 
     def forward(self, a, b):
-        return torch.addcmul(a, b, self.const)
+        const = self.const
+        if a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last) and const.dim() < 4:
+            # A per-channel constant broadcast against NHWC tensors sends bfloat16 addcmul down a
+            # slow strided loop on CPU (1.45 ms against 0.14 ms for ResNet-20's [100, 16, 32, 32],
+            # one-off microbenchmark): the same values laid out NHWC over one sample run fast in
+            # every dtype. Same arithmetic, element by element.
+            key = (tuple(a.shape[1:]), a.dtype, a.device)
+            if self._spread is None or self._spread[0] != key:
+                spread = const.to(a.dtype).expand(1, *a.shape[1:]).contiguous(memory_format=torch.channels_last)
+                self._spread = (key, spread)
+            const = self._spread[1]
+        return torch.addcmul(a, b, const)
 
     def extra_repr(self) -> str:
         return f"a + b · constant of shape {tuple(self.const.shape)}"

@@ -58,7 +58,9 @@ def _compile(numba):
 
     # bfloat16 currents and spikes travel as their bits (numpy has no bfloat16: a uint16 array);
     # ``load`` widens an element to float32 (exact), ``store`` narrows a float32 to the array's
-    # type, rounding to nearest even as torch does (spikes, 0 and 1, and 2×2 averages are exact).
+    # type, rounding to nearest even as torch does (pooled outputs; 2×2 averages are exact), and
+    # ``store_spike`` writes 0 or 1 (no rounding: the general one kept the loop from vectorising,
+    # 3.6× slower, measured on ResNet-20's first layers).
     @intrinsic
     def _as_float32(typingctx, bits):
         def codegen(context, builder, signature, args):
@@ -82,6 +84,20 @@ def _compile(numba):
         if a.dtype == types.uint16:
             return lambda a, i: _as_float32(np.uint32(a[i]) << np.uint32(16))
         return lambda a, i: a[i]
+
+    def store_spike(a, i, fired):  # pragma: no cover - likewise
+        raise NotImplementedError
+
+    @overload(store_spike, inline="always")
+    def _store_spike(a, i, fired):   # 0 or 1 needs no rounding: bfloat16 1.0 is 0x3F80
+        if a.dtype == types.uint16:
+            def bits(a, i, fired):
+                a[i] = np.uint16(0x3F80) * np.uint16(fired)
+            return bits
+
+        def value(a, i, fired):
+            a[i] = np.float32(fired)
+        return value
 
     @overload(store, inline="always")
     def _store(a, i, x):
@@ -111,7 +127,7 @@ def _compile(numba):
                     x = vb[i] + load(zb, i)
                     spike = np.float32(x >= threshold)
                     if write:
-                        store(ob, i, spike)
+                        store_spike(ob, i, x >= threshold)
                     if count:
                         cb[i] += spike
                     if hard:

@@ -1,12 +1,14 @@
-"""A fused IF update over a chunk of time steps: Triton on CUDA (this file), Numba on CPU (``cpu_kernel.py``).
+"""The fused IF kernels, by device: Triton on CUDA (``triton_kernels.py``), Numba on CPU (``cpu_kernel.py``).
 
 One kernel launch runs every step of a chunk: each program keeps a block of membrane potentials in
-registers, reads the input current of each step once and writes each spike once — two memory
-passes per step, against about eight for the step-by-step torch ops. Used automatically when the
-tensors are on a CUDA device and Triton imports, and the Numba kernel on CPU; everything else (no
-Triton, no Numba, float16 on CPU) takes the torch path in ``neurons.py``, which computes the
-same thing. ``ONNX2SNN_KERNELS=torch`` (or the older
-``ONNX2SNN_NO_TRITON=1``, CUDA only) forces the torch path.
+registers (or L1), reads the input current of each step once and writes each spike once — two memory
+passes per step, against about eight for the step-by-step torch ops. Where a pooling with
+non-overlapping windows is all that reads a layer's spikes, the pooling runs in the same kernel
+(``if_pool_chunk``: average pooling and the running max of counts on both devices, the seed's gate
+on CUDA). Used automatically when the tensors are on a CUDA device and Triton imports, and on CPU
+when Numba does; everything else (no Triton, no Numba, float16 on CPU) takes the torch path in
+``neurons.py`` and ``pooling.py``, which computes the same thing. ``ONNX2SNN_KERNELS=torch`` (or the
+older ``ONNX2SNN_NO_TRITON=1``, CUDA only) forces the torch path.
 """
 from __future__ import annotations
 
@@ -17,22 +19,28 @@ import torch
 
 from . import cpu_kernel
 
-try:  # Triton ships with CUDA builds of torch; CPU-only machines simply do not use this file
-    import triton
-    import triton.language as tl
-except Exception:  # pragma: no cover - depends on the install
-    triton = None
+_triton = None   # the triton_kernels module once imported (only for CUDA tensors); False when it cannot be
+CPU_POOL_RULES = ("average", "running max")
+CUDA_POOL_RULES = ("average", "running max", "gate")
 
 
-BLOCK = 1024  # neurons per Triton program: a common size for elementwise kernels (4 warps × 256 lanes)
+def _triton_kernels():
+    global _triton
+    if _triton is None:
+        try:  # Triton ships with CUDA builds of torch; CPU-only runs never import it
+            from . import triton_kernels
+            _triton = triton_kernels
+        except Exception:  # pragma: no cover - depends on the install
+            _triton = False
+    return _triton
 
 
 def available(t: torch.Tensor) -> bool:
     """Can a fused kernel run on this tensor's device?"""
     if t.device.type == "cpu":
         return cpu_kernel.available(t)
-    return (triton is not None and t.is_cuda and not os.environ.get("ONNX2SNN_NO_TRITON")
-            and os.environ.get("ONNX2SNN_KERNELS", "").lower() != "torch")
+    return (t.is_cuda and not os.environ.get("ONNX2SNN_NO_TRITON")
+            and os.environ.get("ONNX2SNN_KERNELS", "").lower() != "torch" and bool(_triton_kernels()))
 
 
 def dense(t: torch.Tensor) -> bool:
@@ -55,25 +63,6 @@ def usable(z: torch.Tensor, v: torch.Tensor, static: bool) -> bool:
     return z.stride()[1:] == v.stride() and z.stride(0) == v.numel()
 
 
-if triton is not None:
-    @triton.jit
-    def _if_chunk_kernel(z_ptr, v_ptr, out_ptr, n, n_steps, z_step_stride, threshold, v_reset,
-                         HARD_RESET: tl.constexpr, BLOCK: tl.constexpr):
-        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < n
-        v = tl.load(v_ptr + offs, mask=mask, other=0.0)
-        for t in range(n_steps):
-            z = tl.load(z_ptr + t * z_step_stride + offs, mask=mask, other=0.0).to(tl.float32)
-            v = v + z
-            spike = v >= threshold
-            if HARD_RESET:
-                v = tl.where(spike, v_reset, v)
-            else:
-                v = v - tl.where(spike, threshold, 0.0)
-            tl.store(out_ptr + t * n + offs, spike.to(out_ptr.dtype.element_ty), mask=mask)
-        tl.store(v_ptr + offs, v, mask=mask)
-
-
 def if_chunk(z: torch.Tensor, v: torch.Tensor, out: Optional[torch.Tensor], n_steps: int, static: bool,
              v_threshold: float, v_reset: Optional[float], counts: Optional[torch.Tensor] = None) -> None:
     """Writes the spikes into ``out`` (laid out as ``usable`` requires; None: not kept) and adds them
@@ -83,9 +72,32 @@ def if_chunk(z: torch.Tensor, v: torch.Tensor, out: Optional[torch.Tensor], n_st
     n = v.numel()
     spikes = out if out is not None else torch.empty(n_steps * n, dtype=z.dtype, device=z.device).as_strided(
         (n_steps, *v.shape), (n, *v.stride()))
-    block = BLOCK
-    _if_chunk_kernel[(triton.cdiv(n, block),)](
-        z, v, spikes, n, n_steps, 0 if static else n, float(v_threshold), float(v_reset or 0.0),
-        HARD_RESET=v_reset is not None, BLOCK=block)
+    _triton_kernels().if_chunk(z, v, spikes, n_steps, static, v_threshold, v_reset)
     if counts is not None:
         counts += spikes.sum(dim=0, dtype=torch.float32)
+
+
+def can_pool(z: torch.Tensor, v: torch.Tensor, static: bool, window, rule: str) -> bool:
+    """Can ``if_pool_chunk`` run the neurons with potential ``v`` and the pooling ``rule`` over
+    ``window`` (= stride) on these currents? On CUDA the windows must tile H and W."""
+    if v.dim() != 4 or cpu_kernel.pool_layout(v) is None or not usable(z, v, static):
+        return False
+    (kh, kw), (h, w) = window, v.shape[2:]
+    if v.device.type == "cpu":
+        return rule in CPU_POOL_RULES and h >= kh and w >= kw
+    return rule in CUDA_POOL_RULES and h % kh == 0 and w % kw == 0 and h >= kh and w >= kw
+
+
+def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, v_threshold: float,
+                  v_reset: Optional[float], window, rule: str, state=(None, None), momentum: Optional[float] = None,
+                  count: bool = False):
+    """The neurons then the pooling (``can_pool`` said yes): returns (the pooled spikes
+    [n_steps, B, C, H // kh, W // kw], each step laid out as ``v``; with ``count`` the number of
+    spikes, else None). ``state``: (per-neuron counts, per-window running max) of the max-pooling
+    rules, updated in place."""
+    if z.device.type == "cpu":
+        return cpu_kernel.if_pool_chunk(z, v, n_steps, static, v_threshold, v_reset, window, count,
+                                        state if rule == "running max" else None)
+    counts, best = state
+    return _triton_kernels().if_pool_chunk(z, v, n_steps, static, v_threshold, v_reset, window,
+                                           cpu_kernel.pool_layout(v), rule, counts, best, momentum, count)

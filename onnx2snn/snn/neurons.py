@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from . import cpu_kernel, kernels
+from . import kernels
 
 EXACT_FLOAT32_SUM = 2**24   # float32 holds every integer up to here exactly
 
@@ -91,29 +91,29 @@ class IFNeuron(nn.Module):
             self.neuron_steps += out.numel()
         return out
 
-    def can_pool(self, z: torch.Tensor, static: bool, kernel) -> bool:
-        """Can ``forward_pooled`` fuse the pooling for these currents? (Sets up the initial potential
+    def can_pool(self, z: torch.Tensor, static: bool, pool: nn.Module) -> bool:
+        """Can ``forward_pooled`` fuse ``pool`` for these currents? (Sets up the initial potential
         where a batch starts, as ``forward`` would.)"""
+        window = getattr(pool, "fusable_window", None)
+        if window is None:
+            return False
         self._start(z, static)
-        v = self.v
-        return (v.device.type == "cpu" and v.dim() == 4 and cpu_kernel.pool_layout(v) is not None
-                and v.shape[2] >= kernel[0] and v.shape[3] >= kernel[1] and kernels.usable(z, v, static))
+        return kernels.can_pool(z, self.v, static, window, pool.fused_rule)
 
     def forward_pooled(self, z: torch.Tensor, n_steps: int, static: bool, pool: nn.Module) -> Optional[torch.Tensor]:
-        """``forward`` followed by the pooling module ``pool`` — average pooling or the running max of
-        spike counts, with non-overlapping windows (its ``fusable_window``) — in one CPU kernel that
-        never stores the spikes; None where that kernel cannot run (another device or dtype, a
-        layout it does not read): then the caller pools ``forward``'s spikes. The runner takes this
-        path when the pooling is all that reads the spikes."""
-        window = getattr(pool, "fusable_window", None)
-        if window is None or not self.can_pool(z, static, window):
+        """``forward`` followed by the pooling module ``pool`` — average pooling, the running max of
+        spike counts or (CUDA) the seed's gate, with non-overlapping windows (its ``fusable_window``)
+        — in one kernel that never stores the spikes; None where that kernel cannot run (another
+        dtype, a layout it does not read, no Numba or Triton): then the caller pools ``forward``'s
+        spikes. The runner takes this path when the pooling is all that reads the spikes."""
+        if not self.can_pool(z, static, pool):
             return None
         v = self.v
-        running = pool.running_state(v) if hasattr(pool, "running_state") else None
-        pooled, fired = cpu_kernel.if_pool_chunk(z, v, n_steps, static, self.v_threshold, self.v_reset, window,
-                                                 self.count_spikes, running)
+        pooled, fired = kernels.if_pool_chunk(z, v, n_steps, static, self.v_threshold, self.v_reset,
+                                              pool.fusable_window, pool.fused_rule, pool.fused_state(v),
+                                              getattr(pool, "momentum", None), self.count_spikes)
         if fired is not None:   # exact: whole numbers, each block's sum far below 2^53
-            self.spike_count = self.spike_count + torch.tensor(fired, dtype=torch.float64)
+            self.spike_count = self.spike_count + torch.as_tensor(fired, dtype=torch.float64)
             self.neuron_steps += n_steps * v.numel()
         return pooled
 

@@ -49,6 +49,23 @@ class _SpikeMaxPool(nn.Module):
         self.pool = MAX_POOL[nd]
         self.reset()
 
+    @property
+    def fusable_window(self):
+        """The window, where the IF neurons before this pooling may run it in their kernel (2-D,
+        window = stride, no padding, dilation or ceil mode: ``IFNeuron.forward_pooled``); else None."""
+        a = self.pool_args
+        plain = (self.pool is F.max_pool2d and self.explicit_pads is None and not any(a["padding"])
+                 and a["dilation"] == (1, 1) and not a["ceil_mode"])
+        return a["kernel_size"] if plain and a["kernel_size"] == a["stride"] else None
+
+    def _counts_like(self, v: torch.Tensor) -> torch.Tensor:
+        """The per-input spike counts for a fused kernel: laid out as the neurons' potential ``v``
+        (a state the torch path left in another layout is copied into this one)."""
+        if self.count is None or self.count.stride() != v.stride():
+            fresh = torch.zeros_like(v, dtype=torch.float32)   # keeps v's strides
+            self.count = fresh if self.count is None else fresh.copy_(self.count)
+        return self.count
+
 
 class GatedMaxPool(_SpikeMaxPool):
     """Spike-count-gated max pooling over a chunk of steps: ``forward(s [n_steps, B, C, *spatial])``."""
@@ -84,6 +101,12 @@ class GatedMaxPool(_SpikeMaxPool):
         if s.dim() == 5 and s[0].is_contiguous(memory_format=torch.channels_last):
             spikes = spikes.contiguous(memory_format=torch.channels_last)  # keep the layout the convs want
         return spikes.view(n_steps, -1, *index.shape[1:])
+
+    fused_rule = "gate"
+
+    def fused_state(self, v: torch.Tensor):
+        """(per-input counts, None) for a fused kernel (CUDA only), kept here as the torch path keeps them."""
+        return self._counts_like(v), None
 
     def extra_repr(self) -> str:
         return f"{self.pool_args}, momentum={self.momentum}"
@@ -122,29 +145,18 @@ class RunningMaxPool(_SpikeMaxPool):
             out = out.flatten(0, 1).contiguous(memory_format=torch.channels_last).view(out.shape)
         return out
 
-    @property
-    def fusable_window(self):
-        """The window, where the IF neurons before this pooling may run it in their kernel (2-D,
-        window = stride, no padding, dilation or ceil mode: ``IFNeuron.forward_pooled``); else None."""
-        a = self.pool_args
-        plain = (self.pool is F.max_pool2d and self.explicit_pads is None and not any(a["padding"])
-                 and a["dilation"] == (1, 1) and not a["ceil_mode"])
-        return a["kernel_size"] if plain and a["kernel_size"] == a["stride"] else None
+    fused_rule = "running max"
 
-    def running_state(self, v: torch.Tensor):
-        """(input counts, running max per window) for the fused kernel, laid out as the neurons'
-        potential ``v`` and as one pooled step of it; kept here, as the torch path keeps them (a
-        state the torch path left in another layout is copied into this one)."""
+    def fused_state(self, v: torch.Tensor):
+        """(input counts, running max per window) for a fused kernel, laid out as the neurons'
+        potential ``v`` and as one pooled step of it; kept here, as the torch path keeps them."""
         (kh, kw), (b, c, h, w) = self.fusable_window, v.shape
-        if self.count is None or self.count.stride() != v.stride():
-            fresh = torch.zeros_like(v, dtype=torch.float32)   # keeps v's strides
-            self.count = fresh if self.count is None else fresh.copy_(self.count)
         layout = torch.channels_last if v.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         if self.pooled is None or not self.pooled.is_contiguous(memory_format=layout):
             fresh = torch.empty((b, c, h // kh, w // kw), dtype=torch.float32, device=v.device,
                                 memory_format=layout).zero_()
             self.pooled = fresh if self.pooled is None else fresh.copy_(self.pooled)
-        return self.count, self.pooled
+        return self._counts_like(v), self.pooled
 
     def extra_repr(self) -> str:
         return f"{self.pool_args}, rule=running max of counts"
@@ -162,11 +174,16 @@ class AveragePool2d(nn.Module):
         weight = torch.full((channels, 1, *self.kernel), 1.0 / (self.kernel[0] * self.kernel[1]))
         self.register_buffer("weight", weight, persistent=False)   # a fixed operator, not a parameter
 
+    fused_rule = "average"
+
     @property
     def fusable_window(self):
         """The window, where the runner may fuse this pooling into the IF neurons before it
         (non-overlapping: window = stride; ``IFNeuron.forward_pooled``); else None."""
         return self.kernel if self.kernel == self.stride else None
+
+    def fused_state(self, v: torch.Tensor):
+        return None, None   # stateless
 
     def forward(self, x):
         return F.conv2d(x, self.weight.to(x.dtype), stride=self.stride, groups=self.weight.shape[0])
