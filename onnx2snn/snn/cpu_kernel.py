@@ -137,100 +137,72 @@ def _compile(numba):
 
     _kernels["if"] = if_kernel
 
-    # The IF update fused with the non-overlapping average pooling (kernel = stride, no padding)
-    # that reads its spikes and nothing else: the spikes stay in cache, and only the pooled values
-    # (a quarter as many for 2×2) reach memory. Memory is viewed as [B, P, H, W, Q] (NHWC: P=1,
-    # Q=C; NCHW: P=C, Q=1); a block is one image's rows of one output row, all columns and Q. Rows
-    # and columns past the last whole window are updated and counted but pooled into nothing, as
-    # avg_pool2d (floor mode) drops them.
-    @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-    def if_pool_kernel(z, v, out, totals, n_steps, z_step, shape, kh, kw, threshold, v_reset, hard, count):
-        n_bp, height, width, q_size = shape[0], shape[1], shape[2], shape[3]
-        out_h, out_w, row_len = height // kh, width // kw, width * q_size
-        out_step = n_bp * out_h * out_w * q_size
-        scale = np.float32(1.0 / (kh * kw))
-        for blk in numba.prange(n_bp * out_h):
-            bp, oy = blk // out_h, blk % out_h
-            y_end = (oy + 1) * kh if oy < out_h - 1 else height
-            acc = np.empty(out_w * q_size, np.float32)
-            spikes = np.empty(row_len, np.float32)      # one row's spikes of this step, in cache
-            for t in range(n_steps):
-                acc[:] = 0
-                for y in range(oy * kh, y_end):
-                    lo = (bp * height + y) * row_len
-                    vr, zr = v[lo:lo + row_len], z[t * z_step + lo:t * z_step + lo + row_len]
-                    fired = 0                         # this row's spikes (an integer sum vectorises; a float one would not)
-                    for i in range(row_len):          # the IF update of ``if_kernel``, one row
-                        x = vr[i] + load(zr, i)
-                        spike = np.float32(x >= threshold)
-                        spikes[i] = spike
-                        if count:
-                            fired += x >= threshold
-                        if hard:
-                            vr[i] = v_reset if x >= threshold else x
-                        else:
-                            vr[i] = x - spike * threshold
-                    if count:
-                        totals[blk] += fired
-                    if y < (oy + 1) * kh:             # rows past the last whole window pool into nothing
-                        for ox in range(out_w):
-                            for dx in range(kw):
-                                src = (ox * kw + dx) * q_size
-                                for q in range(q_size):
-                                    acc[ox * q_size + q] += spikes[src + q]
-                base = t * out_step + (bp * out_h + oy) * out_w * q_size
-                for j in range(out_w * q_size):
-                    store(out, base + j, acc[j] * scale)
+    @numba.njit(inline="always")
+    def if_row(v, z, spikes, counts, threshold, v_reset, hard, keep_counts):
+        """One row of ``if_kernel``'s update: its spikes (0/1) into ``spikes``, added to ``counts``
+        where ``keep_counts``; returns how many fired (an integer sum vectorises, a float one not)."""
+        fired = 0
+        for i in range(v.shape[0]):
+            x = v[i] + load(z, i)
+            spike = np.float32(x >= threshold)
+            spikes[i] = spike
+            if keep_counts:
+                counts[i] += spike
+            fired += x >= threshold
+            if hard:
+                v[i] = v_reset if x >= threshold else x
+            else:
+                v[i] = x - spike * threshold
+        return fired
 
-    _kernels["if_pool"] = if_pool_kernel
-
-    # The IF update fused with the spiking max pooling after it (``pooling.RunningMaxPool``, the
-    # running max of spike counts), non-overlapping windows: per neuron its spike count so far
-    # (``count``), per window the largest of them after the last step (``pooled``); each step's
-    # output is how much that max rose, 0 or 1. Blocks and rows past the last window as above.
+    # The IF update fused with the pooling that alone reads its spikes, windows = strides, no
+    # padding: average pooling, or (``running_max``) the running max of spike counts of
+    # ``pooling.RunningMaxPool`` — per neuron its count so far (``count``), per window the largest
+    # of them after the last step (``pooled``), each step's output how much that max rose (0 or 1).
+    # The spikes stay in cache; only the pooled values reach memory. Memory is viewed as
+    # [B·P, H, W, Q] (NHWC: P=1, Q=C; NCHW: P=C, Q=1); a block is one image's rows of one output
+    # row, all columns and Q. Rows and columns past the last whole window are updated and counted
+    # but pooled into nothing, as the floor-mode poolings drop them.
     @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-    def if_maxpool_kernel(z, v, out, count, pooled, totals, n_steps, z_step, shape, kh, kw, threshold, v_reset,
-                          hard, total):
+    def if_pool_kernel(z, v, out, count, pooled, totals, n_steps, z_step, shape, kh, kw, threshold, v_reset,
+                       hard, total, running_max):
         n_bp, height, width, q_size = shape[0], shape[1], shape[2], shape[3]
         out_h, out_w, row_len = height // kh, width // kw, width * q_size
         out_row = out_w * q_size
         out_step = n_bp * out_h * out_row
+        scale = np.float32(1.0 / (kh * kw))
         for blk in numba.prange(n_bp * out_h):
             bp, oy = blk // out_h, blk % out_h
             y_end = (oy + 1) * kh if oy < out_h - 1 else height
-            best = np.empty(out_row, np.float32)
+            acc = np.empty(out_row, np.float32)          # per window: the spike sum, or the largest count
+            spikes = np.empty(row_len, np.float32)       # one row's spikes of this step, in cache
             for t in range(n_steps):
-                best[:] = 0                            # counts are never negative
+                acc[:] = 0                               # counts are never negative
                 for y in range(oy * kh, y_end):
                     lo = (bp * height + y) * row_len
-                    vr, zr = v[lo:lo + row_len], z[t * z_step + lo:t * z_step + lo + row_len]
-                    cr = count[lo:lo + row_len]
-                    fired = 0
-                    for i in range(row_len):
-                        x = vr[i] + load(zr, i)
-                        spike = np.float32(x >= threshold)
-                        cr[i] += spike
-                        if total:
-                            fired += x >= threshold
-                        if hard:
-                            vr[i] = v_reset if x >= threshold else x
-                        else:
-                            vr[i] = x - spike * threshold
+                    fired = if_row(v[lo:lo + row_len], z[t * z_step + lo:t * z_step + lo + row_len], spikes,
+                                   count[lo:lo + row_len], threshold, v_reset, hard, running_max)
                     if total:
                         totals[blk] += fired
-                    if y < (oy + 1) * kh:
+                    if y < (oy + 1) * kh:                # rows past the last whole window pool into nothing
                         for ox in range(out_w):
                             for dx in range(kw):
                                 src = (ox * kw + dx) * q_size
                                 for q in range(q_size):
-                                    best[ox * q_size + q] = max(best[ox * q_size + q], cr[src + q])
+                                    if running_max:
+                                        acc[ox * q_size + q] = max(acc[ox * q_size + q], count[lo + src + q])
+                                    else:
+                                        acc[ox * q_size + q] += spikes[src + q]
                 pb = (bp * out_h + oy) * out_row
                 base = t * out_step + pb
                 for j in range(out_row):
-                    store(out, base + j, best[j] - pooled[pb + j])
-                    pooled[pb + j] = best[j]
+                    if running_max:
+                        store(out, base + j, acc[j] - pooled[pb + j])
+                        pooled[pb + j] = acc[j]
+                    else:
+                        store(out, base + j, acc[j] * scale)
 
-    _kernels["if_maxpool"] = if_maxpool_kernel
+    _kernels["if_pool"] = if_pool_kernel
 
 
 def available(t: torch.Tensor) -> bool:
@@ -302,10 +274,7 @@ def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, 
     totals = np.zeros(b * p * (h // kh) if count else 0, np.float64)   # spikes per block (rows of one window row)
     common = (n_steps, 0 if static else n, np.array([b * p, h, w, q], np.int64), kh, kw, np.float32(v_threshold),
               np.float32(0.0 if v_reset is None else v_reset), v_reset is not None, count)
-    zf, vf, of = _flat(z, n if static else n_steps * n), _flat(v, n), _flat(out, out.numel())
-    if running is None:
-        _kernels["if_pool"](zf, vf, of, totals, *common)
-    else:
-        counts, pooled = running
-        _kernels["if_maxpool"](zf, vf, of, _flat(counts, n), _flat(pooled, pooled.numel()), totals, *common)
+    counts, pooled = (_NOTHING, _NOTHING) if running is None else (_flat(running[0], n), _flat(running[1], running[1].numel()))
+    _kernels["if_pool"](_flat(z, n if static else n_steps * n), _flat(v, n), _flat(out, out.numel()), counts, pooled,
+                        totals, *common, running is not None)
     return out.view(n_steps, b, *out.shape[1:]), (float(totals.sum()) if count else None)
