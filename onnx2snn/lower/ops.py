@@ -8,7 +8,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import skip_init
 
 from ..errors import Onnx2SnnError
 from ..graph.spiking import v_init_input
@@ -70,13 +69,20 @@ def lower_conv(node, ctx):
     pads = _resolve_pads(node, ctx.view, kernel, strides, dilations)
     group = a.get("group", 1)
     symmetric = pads[:nd] == pads[nd:]
-    # skip_init: no random initialisation of weights that are replaced at once (0.8 s for an ImageNet VGG)
-    conv = skip_init(_CONV[nd], w.shape[1] * group, w.shape[0], kernel, stride=strides, dilation=dilations,
-                     groups=group, padding=pads[:nd] if symmetric else 0, bias=b is not None)
-    conv.weight.data = torch.from_numpy(np.array(w, np.float32))
-    if b is not None:
-        conv.bias.data = torch.from_numpy(np.array(b, np.float32))
+    conv = _with_weights(_CONV[nd](w.shape[1] * group, w.shape[0], kernel, stride=strides, dilation=dilations,
+                                   groups=group, padding=pads[:nd] if symmetric else 0, bias=b is not None,
+                                   device="meta"), w, b)
     ctx.add(node, conv if symmetric else Padded(pads, conv), [node.input[0]], node.output[0])
+
+
+def _with_weights(module: nn.Module, w: np.ndarray, b) -> nn.Module:
+    """``module``, built on the meta device (no random initialisation of weights replaced at once:
+    0.8 s for an ImageNet VGG), with the ONNX weights as its parameters. Not torch's skip_init:
+    its move off the meta device imports torch.fx's symbolic shapes, 0.3 s of every CLI run."""
+    module.weight = nn.Parameter(torch.from_numpy(np.array(w, np.float32)), requires_grad=False)
+    if b is not None:
+        module.bias = nn.Parameter(torch.from_numpy(np.array(b, np.float32)), requires_grad=False)
+    return module
 
 
 def _check_gemm(node, ctx):
@@ -94,10 +100,8 @@ def lower_gemm(node, ctx):
     # Gemms are canonicalised by the graph passes to Y = X·Wᵀ + b.
     w = ctx.view.const(node.input[1]).astype(np.float32)
     b = ctx.view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    linear = skip_init(nn.Linear, w.shape[1], w.shape[0], bias=b is not None)
-    linear.weight.data = torch.from_numpy(np.array(w))
-    if b is not None:
-        linear.bias.data = torch.from_numpy(np.array(b.reshape(-1), np.float32))
+    linear = _with_weights(nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta"), w,
+                           None if b is None else b.reshape(-1))
     ctx.add(node, linear, [node.input[0]], node.output[0])
 
 
