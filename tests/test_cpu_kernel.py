@@ -1,6 +1,8 @@
 """The CPU fast path (issue 11): the Numba IF kernel gives the torch loop's spikes bit for bit, the
 runner uses it, and freed chunk memory is reused instead of page-faulted again."""
+import os
 import resource
+import subprocess
 import sys
 
 import numpy as np
@@ -198,3 +200,26 @@ def test_bias_calibration_fuses_the_pooling_and_finds_the_same_shifts(monkeypatc
         np.testing.assert_array_equal(shift, reference.bias_shifts[layer])
     assert fused.rate_error == reference.rate_error
     assert fused.readout_agreement == reference.readout_agreement
+
+
+def test_a_second_process_loads_the_kernels_from_numbas_cache(tmp_path):
+    """Numba caches the compiled kernels: a later process loads them (about 0.2 s) instead of
+    compiling them again (about 2 s a kernel; a jitted closure calling another once missed the
+    cache in every process)."""
+    script = (
+        "import torch\n"
+        "from onnx2snn.snn import cpu_kernel\n"
+        "assert cpu_kernel._load()\n"
+        "from onnx2snn.snn import numba_kernels as nk\n"
+        "z, v = torch.rand(2, 3, 6, 6), torch.zeros(2, 3, 6, 6)\n"
+        "out = torch.empty(3, 2, 3, 6, 6)\n"
+        "cpu_kernel.if_chunk(z, v, out, 3, True, 1.0, None)\n"
+        "cpu_kernel.if_pool_chunk(z, v, 3, True, 1.0, None, (2, 2), True)\n"
+        "print(sum(k.stats.cache_misses.total() for k in (nk.if_kernel, nk.if_pool_kernel)),\n"
+        "      sum(k.stats.cache_hits.total() for k in (nk.if_kernel, nk.if_pool_kernel)))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+            for _ in range(2)]
+    first, second = (tuple(map(int, r.stdout.split())) for r in runs)
+    assert first[0] == 2, first          # the first process compiled both kernels
+    assert second == (0, 2), second      # the second loaded both from the cache
