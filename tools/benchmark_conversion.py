@@ -28,14 +28,16 @@ def main():
     ap.add_argument("--models", default=os.path.join(HERE, "..", "..", "shared", "models"))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("-T", type=int, default=32, help="target T of the calibration (default 32)")
+    ap.add_argument("--device", default="cpu", help="where the calibration simulates (cpu, cuda)")
     ap.add_argument("--out", default=DOCS)
     a = ap.parse_args()
     calib = np.load(os.path.join(a.data, "cifar10_calib.npy"), mmap_mode="r")[:1000]
     import resource
-    lines = [f"Measured {machine('cpu')}, onnx2snn {onnx2snn.__version__}; {len(calib)} calibration images "
+    lines = [f"Measured {machine(a.device)}, onnx2snn {onnx2snn.__version__}; {len(calib)} calibration images "
              f"(memory-mapped), batch 100, default config calibrated for T={a.T} (and the seed's conversion for "
              f"comparison); best of {a.repeats} runs. Peak memory: the process's maximum resident set so far.", "",
-             "```", f"python tools/benchmark_conversion.py --data data/ -T {a.T} --repeats {a.repeats}", "```", "",
+             "```", f"python tools/benchmark_conversion.py --data data/ -T {a.T} --repeats {a.repeats}"
+             + ("" if a.device == "cpu" else f" --device {a.device}"), "```", "",
              "| model | conversion | load (s) | graph passes (s) | statistics + thresholds (s) | normalise + verify (s) "
              "| SNN calibration (s) | total (s) | peak memory (GiB) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -44,7 +46,7 @@ def main():
         seed.set(key, value)
     default = onnx2snn.Config()
     for cfg in (seed, default):
-        cfg.simulation.T = a.T
+        cfg.simulation.T, cfg.device = a.T, a.device
     for name in ("cifar_resnet20", "cifar_vgg16"):
         for label, cfg in (("seed", seed), (f"calibrated for T={a.T}", default)):
             best = None
@@ -60,7 +62,7 @@ def main():
                          f"{tm['normalise+verify']:.2f} | {tm.get('snn_calibration', 0):.2f} | {total:.2f} | {peak:.1f} |")
             print(lines[-1], flush=True)
     text = "\n".join(lines)
-    write_section("Conversion time, CPU (issues 4 and 7)", text, a.out)
+    write_section(f"Conversion time, {a.device.split(':')[0].upper()} (issues 4 and 7)", text, a.out)
     print(text)
 
 
