@@ -68,9 +68,10 @@ _NOTHING = np.zeros(0, np.float32)   # stands in for ``out`` or ``counts`` when 
 
 
 def if_chunk(z: torch.Tensor, v: torch.Tensor, out, n_steps: int, static: bool, v_threshold: float, v_reset,
-             counts=None) -> None:
+             counts=None, shift=None) -> None:
     """Writes the spikes into ``out`` (None: not at all) and adds them up per neuron into ``counts``
-    (None: no counting); updates ``v`` in place (layouts as ``kernels.usable`` requires)."""
+    (None: no counting); updates ``v`` in place (layouts as ``kernels.usable`` requires). ``shift``:
+    a float32 tensor laid out as ``v`` added to every step's current (float32 currents only)."""
     n = v.numel()
     _threads()   # one thread budget for the process
     zf = _flat(z, n if static else n_steps * n)
@@ -78,9 +79,10 @@ def if_chunk(z: torch.Tensor, v: torch.Tensor, out, n_steps: int, static: bool, 
     of = _NOTHING if out is None else _flat(out, n_steps * n)
     cf = _NOTHING if counts is None else _flat(counts, n)
     from .numba_kernels import if_kernel
-    if_kernel(zf, vf, of, cf, n_steps, 0 if static else n, np.float32(v_threshold),
-                   np.float32(0.0 if v_reset is None else v_reset), v_reset is not None, out is not None,
-                   counts is not None)
+    sf = _NOTHING if shift is None else _flat(shift, n)
+    if_kernel(zf, vf, of, cf, sf, n_steps, 0 if static else n, np.float32(v_threshold),
+              np.float32(0.0 if v_reset is None else v_reset), v_reset is not None, out is not None,
+              counts is not None, shift is not None)
 
 
 def pool_layout(v: torch.Tensor):
@@ -102,13 +104,13 @@ def _threads():
 
 
 def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, v_threshold: float, v_reset,
-                  kernel, count: bool = False, running=None):
+                  kernel, count: bool = False, running=None, shift=None):
     """The IF update of ``if_chunk`` followed by pooling with window = stride = ``kernel``: average
     pooling, or with ``running=(counts, pooled)`` (per-neuron spike counts laid out as ``v``, the
     running max per window laid out as one pooled step; both updated in place) the running max of
     spike counts. Returns (the pooled spikes [n_steps, B, C, H // kh, W // kw], each step laid out
     as ``v`` (the caller checked ``pool_layout``); with ``count``, the number of spikes, else None).
-    The spikes themselves are never stored."""
+    The spikes themselves are never stored. ``shift`` as in ``if_chunk``."""
     _threads()
     (kh, kw), (b, c, h, w) = kernel, v.shape
     p, q = pool_layout(v)
@@ -121,5 +123,6 @@ def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, 
     counts, pooled = (_NOTHING, _NOTHING) if running is None else (_flat(running[0], n), _flat(running[1], running[1].numel()))
     from .numba_kernels import if_pool_kernel
     if_pool_kernel(_flat(z, n if static else n_steps * n), _flat(v, n), _flat(out, out.numel()), counts, pooled,
-                        totals, *common, running is not None)
+                        totals, _NOTHING if shift is None else _flat(shift, n), *common, running is not None,
+                        shift is not None)
     return out.view(n_steps, b, *out.shape[1:]), (float(totals.sum()) if count else None)

@@ -63,12 +63,20 @@ def usable(z: torch.Tensor, v: torch.Tensor, static: bool) -> bool:
     return z.stride()[1:] == v.stride() and z.stride(0) == v.numel()
 
 
+def shifts_in_kernel(z: torch.Tensor) -> bool:
+    """Can the kernels add a per-neuron shift to the currents themselves (the CPU kernels, float32
+    currents)? Elsewhere the caller adds it to the currents first."""
+    return z.device.type == "cpu" and z.dtype == torch.float32
+
+
 def if_chunk(z: torch.Tensor, v: torch.Tensor, out: Optional[torch.Tensor], n_steps: int, static: bool,
-             v_threshold: float, v_reset: Optional[float], counts: Optional[torch.Tensor] = None) -> None:
+             v_threshold: float, v_reset: Optional[float], counts: Optional[torch.Tensor] = None,
+             shift: Optional[torch.Tensor] = None) -> None:
     """Writes the spikes into ``out`` (laid out as ``usable`` requires; None: not kept) and adds them
-    per neuron into ``counts`` (laid out as ``v``; None: not counted); updates ``v`` in place."""
+    per neuron into ``counts`` (laid out as ``v``; None: not counted); updates ``v`` in place.
+    ``shift`` (laid out as ``v``; only where ``shifts_in_kernel``) is added to each step's current."""
     if z.device.type == "cpu":
-        return cpu_kernel.if_chunk(z, v, out, n_steps, static, v_threshold, v_reset, counts)
+        return cpu_kernel.if_chunk(z, v, out, n_steps, static, v_threshold, v_reset, counts, shift)
     n = v.numel()
     spikes = out if out is not None else torch.empty(n_steps * n, dtype=z.dtype, device=z.device).as_strided(
         (n_steps, *v.shape), (n, *v.stride()))
@@ -90,14 +98,14 @@ def can_pool(z: torch.Tensor, v: torch.Tensor, static: bool, window, rule: str) 
 
 def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, v_threshold: float,
                   v_reset: Optional[float], window, rule: str, state=(None, None), momentum: Optional[float] = None,
-                  count: bool = False):
+                  count: bool = False, shift: Optional[torch.Tensor] = None):
     """The neurons then the pooling (``can_pool`` said yes): returns (the pooled spikes
     [n_steps, B, C, H // kh, W // kw], each step laid out as ``v``; with ``count`` the number of
     spikes, else None). ``state``: (per-neuron counts, per-window running max) of the max-pooling
-    rules, updated in place."""
+    rules, updated in place. ``shift`` as in ``if_chunk``."""
     if z.device.type == "cpu":
         return cpu_kernel.if_pool_chunk(z, v, n_steps, static, v_threshold, v_reset, window, count,
-                                        state if rule == "running max" else None)
+                                        state if rule == "running max" else None, shift)
     counts, best = state
     return _triton_kernels().if_pool_chunk(z, v, n_steps, static, v_threshold, v_reset, window,
                                            cpu_kernel.pool_layout(v), rule, counts, best, momentum, count)

@@ -52,6 +52,9 @@ class IFNeuron(nn.Module):
         self.v_threshold, self.v_reset, self.v_init = float(v_threshold), v_reset, float(v_init)
         self.register_buffer("v_init_map", None if v_init_map is None else torch.as_tensor(v_init_map, dtype=torch.float32))
         self.count_spikes = False   # the runner turns it on when firing rates are asked for
+        # A per-channel shift of the input current (float32, one value per channel), set only while
+        # the bias calibration tries shifts (snn_calibration.py).
+        self.input_shift: Optional[torch.Tensor] = None
         self.reset()
         self.reset_stats()
 
@@ -76,13 +79,27 @@ class IFNeuron(nn.Module):
             self.v = torch.empty_like(step0, dtype=torch.float32)
             self.v.copy_((self.v_init_map.float() * self.v_threshold).expand_as(step0))
 
-    def forward(self, z: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
+    def _shifted(self, z: torch.Tensor, static: bool):
+        """(currents, shift map): with ``input_shift`` set, either the shift as a per-neuron map laid
+        out as ``v`` for the kernel to add to every step's current (the CPU kernels, float32: no
+        shifted copy of the currents is stored), or the currents with it added (same values)."""
         self._start(z, static)
+        if self.input_shift is None:
+            return z, None
+        shift = self.input_shift.to(device=z.device, dtype=z.dtype)
+        view = [1, -1] + [1] * (self.v.dim() - 2)            # channels: dim 1 of one step [B, C, ...]
+        if kernels.shifts_in_kernel(z) and kernels.usable(z, self.v, static):
+            return z, torch.empty_like(self.v).copy_(shift.view(view).expand_as(self.v))
+        # laid out as z (empty_like keeps a dense tensor's strides), so that the kernels still apply
+        return torch.add(z, shift.view(view if static else [1] + view), out=torch.empty_like(z)), None
+
+    def forward(self, z: torch.Tensor, n_steps: int, static: bool = False) -> torch.Tensor:
+        z, shift = self._shifted(z, static)
         # The spikes: one dense buffer, each step laid out like v (so NHWC stays NHWC).
         n = self.v.numel()
         out = torch.empty(n_steps * n, dtype=z.dtype, device=z.device).as_strided((n_steps, *self.v.shape),
                                                                                 (n, *self.v.stride()))
-        self._advance(z, n_steps, static, out, None)
+        self._advance(z, n_steps, static, out, None, shift)
         if self.count_spikes:
             # Exact integer counts (summed across ranks in any order give the same total): a float32 sum
             # of 0/1 values is exact below 2^24 elements and runs ~14x faster on CPU than float64.
@@ -108,10 +125,11 @@ class IFNeuron(nn.Module):
         spikes. The runner takes this path when the pooling is all that reads the spikes."""
         if not self.can_pool(z, static, pool):
             return None
+        z, shift = self._shifted(z, static)
         v = self.v
         pooled, fired = kernels.if_pool_chunk(z, v, n_steps, static, self.v_threshold, self.v_reset,
                                               pool.fusable_window, pool.fused_rule, pool.fused_state(v),
-                                              getattr(pool, "momentum", None), self.count_spikes)
+                                              getattr(pool, "momentum", None), self.count_spikes, shift)
         if fired is not None:   # exact: whole numbers, each block's sum far below 2^53
             self.spike_count = self.spike_count + torch.as_tensor(fired, dtype=torch.float64)
             self.neuron_steps += n_steps * v.numel()
@@ -121,15 +139,15 @@ class IFNeuron(nn.Module):
         """Like ``forward``, but returns only each neuron's number of spikes over the ``n_steps``
         (float32, shaped and laid out like one step): with a fused kernel the spikes never reach
         memory. The bias calibration's trial runs need nothing more."""
-        self._start(z, static)
+        z, shift = self._shifted(z, static)
         counts = torch.zeros_like(self.v)
-        self._advance(z, n_steps, static, None, counts)
+        self._advance(z, n_steps, static, None, counts, shift)
         return counts
 
-    def _advance(self, z, n_steps, static, out, counts) -> None:
+    def _advance(self, z, n_steps, static, out, counts, shift=None) -> None:
         if kernels.usable(z, self.v, static):
-            kernels.if_chunk(z, self.v, out, n_steps, static, self.v_threshold, self.v_reset, counts)
-        else:
+            kernels.if_chunk(z, self.v, out, n_steps, static, self.v_threshold, self.v_reset, counts, shift)
+        else:   # (``_shifted`` added any shift to z where the kernel does not run)
             self._loop(z, out, counts, n_steps, static)
 
     def _loop(self, z: torch.Tensor, out, counts, n_steps: int, static: bool) -> None:
