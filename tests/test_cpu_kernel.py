@@ -223,3 +223,30 @@ def test_a_second_process_loads_the_kernels_from_numbas_cache(tmp_path):
     first, second = (tuple(map(int, r.stdout.split())) for r in runs)
     assert first[0] == 2, first          # the first process compiled both kernels
     assert second == (0, 2), second      # the second loaded both from the cache
+
+
+def test_trial_shifts_added_in_the_kernel_give_the_torch_paths_calibration(monkeypatch):
+    """The bias calibration's trial shifts: added by the kernel as it goes (no shifted copy of the
+    currents) on a residual network whose deeper neurons get a new current every step — the same
+    shifts as the torch path, which adds them to the currents; no neuron keeps a shift afterwards."""
+    from patterns import PATTERNS
+    m, shape = PATTERNS["residual_blocks"]()
+    x = np.random.default_rng(5).uniform(0, 1, size=(60, *shape)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T = 8
+    from onnx2snn import snn_calibration
+    shifted, calibrated = [], []
+    original = cpu_kernel.if_chunk
+    monkeypatch.setattr(cpu_kernel, "if_chunk", lambda *a: shifted.append(a[-1] is not None) or original(*a))
+    calibrate = snn_calibration.calibrate_biases
+    monkeypatch.setattr(snn_calibration, "calibrate_biases",
+                        lambda network, *a, **k: (calibrated.append(network), calibrate(network, *a, **k))[1])
+    conv = convert(m, x, cfg)
+    assert any(shifted), "no trial shift was added in the kernel"
+    assert calibrated and all(n.input_shift is None for n in calibrated[0].neuron_layers().values())
+    monkeypatch.setenv("ONNX2SNN_KERNELS", "torch")
+    reference = convert(m, x, cfg).calibration
+    assert conv.calibration.bias_shifts.keys() == reference.bias_shifts.keys()
+    for layer, shift in conv.calibration.bias_shifts.items():
+        np.testing.assert_array_equal(shift, reference.bias_shifts[layer])
+    assert conv.calibration.rate_error == reference.rate_error
