@@ -79,10 +79,10 @@ def if_chunk(z: torch.Tensor, v: torch.Tensor, out, n_steps: int, static: bool, 
     of = _NOTHING if out is None else _flat(out, n_steps * n)
     cf = _NOTHING if counts is None else _flat(counts, n)
     from .numba_kernels import if_kernel
-    sf = _NOTHING if shift is None else _flat(shift, n)
+    sf = None if shift is None else _flat(shift, n)
     if_kernel(zf, vf, of, cf, sf, n_steps, 0 if static else n, np.float32(v_threshold),
               np.float32(0.0 if v_reset is None else v_reset), v_reset is not None, out is not None,
-              counts is not None, shift is not None)
+              counts is not None)
 
 
 def pool_layout(v: torch.Tensor):
@@ -123,6 +123,5 @@ def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, 
     counts, pooled = (_NOTHING, _NOTHING) if running is None else (_flat(running[0], n), _flat(running[1], running[1].numel()))
     from .numba_kernels import if_pool_kernel
     if_pool_kernel(_flat(z, n if static else n_steps * n), _flat(v, n), _flat(out, out.numel()), counts, pooled,
-                        totals, _NOTHING if shift is None else _flat(shift, n), *common, running is not None,
-                        shift is not None)
+                        totals, None if shift is None else _flat(shift, n), *common, running is not None)
     return out.view(n_steps, b, *out.shape[1:]), (float(totals.sum()) if count else None)

@@ -74,22 +74,24 @@ def _store(a, i, x):
 
 
 # ``hard``: reset to ``v_reset`` (else subtract the threshold); ``write``: store each step's
-# spikes in ``out``; ``count``: add them to ``counts`` (per neuron); ``shifted``: add ``shift``
-# (per neuron, laid out as ``v``) to each step's current — the bias calibration's trial shifts,
-# without a shifted copy of the currents. The flags are the same for every neuron, so LLVM takes
-# the branches out of the inner loop.
+# spikes in ``out``; ``count``: add them to ``counts`` (per neuron). The flags are the same for
+# every neuron, so LLVM takes the branches out of the inner loop. ``shift`` (None, or per neuron,
+# laid out as ``v``) is added to each step's current — the bias calibration's trial shifts, without
+# a shifted copy of the currents; None is a type of its own to Numba, which compiles the branch
+# away (a runtime flag there kept the fused kernel's loop from vectorising: 3.4× slower).
 @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
-def if_kernel(z, v, out, counts, shift, n_steps, z_step, threshold, v_reset, hard, write, count, shifted):
+def if_kernel(z, v, out, counts, shift, n_steps, z_step, threshold, v_reset, hard, write, count):
     n = v.shape[0]
     for b in numba.prange((n + BLOCK - 1) // BLOCK):
         lo, hi = b * BLOCK, min(b * BLOCK + BLOCK, n)
-        vb, cb, sb = v[lo:hi], counts[lo:hi], shift[lo:hi]
+        vb, cb = v[lo:hi], counts[lo:hi]
+        sb = vb if shift is None else shift[lo:hi]   # (vb: a stand-in of the same type, never read)
         for t in range(n_steps):
             zb = z[t * z_step + lo:t * z_step + hi]
             ob = out[t * n + lo:t * n + hi]
             for i in range(hi - lo):
                 zi = load(zb, i)
-                if shifted:           # z + shift, rounded as torch rounds it, then added to v
+                if shift is not None:   # z + shift, rounded as torch rounds it, then added to v
                     zi = zi + sb[i]
                 x = vb[i] + zi
                 spike = np.float32(x >= threshold)
@@ -104,14 +106,15 @@ def if_kernel(z, v, out, counts, shift, n_steps, z_step, threshold, v_reset, har
 
 
 @numba.njit(inline="always")
-def if_row(v, z, shift, spikes, counts, threshold, v_reset, hard, keep_counts, shifted):
+def if_row(v, z, shift, row_shift, spikes, counts, threshold, v_reset, hard, keep_counts):
     """One row of ``if_kernel``'s update: its spikes (0/1) into ``spikes``, added to ``counts``
-    where ``keep_counts``; returns how many fired (an integer sum vectorises, a float one not)."""
+    where ``keep_counts``; ``row_shift`` added to the currents unless ``shift`` is None (then it is a
+    stand-in, never read); returns how many fired (an integer sum vectorises, a float one not)."""
     fired = 0
     for i in range(v.shape[0]):
         zi = load(z, i)
-        if shifted:
-            zi = zi + shift[i]
+        if shift is not None:
+            zi = zi + row_shift[i]
         x = v[i] + zi
         spike = np.float32(x >= threshold)
         spikes[i] = spike
@@ -135,7 +138,7 @@ def if_row(v, z, shift, spikes, counts, threshold, v_reset, hard, keep_counts, s
 # but pooled into nothing, as the floor-mode poolings drop them.
 @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
 def if_pool_kernel(z, v, out, count, pooled, totals, shift, n_steps, z_step, shape, kh, kw, threshold, v_reset,
-                   hard, total, running_max, shifted):
+                   hard, total, running_max):
     n_bp, height, width, q_size = shape[0], shape[1], shape[2], shape[3]
     out_h, out_w, row_len = height // kh, width // kw, width * q_size
     out_row = out_w * q_size
@@ -150,8 +153,10 @@ def if_pool_kernel(z, v, out, count, pooled, totals, shift, n_steps, z_step, sha
             acc[:] = 0                               # counts are never negative
             for y in range(oy * kh, y_end):
                 lo = (bp * height + y) * row_len
-                fired = if_row(v[lo:lo + row_len], z[t * z_step + lo:t * z_step + lo + row_len], shift[lo:lo + row_len],
-                               spikes, count[lo:lo + row_len], threshold, v_reset, hard, running_max, shifted)
+                vr = v[lo:lo + row_len]
+                fired = if_row(vr, z[t * z_step + lo:t * z_step + lo + row_len], shift,
+                               vr if shift is None else shift[lo:lo + row_len], spikes, count[lo:lo + row_len],
+                               threshold, v_reset, hard, running_max)
                 if total:
                     totals[blk] += fired
                 if y < (oy + 1) * kh:                # rows past the last whole window pool into nothing
