@@ -120,8 +120,8 @@ def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, 
     totals = np.zeros(b * p * (h // kh) if count else 0, np.float64)   # spikes per block (rows of one window row)
     common = (n_steps, 0 if static else n, np.array([b * p, h, w, q], np.int64), kh, kw, np.float32(v_threshold),
               np.float32(0.0 if v_reset is None else v_reset), v_reset is not None, count)
-    counts, pooled = (_NOTHING, _NOTHING) if running is None else (_flat(running[0], n), _flat(running[1], running[1].numel()))
+    counts, pooled = (_NOTHING, None) if running is None else (_flat(running[0], n), _flat(running[1], running[1].numel()))
     from .numba_kernels import if_pool_kernel
     if_pool_kernel(_flat(z, n if static else n_steps * n), _flat(v, n), _flat(out, out.numel()), counts, pooled,
-                        totals, None if shift is None else _flat(shift, n), *common, running is not None)
+                        totals, None if shift is None else _flat(shift, n), *common)
     return out.view(n_steps, b, *out.shape[1:]), (float(totals.sum()) if count else None)

@@ -108,8 +108,9 @@ def if_kernel(z, v, out, counts, shift, n_steps, z_step, threshold, v_reset, har
 @numba.njit(inline="always")
 def if_row(v, z, shift, row_shift, spikes, counts, threshold, v_reset, hard, keep_counts):
     """One row of ``if_kernel``'s update: its spikes (0/1) into ``spikes``, added to ``counts``
-    where ``keep_counts``; ``row_shift`` added to the currents unless ``shift`` is None (then it is a
-    stand-in, never read); returns how many fired (an integer sum vectorises, a float one not)."""
+    unless ``keep_counts`` is None; ``row_shift`` added to the currents unless ``shift`` is None (then
+    it is a stand-in, never read); returns how many fired (an integer sum vectorises, a float one
+    not). The None tests are compiled away."""
     fired = 0
     for i in range(v.shape[0]):
         zi = load(z, i)
@@ -118,7 +119,7 @@ def if_row(v, z, shift, row_shift, spikes, counts, threshold, v_reset, hard, kee
         x = v[i] + zi
         spike = np.float32(x >= threshold)
         spikes[i] = spike
-        if keep_counts:
+        if keep_counts is not None:
             counts[i] += spike
         fired += x >= threshold
         if hard:
@@ -129,7 +130,8 @@ def if_row(v, z, shift, row_shift, spikes, counts, threshold, v_reset, hard, kee
 
 
 # The IF update fused with the pooling that alone reads its spikes, windows = strides, no
-# padding: average pooling, or (``running_max``) the running max of spike counts of
+# padding: average pooling (``pooled`` None: compiled as a kernel of its own, a runtime flag kept
+# the bfloat16 loops from vectorising, 3× slower), or the running max of spike counts of
 # ``pooling.RunningMaxPool`` — per neuron its count so far (``count``), per window the largest
 # of them after the last step (``pooled``), each step's output how much that max rose (0 or 1).
 # The spikes stay in cache; only the pooled values reach memory. Memory is viewed as
@@ -138,7 +140,7 @@ def if_row(v, z, shift, row_shift, spikes, counts, threshold, v_reset, hard, kee
 # but pooled into nothing, as the floor-mode poolings drop them.
 @numba.njit(parallel=True, nogil=True, cache=True, boundscheck=False)
 def if_pool_kernel(z, v, out, count, pooled, totals, shift, n_steps, z_step, shape, kh, kw, threshold, v_reset,
-                   hard, total, running_max):
+                   hard, total):
     n_bp, height, width, q_size = shape[0], shape[1], shape[2], shape[3]
     out_h, out_w, row_len = height // kh, width // kw, width * q_size
     out_row = out_w * q_size
@@ -153,10 +155,10 @@ def if_pool_kernel(z, v, out, count, pooled, totals, shift, n_steps, z_step, sha
             acc[:] = 0                               # counts are never negative
             for y in range(oy * kh, y_end):
                 lo = (bp * height + y) * row_len
-                vr = v[lo:lo + row_len]
+                vr, cr = v[lo:lo + row_len], count[lo:lo + row_len]
                 fired = if_row(vr, z[t * z_step + lo:t * z_step + lo + row_len], shift,
-                               vr if shift is None else shift[lo:lo + row_len], spikes, count[lo:lo + row_len],
-                               threshold, v_reset, hard, running_max)
+                               vr if shift is None else shift[lo:lo + row_len], spikes, cr,
+                               threshold, v_reset, hard, pooled)
                 if total:
                     totals[blk] += fired
                 if y < (oy + 1) * kh:                # rows past the last whole window pool into nothing
@@ -164,14 +166,14 @@ def if_pool_kernel(z, v, out, count, pooled, totals, shift, n_steps, z_step, sha
                         for dx in range(kw):
                             src = (ox * kw + dx) * q_size
                             for q in range(q_size):
-                                if running_max:
-                                    acc[ox * q_size + q] = max(acc[ox * q_size + q], count[lo + src + q])
+                                if pooled is not None:
+                                    acc[ox * q_size + q] = max(acc[ox * q_size + q], cr[src + q])
                                 else:
                                     acc[ox * q_size + q] += spikes[src + q]
             pb = (bp * out_h + oy) * out_row
             base = t * out_step + pb
             for j in range(out_row):
-                if running_max:
+                if pooled is not None:
                     store(out, base + j, acc[j] - pooled[pb + j])
                     pooled[pb + j] = acc[j]
                 else:
