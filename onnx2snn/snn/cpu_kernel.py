@@ -10,8 +10,8 @@ of the first layer stays in cache too); its effect on whole simulations is in do
 kernel: ``v + z``, ``v >= threshold``, ``v - threshold`` or ``v_reset`` — bit-identical spikes.
 
 Each kernel can also count the spikes per neuron instead of (or besides) writing them: the bias
-calibration needs only the rates of its trial runs, and then the spikes never reach memory. Two more
-kernels run the pooling that alone reads a layer's spikes (average, or the running max of counts,
+calibration needs only the rates of its trial runs, and then the spikes never reach memory. A second
+kernel runs the pooling that alone reads a layer's spikes (average, or the running max of counts,
 with non-overlapping windows) in the same pass, so that only the pooled values are written.
 
 Currents and spikes may be float32 or bfloat16 (``--dtype bfloat16``: oneDNN's bfloat16

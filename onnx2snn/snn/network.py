@@ -86,7 +86,7 @@ class SpikingNetwork(nn.Module):
         self.readout_delay = int(getattr(getattr(config, "simulation", None), "readout_delay", None) or 0)
         self.requires_grad_(False)  # an inference runtime: no autograd bookkeeping
         self._weighted = {i for i, m in enumerate(self.layers) if weighted_layer(m) is not None}
-        self.fuse_pooling = True   # False: neurons and the average pooling after them run apart (tests compare)
+        self.fuse_pooling = True   # False: neurons and the pooling after them run apart (tests compare)
         self._counter: Optional[EventCounter] = None   # set while a simulation counts synaptic operations
         self._input_shapes: Dict[int, tuple] = {}
         # Free each tensor after its last use, so a chunk holds only the live activations.
