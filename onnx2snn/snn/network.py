@@ -180,9 +180,10 @@ class SpikingNetwork(nn.Module):
 
     def _pooled_spikes(self, i, module, value, n_steps, is_static) -> Optional[torch.Tensor]:
         """The output of the pooling after neurons ``i``, fused with them, or None."""
-        pool = self.layers[i + 1] if i in self._read_only_by_next else None
-        if (not self.fuse_pooling or not hasattr(module, "forward_pooled")   # neurons, or the bias
-                or getattr(pool, "fusable_window", None) is None):             # calibration's stand-in
+        # (getattr: a network pickled by an older version has neither attribute)
+        pool = self.layers[i + 1] if i in getattr(self, "_read_only_by_next", ()) else None
+        if (not getattr(self, "fuse_pooling", True) or not hasattr(module, "forward_pooled")   # neurons, or the
+                or getattr(pool, "fusable_window", None) is None):        # bias calibration's stand-in for them
             return None
         return module.forward_pooled(value, n_steps, is_static, pool)
 

@@ -84,9 +84,10 @@ class IFNeuron(nn.Module):
         out as ``v`` for the kernel to add to every step's current (the CPU kernels, float32: no
         shifted copy of the currents is stored), or the currents with it added (same values)."""
         self._start(z, static)
-        if self.input_shift is None:
+        shift = getattr(self, "input_shift", None)   # (a neuron pickled by an older version has none)
+        if shift is None:
             return z, None
-        shift = self.input_shift.to(device=z.device, dtype=z.dtype)
+        shift = shift.to(device=z.device, dtype=z.dtype)
         view = [1, -1] + [1] * (self.v.dim() - 2)            # channels: dim 1 of one step [B, C, ...]
         if kernels.shifts_in_kernel(z) and kernels.usable(z, self.v, static):
             return z, torch.empty_like(self.v).copy_(shift.view(view).expand_as(self.v))
