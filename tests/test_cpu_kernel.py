@@ -250,3 +250,14 @@ def test_trial_shifts_added_in_the_kernel_give_the_torch_paths_calibration(monke
     for layer, shift in conv.calibration.bias_shifts.items():
         np.testing.assert_array_equal(shift, reference.bias_shifts[layer])
     assert conv.calibration.rate_error == reference.rate_error
+
+
+def test_a_network_without_this_versions_attributes_still_simulates():
+    """A network pickled by 0.3.0 lacks the fusion's attributes: it runs unfused, with the same outputs."""
+    x = np.random.default_rng(4).uniform(0, 1, size=(20, 1, 8, 8)).astype(np.float32)
+    net = convert(graphs.conv_bn_relu(pool="AveragePool"), x, Config()).network
+    fused = net.simulate(x, 12, device="cpu")
+    del net._read_only_by_next, net.fuse_pooling
+    for neuron in net.neuron_layers().values():
+        del neuron.input_shift
+    np.testing.assert_array_equal(net.simulate(x, 12, device="cpu").outputs, fused.outputs)
