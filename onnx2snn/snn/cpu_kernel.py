@@ -97,6 +97,18 @@ def pool_layout(v: torch.Tensor):
     return None
 
 
+def pooled_format(v: torch.Tensor):
+    """The memory format of a pooled step laid out as ``v`` (``pool_layout``): NHWC or NCHW."""
+    return torch.channels_last if pool_layout(v)[0] == 1 else torch.contiguous_format
+
+
+def pooled_buffer(v: torch.Tensor, window, rows: int, dtype: torch.dtype) -> torch.Tensor:
+    """An empty [rows·B, C, H // kh, W // kw] tensor, each step laid out as ``v``: the fused
+    kernels' output (CPU and CUDA) and the running max's state."""
+    (kh, kw), (b, c, h, w) = window, v.shape
+    return torch.empty((rows * b, c, h // kh, w // kw), dtype=dtype, device=v.device, memory_format=pooled_format(v))
+
+
 def _threads():
     numba = _numba
     if numba.get_num_threads() != torch.get_num_threads():
@@ -114,8 +126,7 @@ def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, 
     _threads()
     (kh, kw), (b, c, h, w) = kernel, v.shape
     p, q = pool_layout(v)
-    fmt = torch.channels_last if p == 1 else torch.contiguous_format
-    out = torch.empty((n_steps * b, c, h // kh, w // kw), dtype=z.dtype, memory_format=fmt)   # as the currents
+    out = pooled_buffer(v, kernel, n_steps, z.dtype)   # in the currents' dtype
     n = v.numel()
     totals = np.zeros(b * p * (h // kh) if count else 0, np.float64)   # spikes per block (rows of one window row)
     common = (n_steps, 0 if static else n, np.array([b * p, h, w, q], np.int64), kh, kw, np.float32(v_threshold),

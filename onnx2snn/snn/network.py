@@ -98,7 +98,8 @@ class SpikingNetwork(nn.Module):
                             for i, step in enumerate(self.steps)]
         # Steps whose output only the next step reads: where they are IF neurons and the next a
         # pooling with non-overlapping windows (average, or the running max of counts), the runner
-        # asks the neurons for the pooled spikes in one pass (IFNeuron.forward_pooled, CPU).
+        # asks the neurons for the pooled spikes in one pass (IFNeuron.forward_pooled: Numba on CPU,
+        # Triton on CUDA).
         self._read_only_by_next = {i for i, (step, nxt) in enumerate(zip(self.steps, self.steps[1:]))
                                    if nxt.inputs == [step.output] and last_use[step.output] == i + 1
                                    and step.output != output_name}

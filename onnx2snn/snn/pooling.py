@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_kernel
+
 MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
@@ -150,11 +152,8 @@ class RunningMaxPool(_SpikeMaxPool):
     def fused_state(self, v: torch.Tensor):
         """(input counts, running max per window) for a fused kernel, laid out as the neurons'
         potential ``v`` and as one pooled step of it; kept here, as the torch path keeps them."""
-        (kh, kw), (b, c, h, w) = self.fusable_window, v.shape
-        layout = torch.channels_last if v.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        if self.pooled is None or not self.pooled.is_contiguous(memory_format=layout):
-            fresh = torch.empty((b, c, h // kh, w // kw), dtype=torch.float32, device=v.device,
-                                memory_format=layout).zero_()
+        if self.pooled is None or not self.pooled.is_contiguous(memory_format=cpu_kernel.pooled_format(v)):
+            fresh = cpu_kernel.pooled_buffer(v, self.fusable_window, 1, torch.float32).zero_()
             self.pooled = fresh if self.pooled is None else fresh.copy_(self.pooled)
         return self._counts_like(v), self.pooled
 

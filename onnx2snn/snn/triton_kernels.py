@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .cpu_kernel import pooled_buffer
+
 BLOCK = 1024      # neurons per program of the plain kernel: 4 warps × 256 lanes
 POOL_BLOCK = 256  # output positions per program of the fused kernel (× the window's inputs each)
 RULES = {"average": 0, "running max": 1, "gate": 2}
@@ -126,9 +128,8 @@ def if_pool_chunk(z: torch.Tensor, v: torch.Tensor, n_steps: int, static: bool, 
     (per neuron, laid out as ``v``) and ``best`` (per window) are the rules' state, updated in
     place. Returns (pooled [n_steps, B, C, H/kh, W/kw], each step laid out as ``v``; the number of
     spikes with ``count``, else None)."""
-    (kh, kw), (b, c, h, w), (p, q) = kernel, v.shape, layout
-    fmt = torch.channels_last if p == 1 else torch.contiguous_format
-    out = torch.empty((n_steps * b, c, h // kh, w // kw), dtype=z.dtype, device=z.device, memory_format=fmt)
+    (kh, kw), (b, c, h, w), (_, q) = kernel, v.shape, layout
+    out = pooled_buffer(v, kernel, n_steps, z.dtype)
     n_out = b * c * (h // kh) * (w // kw)
     grid = triton.cdiv(n_out, POOL_BLOCK)
     totals = torch.zeros(grid if count else 1, dtype=torch.float32, device=z.device)
