@@ -33,7 +33,7 @@ from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, 
 from .snn import cpu_memory
 from .snn.network import SimulationResult, SpikingNetwork
 from .thresholds import clipped_model, search_thresholds
-from .verify import verify
+from .verify import Verification, needs_cleaned, verify
 
 GC_MIN_BYTES = 256 << 20   # models this large have their dropped graph copies collected at once
 
@@ -50,7 +50,7 @@ class Conversion:
     input_name: str
     sample_shape: tuple                 # the model input's shape without the batch dimension
     passes: List[dict]                  # op counts after each graph pass
-    verification: Dict[str, float]      # relative error per normalised tensor
+    verification: Verification         # the written file run as an ANN against the original
     calibration: Optional[snn_calibration.CalibrationReport] = None  # bias shifts, readout choice
     timings: Dict[str, float] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)   # degenerate input that converted (diagnose.py)
@@ -115,10 +115,10 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
         plan.layers, stats, any(l.stat_tensor in outputs for l in plan.layers))
     del view                 # its numpy copy of every weight, not needed from here on
     edited = apply_scales(cleaned, plan)
+    if not needs_cleaned(info.model, plan):
+        cleaned = None       # verification compares with the original alone: free this copy's weights
     collect()                # likewise
-    verification = verify(info.model, cleaned, edited, info.input_name, plan, x_fit, batch_size=config.batch_size)
-    del cleaned
-    timings["normalise+verify"] = time.perf_counter() - t
+    timings["normalise"] = time.perf_counter() - t
 
     report = None
     if config.snn_calibration:
@@ -127,9 +127,15 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
         timings["snn_calibration"] = time.perf_counter() - t
 
     snn_model = annotate(to_spiking(edited, config), plan.layers, config.to_json(), info.sha256, __version__,
-                         report.bias_shifts if report else None, config.target_T, plan.factors)
+                         report.offsets if report else None, config.target_T, plan.factors)
     del edited
     collect()                # likewise (to_spiking's graph)
+    # the file as it will be written, run as an ANN: what the bias calibration and the readout added
+    # must leave it the rescaled original (SNN-only values are inputs the function bodies ignore)
+    t = time.perf_counter()
+    verification = verify(info.model, cleaned, snn_model, info.input_name, plan, x_fit, batch_size=config.batch_size)
+    del cleaned
+    timings["verify"] = time.perf_counter() - t
     network = lower_model(snn_model, config)
     network.layer_scales = layer_scales(snn_model)   # as load() reads them: named as in the file
     timings["total"] = time.perf_counter() - t0
@@ -181,7 +187,7 @@ def _calibrate_snn(edited, info, plan, x_fit, x_hold, config):
         for k, part in enumerate(passes):
             snn_calibration.calibrate_biases(network, edited, info.input_name, plan, part, T, config, report,
                                              weight=1.0 / (k + 1))
-        edited = snn_calibration.shift_biases(edited, report.bias_shifts)
+        edited = snn_calibration.store_offsets(edited, report.offsets)
         edited = snn_calibration.store_v_init(edited, report.v_init_maps)
     if config.simulation.output == "auto":
         teacher = run(info.model, info.input_name, x_read, [info.model.graph.output[0].name], config.batch_size)[0]

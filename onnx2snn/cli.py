@@ -309,8 +309,8 @@ def print_conversion(a: argparse.Namespace, conv) -> None:
     print(report.layer_table(conv.layers))
     if a.verbose:
         print(conv.network)
-    print(f"verified with onnxruntime: max relative error {max(conv.verification.values(), default=0):.2g} "
-          f"over {len(conv.verification)} normalised tensors")
+    print(f"verified {model_stem(a.model)}.snn.onnx as written, run by onnxruntime as an ANN: "
+          f"{conv.verification.summary()}")
     if conv.calibration is not None:
         print(report.calibration_lines(conv.calibration, conv.config))
     for line in conv.warnings:
@@ -321,7 +321,8 @@ def conversion_report(a: argparse.Namespace, conv) -> dict:
     """report.json's conversion part (evaluate() adds the accuracies)."""
     return {"onnx2snn_version": __version__, "model": os.path.abspath(a.model), "calibration": os.path.abspath(a.calib),
             "config": conv.config.to_dict(), "passes": conv.passes, "layers": [l.to_dict() for l in conv.layers],
-            "statistics": {k: v.to_dict() for k, v in conv.stats.items()}, "verification": conv.verification,
+            "statistics": {k: v.to_dict() for k, v in conv.stats.items()}, "verification": {"relative_error": conv.verification.errors, "images": conv.verification.samples,
+                             "argmax_agreement": conv.verification.agreement},
             "timings_s": dict(conv.timings),
             "calibrated_for_T": conv.calibration.to_dict() if conv.calibration else None,
             "warnings": list(conv.warnings)}

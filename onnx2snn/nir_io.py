@@ -42,7 +42,7 @@ from onnx import helper, numpy_helper
 
 from .errors import Onnx2SnnError
 from .graph import external
-from .graph.spiking import DOMAIN, to_spiking, v_init_input
+from .graph.spiking import DOMAIN, fold_offsets, offset_input, to_spiking, v_init_input
 from .graph.view import GraphView
 
 PASSTHROUGH = ("Relu", "Clip")            # on spikes: the identity
@@ -70,6 +70,7 @@ def to_nir(model: onnx.ModelProto, approximate: bool = False, config=None):
         from .config import Config
         model = to_spiking(model, config or Config())
     view = GraphView(model)
+    folded = fold_offsets(view)     # the neurons' input offsets, added to the biases ahead of them
     shape_of = view.sample_shape
     nodes: Dict[str, object] = {"input": nir.Input({"input": np.array(shape_of(view.input_name))})}
     sources: Dict[str, List[str]] = {view.input_name: ["input"]}    # tensor -> NIR nodes whose sum it is
@@ -91,12 +92,15 @@ def to_nir(model: onnx.ModelProto, approximate: bool = False, config=None):
         if op == "Constant":
             continue
         if op == "Conv":
-            add(node.name, _conv(nir, node, view, where), data[0], node.output[0])
+            add(node.name, _conv(nir, node, view, where, folded.biases.get(node.name)), data[0], node.output[0])
         elif op == "Gemm":
             w = view.const(node.input[1]).astype(np.float32)
-            b = view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
+            b = folded.biases.get(node.name, _bias(view, node))
             add(node.name, nir.Affine(w, np.asarray(b, np.float32).reshape(-1)), data[0], node.output[0])
         elif op in ("IF", "ClipIF"):
+            if offset_input(node) and node.name not in folded.neurons:
+                raise Onnx2SnnError(f"{where}: its input offset (bias calibration) reaches no bias of a weighted layer "
+                                    "unchanged, and NIR's IF has no input offset; convert with --no-bias-calibration")
             add(node.name, _neuron(nir, node, view, shape_of(node.output[0])), data[0], node.output[0])
         elif op in ("AveragePool", "GlobalAveragePool", "ReduceMean"):
             add(node.name, _avg_pool(nir, node, view, where), data[0], node.output[0])
@@ -158,12 +162,18 @@ def _nir_name(onnx_name: str, taken) -> str:
     return unique
 
 
-def _conv(nir, node, view, where):
+def _bias(view, node) -> np.ndarray:
+    """A Conv's or Gemm's bias (zeros where it has none)."""
+    w = view.const(node.input[1])
+    return view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
+
+
+def _conv(nir, node, view, where, bias=None):
     a = view.attrs(node)
     from .lower.ops import _resolve_pads
     w = view.const(node.input[1]).astype(np.float32)
     nd = w.ndim - 2
-    b = view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
+    b = _bias(view, node) if bias is None else bias
     strides = list(a.get("strides", [1] * nd))
     dilations = list(a.get("dilations", [1] * nd))
     pads = _resolve_pads(node, view, list(w.shape[2:]), strides, dilations)

@@ -72,7 +72,7 @@ def calibration_lines(cal, config) -> str:
     if cal.rate_error:
         before = np.mean([e[0] for e in cal.rate_error.values()])
         after = np.mean([e[-1] for e in cal.rate_error.values()])
-        lines.append(f"  bias calibration: {len(cal.bias_shifts)} layers, mean |rate error| {before:.4f} -> {after:.4f}")
+        lines.append(f"  bias calibration: {len(cal.offsets)} layers of neurons (their input offsets), mean |rate error| {before:.4f} -> {after:.4f}")
     if cal.readout is not None:
         kind, delay = cal.readout
         agree = cal.readout_agreement[f"{kind}/delay={delay}"]

@@ -11,7 +11,10 @@ Two steps, after the thresholds (``thresholds.py``) are set and the rescaled gra
        Δb[c] = mean over images and positions of ( clip(a[c], 0, 1) − rate[c] )
 
    where ``a`` is the (normalised) ANN activation and ``rate`` the neurons' spikes per step over
-   T steps. One simulation runs all fit images as one batch and one chunk of T steps, layer by
+   T steps. The shift is an input current offset of the neurons (the IF node's ``offset`` input):
+   the weighted layers keep their rescaled biases, so the file run as an ANN is still exactly the
+   rescaled original, and backends add the offset to the bias upstream where that is exact
+   (``graph/spiking.py fold_offsets``). One simulation runs all fit images as one batch and one chunk of T steps, layer by
    layer: at each calibrated layer of neurons the stand-in ``_CalibratingNeuron`` measures, shifts
    and re-runs (``calibration.iterations`` times, keeping per channel the best shift) before the
    corrected spikes go downstream — so every layer is calibrated on what its calibrated upstream
@@ -45,7 +48,7 @@ from torch import nn
 from .calibrate import stream_batches
 from .config import Config
 from .errors import Onnx2SnnError
-from .graph.spiking import KEY_V_INIT
+from .graph.spiking import KEY_OFFSET, KEY_V_INIT
 from .graph.view import GraphView
 from .normalize import Plan
 from .snn.network import SpikingNetwork
@@ -70,10 +73,11 @@ READOUT_IMAGES = 1000   # held-back images the readout choice simulates (it keep
 
 @dataclass
 class BiasTarget:
-    layer: str              # the weighted node whose bias is shifted
+    layer: str              # the weighted node whose bias current reaches the neurons unchanged
     tensor: str             # the activation its neurons stand for (normalised units)
     neuron: IFNeuron        # the neurons, in the torch network
     channels: int
+    rank: int               # of one sample of the neurons' input: the offset is shaped (C, 1, ...)
 
 
 @dataclass
@@ -81,7 +85,7 @@ class CalibrationReport:
     T: int
     fit_images: int
     holdout_images: int
-    bias_shifts: Dict[str, np.ndarray] = field(default_factory=dict)   # layer -> Δb per channel
+    offsets: Dict[str, np.ndarray] = field(default_factory=dict)       # neuron tensor -> Δb, shaped (C, 1, ...)
     v_init_maps: Dict[str, np.ndarray] = field(default_factory=dict)   # neuron tensor -> v_init per neuron
     rate_error: Dict[str, List[float]] = field(default_factory=dict)   # tensor -> mean |error| per iteration
     readout: Optional[Tuple[str, int]] = None                          # (output, delay) chosen
@@ -89,7 +93,7 @@ class CalibrationReport:
 
     def to_dict(self) -> dict:
         return {"T": self.T, "fit_images": self.fit_images, "holdout_images": self.holdout_images,
-                "bias_shift_mean_abs": {k: float(np.mean(np.abs(v))) for k, v in self.bias_shifts.items()},
+                "input_offset_mean_abs": {k: float(np.mean(np.abs(v))) for k, v in self.offsets.items()},
                 "rate_error_per_iteration": self.rate_error,
                 "readout": None if self.readout is None else {"output": self.readout[0], "delay": self.readout[1]},
                 "readout_agreement_with_ann": self.readout_agreement}
@@ -176,7 +180,7 @@ def bias_targets(network: SpikingNetwork, model: onnx.ModelProto, plan: Plan) ->
         if not shape or shape[0] != channels:
             continue
         taken.add(tensor)
-        targets.append(BiasTarget(layer.node, tensor, neurons[tensor], channels))
+        targets.append(BiasTarget(layer.node, tensor, neurons[tensor], channels, len(shape)))
     return targets
 
 
@@ -322,14 +326,11 @@ def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name
         for t in targets:
             network.layers[index[id(t.neuron)]] = t.neuron
     for t in targets:
-        module = _weighted_module(network, t.layer)
         measured = weight * stand_ins[t.layer].shift
-        shift = torch.as_tensor(measured, dtype=module.weight.dtype, device=module.weight.device)
-        if module.bias is None:
-            module.bias = nn.Parameter(shift.clone(), requires_grad=False)
-        else:
-            module.bias.data += shift
-        report.bias_shifts[t.layer] = report.bias_shifts.get(t.layer, 0) + measured
+        total = report.offsets.get(t.tensor, 0) + measured.reshape(-1, *[1] * (t.rank - 1))
+        report.offsets[t.tensor] = total
+        # the next pass (and the readout choice) runs with the offset so far
+        t.neuron.input_offset = torch.as_tensor(total.reshape(-1), dtype=torch.float32)
         report.rate_error[t.tensor] = report.rate_error.get(t.tensor, []) + stand_ins[t.layer].errors
         if stand_ins[t.layer].v_init_map is not None:
             report.v_init_maps[t.tensor] = stand_ins[t.layer].v_init_map
@@ -344,50 +345,27 @@ def _simulate(network: SpikingNetwork, x: np.ndarray, T: int, config: Config, **
                             poisson=sim.encoder.poisson, seed=config.seed, chunk=sim.chunk, **kw)
 
 
-def _weighted_module(network: SpikingNetwork, name: str) -> nn.Module:
-    module = dict(zip((s.name for s in network.steps), network.layers))[name]
-    module = getattr(module, "inner", module)  # Padded(conv)
-    if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        raise RuntimeError(f"{name}: expected a convolution or linear layer, got {type(module).__name__}")
-    return module
-
-
-def shift_biases(model: onnx.ModelProto, shifts: Dict[str, np.ndarray]) -> onnx.ModelProto:
-    """A copy of ``model`` with each named node's bias initializer shifted (added where missing)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    inits = {i.name: i for i in out.graph.initializer}
-    for node in out.graph.node:
-        if node.name not in shifts:
-            continue
-        delta = np.asarray(shifts[node.name], np.float64)
-        if len(node.input) > 2 and node.input[2]:
-            init = inits[node.input[2]]
-            bias = numpy_helper.to_array(init).astype(np.float64)
-            new = (np.broadcast_to(bias.reshape(-1), delta.shape) + delta).astype(np.float32)
-            init.CopyFrom(numpy_helper.from_array(new, init.name))
-        else:
-            name = f"{node.name}.bias.calibrated"
-            out.graph.initializer.append(numpy_helper.from_array(delta.astype(np.float32), name))
-            if len(node.input) == 2:
-                node.input.append(name)
-            else:
-                node.input[2] = name
-    return out
+def store_offsets(model: onnx.ModelProto, offsets: Dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` carrying each neuron layer's input offset: an initializer
+    ``<tensor>.offset`` named in the metadata of the node that produces the tensor, which the
+    spiking graph makes the IF node's ``offset`` input (onnxruntime ignores both)."""
+    return _store(model, offsets, "offset", KEY_OFFSET)
 
 
 def store_v_init(model: onnx.ModelProto, maps: Dict[str, np.ndarray]) -> onnx.ModelProto:
-    """A copy of ``model`` carrying each neuron layer's per-neuron v_init: an initializer
-    ``<tensor>.v_init`` named in the metadata of the node that produces the tensor (onnxruntime
-    ignores both; ``onnx2snn.load()`` reads them)."""
+    """A copy of ``model`` carrying each neuron layer's per-neuron v_init (as ``store_offsets``)."""
+    return _store(model, maps, "v_init", KEY_V_INIT)
+
+
+def _store(model: onnx.ModelProto, values: Dict[str, np.ndarray], suffix: str, key: str) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     for node in out.graph.node:
         tensor = node.output[0] if node.output else None
-        if tensor in maps:
-            name = f"{tensor}.v_init"
-            out.graph.initializer.append(numpy_helper.from_array(maps[tensor].astype(np.float32), name))
-            node.metadata_props.add(key=KEY_V_INIT, value=name)
+        if tensor in values:
+            name = f"{tensor}.{suffix}"
+            out.graph.initializer.append(numpy_helper.from_array(np.asarray(values[tensor], np.float32), name))
+            node.metadata_props.add(key=key, value=name)
     return out
 
 

@@ -86,8 +86,8 @@ def test_verification_streams_batches_and_keeps_a_nan():
     x = np.random.default_rng(5).normal(size=(12, 1, 8, 8)).astype(np.float32)
     conv = convert(m, x, graphs.seed_config())
     cleaned, _ = clean_graph(m)
-    whole = verify(m, cleaned, conv.snn_model, "x", conv.plan, x, batch_size=12)
-    batched = verify(m, cleaned, conv.snn_model, "x", conv.plan, x, batch_size=5)
+    whole = verify(m, cleaned, conv.snn_model, "x", conv.plan, x, batch_size=12).errors
+    batched = verify(m, cleaned, conv.snn_model, "x", conv.plan, x, batch_size=5).errors
     assert whole.keys() == batched.keys() and all(abs(whole[k] - batched[k]) <= 1e-9 for k in whole)
     x[-1, 0, 0, 0] = np.nan
     with pytest.raises(VerificationError, match="relative error nan"):

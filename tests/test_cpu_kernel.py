@@ -195,9 +195,9 @@ def test_bias_calibration_fuses_the_pooling_and_finds_the_same_shifts(monkeypatc
     assert fused.fit_images in calls, "the bias calibration's run (all fit images, one batch) did not use the fused kernel"
     monkeypatch.setenv("ONNX2SNN_KERNELS", "torch")
     reference = convert(graphs.conv_bn_relu(pool="AveragePool"), x, cfg).calibration
-    assert fused.bias_shifts.keys() == reference.bias_shifts.keys() and fused.bias_shifts
-    for layer, shift in fused.bias_shifts.items():
-        np.testing.assert_array_equal(shift, reference.bias_shifts[layer])
+    assert fused.offsets.keys() == reference.offsets.keys() and fused.offsets
+    for layer, shift in fused.offsets.items():
+        np.testing.assert_array_equal(shift, reference.offsets[layer])
     assert fused.rate_error == reference.rate_error
     assert fused.readout_agreement == reference.readout_agreement
 
@@ -246,9 +246,9 @@ def test_trial_shifts_added_in_the_kernel_give_the_torch_paths_calibration(monke
     assert calibrated and all(n.input_shift is None for n in calibrated[0].neuron_layers().values())
     monkeypatch.setenv("ONNX2SNN_KERNELS", "torch")
     reference = convert(m, x, cfg).calibration
-    assert conv.calibration.bias_shifts.keys() == reference.bias_shifts.keys()
-    for layer, shift in conv.calibration.bias_shifts.items():
-        np.testing.assert_array_equal(shift, reference.bias_shifts[layer])
+    assert conv.calibration.offsets.keys() == reference.offsets.keys()
+    for layer, shift in conv.calibration.offsets.items():
+        np.testing.assert_array_equal(shift, reference.offsets[layer])
     assert conv.calibration.rate_error == reference.rate_error
 
 

@@ -37,7 +37,7 @@ def test_fixture_converts_and_matches_ann(name):
     cfg = onnx2snn.Config()
     cfg.simulation.T = 32
     conv = onnx2snn.convert(path, calib, cfg)
-    assert max(conv.verification.values()) <= 1e-4
+    assert max(conv.verification.errors.values()) <= 1e-4
     ann = onnx2snn.ann_accuracy(conv.source, conv.input_name, x, y)
     result = onnx2snn.simulate(conv.network, x, y, config=cfg)  # the caller's config: "auto" output, delay from the network
     assert result.accuracy >= ann - 0.01, f"{name}: SNN {result.accuracy:.4f} vs ANN {ann:.4f}"

@@ -90,7 +90,7 @@ def test_bias_calibration_reduces_every_layers_rate_error(name):
     plain = convert(m, x, cfg)
     cfg.calibration.bias = True
     calibrated = convert(m, x, cfg)
-    assert calibrated.calibration.bias_shifts, "some layer's bias was calibrated"
+    assert calibrated.calibration.offsets, "some layer's bias was calibrated"
     fit = x[:len(x) - calibrated.calibration.holdout_images]
     before = _layer_rate_errors(plain, plain.snn_model, fit, T)
     after = _layer_rate_errors(calibrated, plain.snn_model, fit, T)  # same λ: the uncalibrated graph is the goal
@@ -262,7 +262,7 @@ def test_calibration_runs_in_passes_when_memory_is_short(monkeypatch):
     assert one.fit_images == several.fit_images == 96
     for tensor, errors in several.rate_error.items():
         assert errors[-1] <= errors[0] + 1e-9, tensor
-    assert any(not np.allclose(one.bias_shifts[k], several.bias_shifts[k]) for k in one.bias_shifts)
+    assert any(not np.allclose(one.offsets[k], several.offsets[k]) for k in one.offsets)
 
 
 def test_memory_bound_wins_over_the_images_a_pass_would_like(monkeypatch):

@@ -89,7 +89,7 @@ def test_fixed_batch_input_made_dynamic():
     assert info.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
     x = np.random.default_rng(0).normal(size=(9, 1, 8, 8)).astype(np.float32)
     conv = onnx2snn.convert(m, x, graphs.seed_config())
-    assert max(conv.verification.values()) < 1e-4
+    assert max(conv.verification.errors.values()) < 1e-4
 
 
 def _two_max_pools():

@@ -28,7 +28,7 @@ def test_pattern_converts_verifies_and_lowers(name):
     cfg.simulation.output = "membrane"
     cfg.simulation.max_pool.rule = "gate"
     conv = convert(m, x, cfg)
-    assert max(conv.verification.values()) <= 1e-4
+    assert max(conv.verification.errors.values()) <= 1e-4
     out_name = conv.snn_model.graph.output[0].name
     (edited,) = run(conv.snn_model, "x", x, [out_name])
     # 1. the torch lowering (ReLUs for neurons) computes what onnxruntime computes on the edited graph

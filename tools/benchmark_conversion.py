@@ -59,7 +59,7 @@ def main():
             total, tm = best
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
             lines.append(f"| {name} | {label} | {tm['load']:.2f} | {tm['clean']:.2f} | {tm['calibrate']:.2f} | "
-                         f"{tm['normalise+verify']:.2f} | {tm.get('snn_calibration', 0):.2f} | {total:.2f} | {peak:.1f} |")
+                         f"{tm['normalise'] + tm['verify']:.2f} | {tm.get('snn_calibration', 0):.2f} | {total:.2f} | {peak:.1f} |")
             print(lines[-1], flush=True)
     text = "\n".join(lines)
     write_section(f"Conversion time, {a.device.split(':')[0].upper()} (issues 4 and 7)", text, a.out)

@@ -125,7 +125,7 @@ def main():
         "| step | wall time (s) | peak memory so far (GiB) |", "|---|---|---|",
         f"| write the model (one layer in memory at a time) | {t_build:.1f} | {peak_build:.2f} |",
         f"| `convert` (load {tm['load']:.1f} s, graph passes {tm['clean']:.1f} s, statistics {tm['calibrate']:.1f} s, "
-        f"normalise + verify {tm['normalise+verify']:.1f} s) | {t_convert:.1f} | {peak_convert:.2f} |",
+        f"normalise + verify {tm['normalise'] + tm['verify']:.1f} s) | {t_convert:.1f} | {peak_convert:.2f} |",
         f"| `Conversion.save` ({written / 2**30:.3f} GiB) | {t_save:.1f} | — |",
         f"| `onnx2snn.load` (outputs identical to the converted network's: {'yes' if same else 'NO'}) "
         f"| {t_load:.1f} | {peak:.2f} |",

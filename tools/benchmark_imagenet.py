@@ -55,7 +55,7 @@ def worker(path: str, mode: str, calib: int, T: int, sim_images: int, sim_T: int
     t = time.perf_counter()
     conv = onnx2snn.convert(path, random_images(calib, 0), cfg)
     out = {"convert_s": time.perf_counter() - t, "timings": conv.timings,
-           "ops": conv.passes[-1]["ops"], "verification_max": max(conv.verification.values())}
+           "ops": conv.passes[-1]["ops"], "verification_max": max(conv.verification.errors.values())}
     if mode == "seed":
         x = random_images(CHECK_IMAGES, 1)
         name = conv.source.graph.output[0].name
@@ -126,7 +126,7 @@ def main():
                 cal = ("— | — | —" if not c else f"failed: {c['error']} | | " if "error" in c else
                        f"{c['convert_s']:.1f} | {c['peak_convert_gib']:.1f} | {a.sim_images / c['simulate_s']:.2f}")
                 row = (f"| {arch} ({size:.0f} MB) | {label} | {ops} | {s['convert_s']:.1f} | "
-                       f"{s['timings']['normalise+verify']:.1f} | {s['peak_gib']:.1f} | {s['verification_max']:.1e} | "
+                       f"{s['timings']['normalise'] + s['timings']['verify']:.1f} | {s['peak_gib']:.1f} | {s['verification_max']:.1e} | "
                        f"{100 * s['argmax_agreement']:.0f} % | {cal} |")
             lines.append(row)
             print(row, flush=True)

@@ -1,8 +1,9 @@
 """Make the spiking graph legible where users audit it, in Netron:
 
 * each rescaled node is named with its scale (``/0/Conv λ 2.57``), described in a few lines (what
-  was done, from which statistic; the bias calibration's shift) and carries short metadata keys
-  (``lambda_in``, ``lambda``, ``statistic``, ``bias_shift``: Netron cuts longer keys);
+  was done, from which statistic) and carries short metadata keys (``lambda_in``, ``lambda``,
+  ``statistic``: Netron cuts longer keys); an IF node with an input offset (the bias
+  calibration's) says so, with the key ``offset``;
 * a tensor named after a node that no longer produces it (a Conv writing an absorbed
   BatchNormalization's ``/1/BatchNormalization_output_0``) is named after its producer; other
   names stay, so tensors still match the original model's;
@@ -28,21 +29,20 @@ KEY_OUTPUT_SCALE = "output_scale"
 LAYER_KEY = "layer {:03d}"
 LAMBDA_MARK = " λ "      # rescaled nodes are named "<name> λ <lambda>"
 # Node metadata keys (at most 16 characters: Netron cuts longer keys).
-NODE_LAMBDA_IN, NODE_LAMBDA, NODE_STATISTIC, NODE_OP, NODE_BIAS = "lambda_in", "lambda", "statistic", "op", "bias_shift"
+NODE_LAMBDA_IN, NODE_LAMBDA, NODE_STATISTIC, NODE_OFFSET = "lambda_in", "lambda", "statistic", "offset"
 # Keys of files written by onnx2snn 0.1 and 0.2, still read.
 OLD_KEY_LAYERS, OLD_KEY_OUTPUT_SCALE = "onnx2snn.layers", "onnx2snn.output_scale"
 
 
 def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha256: str,
-             version: str, bias_shifts: Optional[Dict[str, np.ndarray]] = None, target_T: Optional[int] = None,
+             version: str, offsets: Optional[Dict[str, np.ndarray]] = None, target_T: Optional[int] = None,
              factors: Optional[List] = None) -> onnx.ModelProto:
     """``model``: the spiking graph; ``layers``: the plan's ``LayerScale`` per weighted node;
-    ``bias_shifts``: per layer, the bias calibration's shift (normalised units); ``factors``: the
-    plan's synaptic factors (Add node, input index, value)."""
+    ``offsets``: per neuron tensor, the bias calibration's input offset (normalised units);
+    ``factors``: the plan's synaptic factors (Add node, input index, value)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     by_name = {l.node: l for l in layers}
-    bias_shifts = bias_shifts or {}
     output_scale = next((l.lambda_out for l in layers if l.stat_tensor in {o.name for o in out.graph.output}), 1.0)
     tensors = _rename_tensors(out.graph)
     rows = []
@@ -51,33 +51,33 @@ def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha2
         if layer is None:
             continue
         statistic = _renamed(layer.statistic, tensors)
-        shift = bias_shifts.get(node.name)
         node.doc_string = "\n".join(
             [f"onnx2snn rescaled this {layer.op} for IF neurons with threshold 1:",
              "  W <- W * lambda_in / lambda,  b <- b / lambda",
              f"  lambda_in = {format_scale(layer.lambda_in)} (the scale of its input)",
-             f"  lambda = {format_scale(layer.lambda_out)} ({statistic})"]
-            + ([f"bias calibration for T={target_T}: b += the SNN's mean rate error per channel",
-                f"  (mean |shift| {np.mean(np.abs(shift)):.3g}, max {np.max(np.abs(shift)):.3g})"]
-               if shift is not None else []))
+             f"  lambda = {format_scale(layer.lambda_out)} ({statistic})"])
         del node.metadata_props[:]
         pre = json.dumps(layer.lambda_in) if isinstance(layer.lambda_in, list) else f"{layer.lambda_in:.9g}"
         lam = json.dumps(layer.lambda_out) if isinstance(layer.lambda_out, list) else f"{layer.lambda_out:.9g}"
-        meta = [(NODE_LAMBDA_IN, pre), (NODE_LAMBDA, lam), (NODE_STATISTIC, statistic)]
-        if shift is not None:
-            meta.append((NODE_BIAS, f"mean |shift| {np.mean(np.abs(shift)):.3g} at T={target_T}"))
-        for k, v in meta:
+        for k, v in [(NODE_LAMBDA_IN, pre), (NODE_LAMBDA, lam), (NODE_STATISTIC, statistic)]:
             node.metadata_props.add(key=k, value=v)
         node.name = f"{node.name}{LAMBDA_MARK}{_short(layer.lambda_out)}"
-        rows.append(f"{node.name}: {layer.op}, lambda_in {format_scale(layer.lambda_in)}, {statistic}"
-                    + (", bias calibrated" if shift is not None else ""))
+        rows.append(f"{node.name}: {layer.op}, lambda_in {format_scale(layer.lambda_in)}, {statistic}")
+    offsets = {tensors.get(t, t): v for t, v in (offsets or {}).items()}
     factor_nodes = {f"{add}/factor{index}": value for add, index, value in (factors or [])}
     for node in out.graph.node:
         if node.domain == "onnx2snn" and node.op_type in ("IF", "ClipIF") and not node.doc_string:
+            offset = offsets.get(node.output[0])
             node.doc_string = "\n".join([
                 f"IF neurons in place of the {'Clip' if node.op_type == 'ClipIF' else 'ReLU'} of the same name.",
                 "threshold 1 stands for the scale lambda of the layer that drives them;",
-                "their spike rate over T steps approximates the ANN activation / lambda."])
+                "their spike rate over T steps approximates the ANN activation / lambda."]
+                + ([f"Input offset (bias calibration for T={target_T}): the SNN's mean rate",
+                    "error per channel, added to the input current every step;",
+                    f"mean |offset| {np.mean(np.abs(offset)):.3g}, max {np.max(np.abs(offset)):.3g}.",
+                    "SNN only: the ANN body ignores it."] if offset is not None else []))
+            if offset is not None:
+                node.metadata_props.add(key=NODE_OFFSET, value=f"mean |offset| {np.mean(np.abs(offset)):.3g} at T={target_T}")
         elif node.name in factor_nodes:
             value = np.asarray(factor_nodes[node.name])
             text = f"{float(value.reshape(-1)[0]):.4g}" if value.size == 1 else f"per channel {value.min():.4g}-{value.max():.4g}"
@@ -98,7 +98,9 @@ def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha2
         f"Rate-coded spiking network written by onnx2snn {version}.",
         "Every ReLU is an onnx2snn.IF node (integrate-and-fire neurons, threshold 1); max pooling of spikes "
         "is onnx2snn.SpikeMaxPool; onnx2snn.Readout reads the class out. Their function bodies are the ANN's "
-        "ops, so onnxruntime runs this file as the rescaled ANN (same argmax as the original).",
+        "ops, so onnxruntime runs this file as the rescaled ANN (same argmax as the original; verified on the "
+        "file as written). What only the SNN uses - input offsets from the bias calibration, initial "
+        "potentials - are inputs of the IF nodes that the bodies ignore.",
         f"Each rescaled layer (named '... λ <lambda>') has W <- W*lambda_in/lambda, b <- b/lambda; "
         f"{len(rows)} layers are listed in the metadata 'layer NNN'.",
         f"The outputs are the original's divided by {output_scale:.6g} (output_scale)."])

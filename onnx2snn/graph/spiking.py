@@ -5,7 +5,8 @@
 * each ReLU/Clip whose input is a current by an ``onnx2snn.IF`` (``ClipIF`` for a Clip) node:
   attributes ``threshold``, ``reset`` ("subtract" or "value") with ``v_reset``, and ``v_init`` (a
   fraction of the threshold); a per-neuron initial potential (potential calibration) is a second
-  input, an initializer of the per-sample shape;
+  input, an initializer of the per-sample shape; an input current offset per channel (the bias
+  calibration's shift) is a third, shaped (C, 1, ...) to broadcast over one sample;
 * each MaxPool of spikes by an ``onnx2snn.SpikeMaxPool`` node whose ``rule`` says how spikes are
   pooled ("max": running max of counts, "gate": spike-count gate with optional ``momentum``,
   "wta": plain max of spikes, "avg": average pooling);
@@ -17,14 +18,19 @@
 Each of these ops is a model-local ONNX function whose body is the ANN op it stands for (IF:
 ``Relu``, ClipIF: ``Clip``, SpikeMaxPool: ``MaxPool``, Readout: ``Identity``), so ``onnx.checker``
 accepts the file, onnxruntime runs it as the rescaled ANN, and Netron draws the spiking nodes with
-their attributes. The torch lowering (``lower/``) and every other backend read the SNN from these
+their attributes. Whatever only the SNN needs (initial potentials, input offsets, the readout) is
+an input or attribute of a spiking node that the body ignores: the file run as an ANN stays the
+rescaled original, exactly (``api.convert`` verifies the file as written). ``fold_offsets`` tells a
+backend where an offset can instead be added to the bias of the weighted layer ahead of it. The torch lowering (``lower/``) and every other backend read the SNN from these
 nodes alone; the config only matters here, when a plain graph (the calibration's working copy, or
 a file written by onnx2snn 0.1/0.2) is turned into a spiking one.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -33,7 +39,10 @@ from .view import NEURON_OPS, GraphView, downstream_of
 DOMAIN = "onnx2snn"
 DOMAIN_VERSION = 1
 IR_VERSION = 10          # node metadata_props (IR 10) carry the scales
-KEY_V_INIT = "onnx2snn.v_init"   # on a plain graph's ReLU/Clip: the initializer with its neurons' initial potentials
+# On a plain graph's ReLU/Clip (the calibration's working copy): the initializers with its neurons'
+# initial potentials and input offsets, which to_spiking makes inputs of the IF node.
+KEY_V_INIT = "onnx2snn.v_init"
+KEY_OFFSET = "onnx2snn.offset"
 SUBSAMPLING = ("AveragePool", "GlobalAveragePool", "ReduceMean")
 POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode")
 
@@ -122,10 +131,12 @@ def _then_neurons(node: onnx.NodeProto, neuron: dict) -> List[onnx.NodeProto]:
 
 
 def _if_node(node: onnx.NodeProto, view: GraphView, neuron: dict) -> onnx.NodeProto:
-    inputs = [view.data_inputs(node)[0]]
-    v_init_map = next((p.value for p in node.metadata_props if p.key == KEY_V_INIT), None)
-    if v_init_map is not None:
-        inputs.append(v_init_map)
+    props = {p.key: p.value for p in node.metadata_props}
+    inputs = [view.data_inputs(node)[0], props.get(KEY_V_INIT, "")]
+    if KEY_OFFSET in props:
+        inputs.append(props[KEY_OFFSET])
+    while inputs[-1] == "":                 # no trailing empty optional inputs
+        inputs.pop()
     attrs = dict(neuron)
     if node.op_type == "Clip":
         from ..lower.ops import clip_bounds
@@ -140,7 +151,7 @@ def _replace(node: onnx.NodeProto, op: str, inputs, outputs, attrs: dict) -> onn
     """A node of the onnx2snn domain in place of ``node``: same name, description and metadata."""
     new = helper.make_node(op, inputs, outputs, name=node.name, domain=DOMAIN, **attrs)
     new.doc_string = node.doc_string
-    new.metadata_props.extend(p for p in node.metadata_props if p.key != KEY_V_INIT)
+    new.metadata_props.extend(p for p in node.metadata_props if p.key not in (KEY_V_INIT, KEY_OFFSET))
     return new
 
 
@@ -183,17 +194,20 @@ def _function(name: str, inputs, body, attributes, doc: str, opset: int) -> onnx
     return f
 
 
-NEURON_DOC = ("Integrate-and-fire neurons: v += X every step; a spike (1) when v >= threshold, then "
-              "v -= threshold (reset='subtract') or v = v_reset (reset='value'); v starts at "
-              "v_init * threshold, or at the per-neuron input v_init_map. The spike rate stands for "
-              "the body's ReLU of X.")
+NEURON_DOC = ("Integrate-and-fire neurons: v += X + offset every step; a spike (1) when v >= threshold, "
+              "then v -= threshold (reset='subtract') or v = v_reset (reset='value'); v starts at "
+              "v_init * threshold, or at the per-neuron input v_init_map. offset (optional, per channel) "
+              "is an input current only the SNN sees: the bias calibration's correction. The spike rate "
+              "stands for the body's ReLU of X; the body ignores v_init_map and offset, so the graph run "
+              "as an ANN is the rescaled original.")
+NEURON_INPUTS = ["X", "v_init_map", "offset"]
 
 
 def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
     neuron_attrs = ["threshold", "reset", "v_reset", "v_init"]
     out = []
     if "IF" in used:
-        out.append(_function("IF", ["X", "v_init_map"], [helper.make_node("Relu", ["X"], ["Y"])],
+        out.append(_function("IF", NEURON_INPUTS, [helper.make_node("Relu", ["X"], ["Y"])],
                              neuron_attrs, NEURON_DOC, opset))
     if "ClipIF" in used:
         if opset >= 11:
@@ -204,7 +218,7 @@ def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
         else:
             body = [helper.make_node("Clip", ["X"], ["Y"], min=0.0)]
             body[0].attribute.append(_ref("max", onnx.AttributeProto.FLOAT))
-        out.append(_function("ClipIF", ["X", "v_init_map"], body, neuron_attrs + ["max"],
+        out.append(_function("ClipIF", NEURON_INPUTS, body, neuron_attrs + ["max"],
                              NEURON_DOC.replace("ReLU", "Clip(0, max)") + " At most one spike per step: the "
                              "upper bound comes free wherever max >= threshold.", opset))
     if "SpikeMaxPool" in used:
@@ -240,3 +254,68 @@ def _add_functions(model: onnx.ModelProto) -> None:
 def v_init_input(node: onnx.NodeProto) -> Optional[str]:
     """The initializer with an IF node's per-neuron initial potentials, if any."""
     return node.input[1] if len(node.input) > 1 and node.input[1] else None
+
+
+def offset_input(node: onnx.NodeProto) -> Optional[str]:
+    """The initializer with an IF node's input current offset per channel, if any."""
+    return node.input[2] if len(node.input) > 2 and node.input[2] else None
+
+
+# --- input offsets as biases -------------------------------------------------------------------
+
+WEIGHTED = ("Conv", "Gemm")
+
+
+@dataclass
+class FoldedOffsets:
+    """Where the IF nodes' input offsets go when added to a bias instead (``fold_offsets``)."""
+    biases: Dict[str, np.ndarray] = field(default_factory=dict)   # weighted node -> its bias + the offset
+    neurons: Set[str] = field(default_factory=set)                # IF nodes whose offset is in a bias
+
+
+def fold_offsets(view) -> FoldedOffsets:
+    """An offset added to every step's input current of a layer of IF neurons is the same as a shift
+    of the bias of the weighted layer ahead of them, wherever that layer's output reaches them
+    through ops that pass a per-channel constant through unchanged — a residual Add, max pooling,
+    average pooling that counts no pads, global average pooling — and nothing else reads the
+    tensors on the way. The runtime and the NIR exporter fold there (no per-step add), and keep the
+    offset on the neurons elsewhere. ``view``: a ``GraphView`` of the spiking graph; nothing in it
+    is changed."""
+    out = FoldedOffsets()
+    for node in view.nodes:
+        name = offset_input(node) if node.domain == DOMAIN and node.op_type in ("IF", "ClipIF") else None
+        if name is None or view.const(name) is None:
+            continue
+        layer = _bias_source(view, node.input[0])
+        if layer is None or layer.name in out.biases:
+            continue
+        w = view.const(layer.input[1])
+        bias = view.const(layer.input[2]) if len(layer.input) > 2 and layer.input[2] else None
+        channels = w.shape[0]                 # Conv: (C_out, ...); Gemm, canonical: Y = X·Wᵀ + b
+        offset = np.asarray(view.const(name), np.float64).reshape(-1)
+        if offset.size != channels:
+            continue
+        bias = np.zeros(channels) if bias is None else np.broadcast_to(np.asarray(bias, np.float64).reshape(-1),
+                                                                       (channels,))
+        out.biases[layer.name] = (bias + offset).astype(np.float32)
+        out.neurons.add(node.name)
+    return out
+
+
+def _bias_source(view, tensor: str) -> Optional[onnx.NodeProto]:
+    """The Conv/Gemm whose bias arrives unchanged per channel at ``tensor`` (see ``fold_offsets``)."""
+    if len(view.consumers.get(tensor, [])) != 1 or tensor in view.output_names:
+        return None
+    node = view.producer.get(tensor)
+    if node is None:
+        return None
+    op = node.op_type
+    if op in WEIGHTED and view.const(node.input[1]) is not None:
+        return node
+    if op == "Add":
+        return next((found for i in view.data_inputs(node) if (found := _bias_source(view, i)) is not None), None)
+    a = view.attrs(node)
+    padded = any(a.get("pads", ())) or a.get("auto_pad", "NOTSET") not in ("NOTSET", "", "VALID")
+    if op in ("MaxPool", "GlobalAveragePool") or (op == "AveragePool" and not (padded and a.get("count_include_pad", 0))):
+        return _bias_source(view, node.input[0])
+    return None

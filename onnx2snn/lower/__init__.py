@@ -17,7 +17,7 @@ from torch import nn
 from ..config import Config
 from ..errors import Onnx2SnnError
 from ..graph.view import GraphView
-from ..graph.spiking import is_spiking, to_spiking
+from ..graph.spiking import FoldedOffsets, fold_offsets, is_spiking, to_spiking
 from ..snn.network import SpikingNetwork, Step
 from . import ops  # noqa: F401  (registers the handlers)
 from .modules import ConstantMul, ScaledAdd
@@ -34,6 +34,15 @@ class LowerContext:
         self.modules: List[nn.Module] = []
         self.elements = 0
         self.readout_delay: Optional[int] = None    # set by the Readout node
+        # The neurons' input offsets, added to the biases ahead of them where exact (not in the
+        # ANN: its function bodies ignore the offsets)
+        self.folded = FoldedOffsets() if ann else fold_offsets(view)
+
+    def bias(self, node: onnx.NodeProto) -> Optional[np.ndarray]:
+        """A Conv's or Gemm's bias, with any input offsets folded into it."""
+        if node.name in self.folded.biases:
+            return self.folded.biases[node.name]
+        return self.view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
 
     def add(self, node: onnx.NodeProto, module: nn.Module, inputs: List[str], output: str) -> None:
         shape = self.view.sample_shape(node.output[0])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Optional
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import Onnx2SnnError
-from ..graph.spiking import v_init_input
+from ..graph.spiking import offset_input, v_init_input
 from ..scales import channel_scale, compress
 from ..snn.neurons import IFNeuron, MembraneReadout
 from ..snn.pooling import MAX_POOL
@@ -61,7 +62,7 @@ def _check_conv(node, ctx):
 def lower_conv(node, ctx):
     a = ctx.view.attrs(node)
     w = ctx.view.const(node.input[1])
-    b = ctx.view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    b = ctx.bias(node)
     nd = w.ndim - 2
     kernel = list(w.shape[2:])
     strides = list(a.get("strides", [1] * nd))
@@ -99,7 +100,7 @@ def _check_gemm(node, ctx):
 def lower_gemm(node, ctx):
     # Gemms are canonicalised by the graph passes to Y = X·Wᵀ + b.
     w = ctx.view.const(node.input[1]).astype(np.float32)
-    b = ctx.view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    b = ctx.bias(node)
     linear = _with_weights(nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device="meta"), w,
                            None if b is None else b.reshape(-1))
     ctx.add(node, linear, [node.input[0]], node.output[0])
@@ -107,18 +108,24 @@ def lower_gemm(node, ctx):
 
 # --- neurons (the spiking graph's IF nodes, graph/spiking.py) --------------------------------------
 
+def _initializer(node, ctx, name: Optional[str], what: str) -> Optional[torch.Tensor]:
+    if name is None:
+        return None
+    value = ctx.view.const(name)
+    if value is None:
+        raise Onnx2SnnError(f"{node.name} ({node.op_type}): its {what} initializer {name!r} is missing")
+    return torch.from_numpy(np.array(value, np.float32))
+
+
 def _neuron(node, ctx):
-    """IF neurons with the node's attributes; a per-neuron v_init from its second input."""
+    """IF neurons with the node's attributes; a per-neuron v_init from its second input, an input
+    offset from its third (unless the lowering added it to a bias upstream: ``ctx.bias``)."""
     a = ctx.view.attrs(node)
-    name, v_init_map = v_init_input(node), None
-    if name is not None:
-        v_init_map = ctx.view.const(name)
-        if v_init_map is None:
-            raise Onnx2SnnError(f"{node.name} ({node.op_type}): its v_init initializer {name!r} is missing")
-        v_init_map = torch.from_numpy(np.array(v_init_map, np.float32))
+    v_init_map = _initializer(node, ctx, v_init_input(node), "v_init")
+    offset = None if node.name in ctx.folded.neurons else _initializer(node, ctx, offset_input(node), "offset")
     v_reset = None if a.get("reset", "subtract") == "subtract" else float(a.get("v_reset", 0.0))
     return IFNeuron(v_threshold=a.get("threshold", 1.0), v_reset=v_reset, v_init=a.get("v_init", 0.0),
-                    v_init_map=v_init_map)
+                    v_init_map=v_init_map, input_offset=offset)
 
 
 def _check_neuron(node, ctx):

@@ -45,15 +45,19 @@ class IFNeuron(nn.Module):
     stateful = True
 
     def __init__(self, v_threshold: float = 1.0, v_reset: Optional[float] = None, v_init: float = 0.0,
-                 v_init_map: Optional[torch.Tensor] = None):
+                 v_init_map: Optional[torch.Tensor] = None, input_offset: Optional[torch.Tensor] = None):
         """``v_init``: the initial potential as a fraction of the threshold; ``v_init_map``: one per
-        neuron (the per-sample shape, e.g. (C, H, W)) instead, from potential calibration."""
+        neuron (the per-sample shape, e.g. (C, H, W)) instead, from potential calibration;
+        ``input_offset``: a current added to every step's input, one value per channel (the bias
+        calibration's correction, where the lowering could not add it to a bias upstream)."""
         super().__init__()
         self.v_threshold, self.v_reset, self.v_init = float(v_threshold), v_reset, float(v_init)
         self.register_buffer("v_init_map", None if v_init_map is None else torch.as_tensor(v_init_map, dtype=torch.float32))
+        self.register_buffer("input_offset", None if input_offset is None else
+                             torch.as_tensor(input_offset, dtype=torch.float32).reshape(-1))
         self.count_spikes = False   # the runner turns it on when firing rates are asked for
-        # A per-channel shift of the input current (float32, one value per channel), set only while
-        # the bias calibration tries shifts (snn_calibration.py).
+        # A per-channel shift of the input current (float32, one value per channel) on top of the
+        # offset, set only while the bias calibration tries shifts (snn_calibration.py).
         self.input_shift: Optional[torch.Tensor] = None
         self.reset()
         self.reset_stats()
@@ -79,12 +83,21 @@ class IFNeuron(nn.Module):
             self.v = torch.empty_like(step0, dtype=torch.float32)
             self.v.copy_((self.v_init_map.float() * self.v_threshold).expand_as(step0))
 
+    def total_shift(self) -> Optional[torch.Tensor]:
+        """The per-channel current added to every step's input: the offset plus any trial shift."""
+        # (getattr: a neuron pickled by an older version has neither)
+        offset, trial = getattr(self, "input_offset", None), getattr(self, "input_shift", None)
+        if offset is None or trial is None:
+            return trial if offset is None else offset
+        return offset + trial.to(offset.device)
+
     def _shifted(self, z: torch.Tensor, static: bool):
-        """(currents, shift map): with ``input_shift`` set, either the shift as a per-neuron map laid
-        out as ``v`` for the kernel to add to every step's current (the CPU kernels, float32: no
-        shifted copy of the currents is stored), or the currents with it added (same values)."""
+        """(currents, shift map): with an input offset or trial shift, either the shift as a
+        per-neuron map laid out as ``v`` for the kernel to add to every step's current (the CPU
+        kernels, float32: no shifted copy of the currents is stored), or the currents with it added
+        (same values)."""
         self._start(z, static)
-        shift = getattr(self, "input_shift", None)   # (a neuron pickled by an older version has none)
+        shift = self.total_shift()
         if shift is None:
             return z, None
         shift = shift.to(device=z.device, dtype=z.dtype)
@@ -170,7 +183,9 @@ class IFNeuron(nn.Module):
     def extra_repr(self) -> str:
         reset = "subtract" if self.v_reset is None else f"to {self.v_reset}"
         v_init = f"per neuron {tuple(self.v_init_map.shape)}" if self.v_init_map is not None else self.v_init
-        return f"v_threshold={self.v_threshold}, reset={reset}, v_init={v_init}"
+        offset = getattr(self, "input_offset", None)
+        return f"v_threshold={self.v_threshold}, reset={reset}, v_init={v_init}" + (
+            "" if offset is None else f", input offset per channel ({offset.numel()})")
 
 
 class MembraneReadout(nn.Module):
