@@ -24,12 +24,13 @@ from .config import Config
 from .data import check_inputs, load_calibration
 from .errors import Onnx2SnnError
 from .graph import clean_graph, external, load_model
-from .graph.annotate import KEY_CONFIG, annotate, layer_scales, read_metadata
+from .graph.annotate import KEY_CONFIG, annotate, read_metadata
 from .graph.spiking import to_spiking
 from .graph.view import GraphView, downstream_of
-from .lower import check_supported, lower_model
-from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, plan_layers, statistic_lambdas,
-                        usable_lambdas)
+from .graph.ops import check_supported
+from .lower import lower_model
+from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, layer_scales, plan_layers,
+                        statistic_lambdas, usable_lambdas)
 from .snn import cpu_memory
 from .snn.network import SimulationResult, SpikingNetwork
 from .thresholds import clipped_model, search_thresholds

@@ -43,9 +43,9 @@ from onnx import helper, numpy_helper
 from .errors import Onnx2SnnError
 from .graph import external
 from .graph.spiking import DOMAIN, fold_offsets, offset_input, to_spiking, v_init_input
+from .graph.ops import bias_of, conv_arguments, ops_in, pool_arguments, reduce_axes
 from .graph.view import GraphView
 
-PASSTHROUGH = ("Relu", "Clip")            # on spikes: the identity
 FLATTENING = ("Flatten", "Reshape", "Squeeze")
 KEY_RESET, KEY_FIRES, KEY_V_INIT = "onnx2snn.reset", "onnx2snn.fires", "onnx2snn.v_init"
 KEY_DELAY, KEY_APPROX, KEY_READOUT = "onnx2snn.readout_delay", "onnx2snn.approximations", "onnx2snn.readout"
@@ -129,7 +129,7 @@ def to_nir(model: onnx.ModelProto, approximate: bool = False, config=None):
             add(node.name, nir.Scale(scale), data[0], node.output[0])
         elif op == "Add":
             sources[node.output[0]] = [s for i in data for s in sources[i]]   # NIR sums the edges
-        elif op in PASSTHROUGH:
+        elif op in ops_in("neuron"):           # on spikes: the identity
             sources[node.output[0]] = sources[data[0]]
         elif op == "Readout":
             shape = shape_of(node.output[0])
@@ -164,22 +164,17 @@ def _nir_name(onnx_name: str, taken) -> str:
 
 def _bias(view, node) -> np.ndarray:
     """A Conv's or Gemm's bias (zeros where it has none)."""
-    w = view.const(node.input[1])
-    return view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(w.shape[0])
+    b = bias_of(node, view)
+    return np.zeros(view.const(node.input[1]).shape[0]) if b is None else b
 
 
 def _conv(nir, node, view, where, bias=None):
-    a = view.attrs(node)
-    from .lower.ops import _resolve_pads
     w = view.const(node.input[1]).astype(np.float32)
     nd = w.ndim - 2
     b = _bias(view, node) if bias is None else bias
-    strides = list(a.get("strides", [1] * nd))
-    dilations = list(a.get("dilations", [1] * nd))
-    pads = _resolve_pads(node, view, list(w.shape[2:]), strides, dilations)
+    _, strides, dilations, pads, group = conv_arguments(node, view)
     if pads[:nd] != pads[nd:]:
         raise Onnx2SnnError(f"{where}: asymmetric padding {pads} has no NIR form")
-    group = int(a.get("group", 1))
     spatial = view.sample_shape(node.input[0])[1:]
     b = np.asarray(b, np.float32)
     if nd == 2:
@@ -207,7 +202,6 @@ def _avg_pool(nir, node, view, where):
     a, op = view.attrs(node), node.op_type
     shape = view.sample_shape(node.input[0])
     if op == "AveragePool":
-        from .lower.ops import pool_arguments
         kernel, strides, _, pads, ceil_mode = pool_arguments(node, view)
         nd = len(kernel)
         if nd != 2 or pads[:nd] != pads[nd:] or ceil_mode or (any(pads) and not a.get("count_include_pad", 0)):
@@ -215,8 +209,7 @@ def _avg_pool(nir, node, view, where):
                                 "ceil_mode=0 maps to NIR's AvgPool2d")
         return nir.AvgPool2d(np.array(kernel), np.array(strides), np.array(pads[:2]))
     if op == "ReduceMean":
-        from .lower.ops import _reduce_axes
-        axes, rank = _reduce_axes(node, view)
+        axes, rank = reduce_axes(node, view)
         if axes != [2, 3] or rank != 4:
             raise Onnx2SnnError(f"{where}: only a mean over the two spatial axes maps to NIR's AvgPool2d")
     if shape is None or len(shape) != 3:

@@ -24,6 +24,7 @@ the layer keeps its input's (largest) scale. Branches that merge:
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -35,11 +36,11 @@ from onnx import numpy_helper
 from .calibrate import TensorStats
 from .errors import Onnx2SnnError
 from .graph import external
+from .graph.annotate import NODE_LAMBDA, NODE_LAMBDA_IN, NODE_STATISTIC, OLD_KEY_LAYERS, read_metadata
+from .graph.ops import RULES, clip_bounds, ops_in
 from .graph.view import GraphView
-from .lower.registry import HANDLERS
-from .scales import channel_scale, compress, uniform
+from .graph.scales import channel_scale, compress, uniform
 
-ACTIVATIONS = ("Relu", "Clip")
 
 
 @dataclass
@@ -76,10 +77,10 @@ def plan_layers(view: GraphView) -> Plan:
     """The weighted layers in topological order, each with the tensor that will set its scale."""
     layers, merges = [], {}
     for node in view.nodes:
-        handler = HANDLERS.get(node.op_type)
-        if handler is None:
+        rule = RULES.get(node.op_type)
+        if rule is None:
             continue
-        if handler.scale == "weighted":
+        if rule.scale == "weighted":
             layers.append(LayerScale(node.name, node.op_type, view.data_inputs(node)[0], node.output[0],
                                      _stat_tensor(view, node.output[0])))
         elif node.op_type == "Add":
@@ -95,12 +96,34 @@ def _stat_tensor(view: GraphView, tensor: str) -> Optional[str]:
         if len(consumers) != 1:
             return None
         (node,) = consumers
-        if node.op_type in ACTIVATIONS:
+        if node.op_type in ops_in("neuron"):
             return node.output[0]
-        handler = HANDLERS.get(node.op_type)
-        if handler is None or not (handler.scale in ("preserve", "transform") or node.op_type == "Add"):
+        rule = RULES.get(node.op_type)
+        if rule is None or not (rule.scale in ("preserve", "transform") or node.op_type == "Add"):
             return None
         tensor = node.output[0]
+
+
+def layer_scales(model: onnx.ModelProto) -> List:
+    """``LayerScale`` per rescaled node, read from the nodes (files since 0.3) or from the layer
+    table of files written by 0.1/0.2."""
+    meta = read_metadata(model)
+    if OLD_KEY_LAYERS in meta:
+        return [LayerScale(**d) for d in json.loads(meta[OLD_KEY_LAYERS])]
+    producer = {o: n for n in model.graph.node for o in n.output}
+    layers = []
+    for node in model.graph.node:
+        props = {p.key: p.value for p in node.metadata_props}
+        if NODE_LAMBDA not in props:
+            continue
+        stat = props.get(NODE_STATISTIC, "")
+        tensor = stat.rpartition(" of ")[2] or None
+        lam_in = json.loads(props[NODE_LAMBDA_IN]) if props[NODE_LAMBDA_IN].startswith("[") else float(props[NODE_LAMBDA_IN])
+        lam = json.loads(props[NODE_LAMBDA]) if props[NODE_LAMBDA].startswith("[") else float(props[NODE_LAMBDA])
+        layers.append(LayerScale(node.name, node.op_type, node.input[0], node.output[0],
+                                 tensor if tensor in producer or tensor in {o.name for o in model.graph.output}
+                                 else None, lam_in, lam, stat))
+    return layers
 
 
 # --- scale arrays -----------------------------------------------------------------------------
@@ -175,7 +198,7 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
         ins = [scale[t] for t in data]
         out = node.output[0]
         out_rank = len(_sample_shape(view, out))
-        kind = HANDLERS[node.op_type].scale
+        kind = RULES[node.op_type].scale
         layer = by_node.get(node.name)
         if layer is not None:
             in_shape = _sample_shape(view, data[0])
@@ -190,16 +213,16 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
                 layer.lambda_out = np.asarray(lam).tolist() if np.ndim(lam) else float(lam)
             layer.lambda_in = float(lam_in[0]) if np.all(lam_in == lam_in[0]) else lam_in.tolist()
             scale[out] = channel_scale(layer.lambda_out, out_rank)
-        elif kind == "merge":   # Add, Concat: the rule lives with the op (lower/ops.py)
+        elif kind == "merge":   # Add, Concat: the rule lives with the op (graph/ops.py)
             stat = plan.merge_stats.get(node.name)
             for t in data:
                 _sample_shape(view, t)   # a clear error where a branch's shape is unknown
-            scale[out], factors = HANDLERS[node.op_type].merge(node, view, ins, statistic(stat)[0] if stat else None)
+            scale[out], factors = RULES[node.op_type].merge(node, view, ins, statistic(stat)[0] if stat else None)
             plan.factors.extend((node.name, index, factor) for index, factor in factors)
         elif kind == "preserve":
             scale[out] = ins[0]
             if node.op_type == "Clip":
-                bound = _clip_max(view, node)
+                bound = clip_bounds(node, view)[1]
                 if bound is not None:
                     c = compress(ins[0])
                     if c.size != 1:
@@ -207,17 +230,10 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
                     plan.clips[node.name] = bound / float(c.reshape(-1)[0])
         elif kind == "transform":
             full = np.ascontiguousarray(_full(ins[0], _sample_shape(view, data[0])))
-            scale[out] = compress(HANDLERS[node.op_type].transform(node, view, full))
+            scale[out] = compress(RULES[node.op_type].transform(node, view, full))
         else:
             raise RuntimeError(f"no scale rule for {node.op_type} ({node.name})")
     return plan
-
-
-def _clip_max(view: GraphView, node) -> Optional[float]:
-    if len(node.input) > 2 and node.input[2]:
-        return float(view.const(node.input[2]))
-    a = view.attrs(node)
-    return float(a["max"]) if "max" in a else None
 
 
 # --- applying them -----------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from torch import nn
 from .calibrate import stream_batches
 from .config import Config
 from .errors import Onnx2SnnError
+from .graph.ops import ops_in, passes_channel_offset
 from .graph.spiking import KEY_OFFSET, KEY_V_INIT
 from .graph.view import GraphView
 from .normalize import Plan
@@ -57,10 +58,6 @@ from .snn.synops import sum_leading
 
 log = logging.getLogger(__name__)
 
-# Ops between a weighted layer and its neurons through which a per-channel bias shift arrives
-# unchanged at the neurons' input (BatchNormalization is absorbed by then).
-CHANNEL_PRESERVING = ("Relu", "Clip", "Add", "MaxPool", "AveragePool", "GlobalAveragePool",
-                      "IF", "ClipIF", "SpikeMaxPool")   # the last three: the spiking graph's
 MIN_IMAGES = 10
 # The calibration run holds every image's T steps at once: about 2 bytes per tensor element per
 # image and step at its peak (measured: ResNet-20, 256 images, T=32, 4.3 GB). It gets this much
@@ -185,13 +182,20 @@ def bias_targets(network: SpikingNetwork, model: onnx.ModelProto, plan: Plan) ->
 
 
 def _reaches(view: GraphView, start: str, tensor: str) -> bool:
-    """Does ``start`` lead to ``tensor`` through channel-preserving ops only?"""
-    while start != tensor:
+    """Does a per-channel constant added at ``start`` reach the neurons that write ``tensor`` unchanged
+    (through ops that pass it, ``graph/ops.py passes_channel_offset``, read by nothing else on the
+    way)? Then the neurons' offset is exactly a bias shift of the layer that writes ``start``, where
+    the runtime and the NIR exporter put it (``graph/spiking.py fold_offsets``)."""
+    while True:
         consumers = view.consumers.get(start, [])
-        if len(consumers) != 1 or consumers[0].op_type not in CHANNEL_PRESERVING:
+        if len(consumers) != 1:
             return False
-        start = consumers[0].output[0]
-    return True
+        (node,) = consumers
+        if node.output[0] == tensor:      # its neurons: a ReLU/Clip, or their IF node in a spiking graph
+            return node.op_type in ops_in("neuron") + ("IF", "ClipIF")
+        if not passes_channel_offset(node, view):
+            return False
+        start = node.output[0]
 
 
 def ann_targets(model: onnx.ModelProto, input_name: str, tensors: List[str], x: np.ndarray,

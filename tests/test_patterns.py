@@ -12,7 +12,8 @@ from onnx2snn import Config, convert
 from onnx2snn.calibrate import run
 from onnx2snn.graph import clean_graph
 from onnx2snn.lower import lower_model
-from onnx2snn.lower.registry import HANDLERS
+from onnx2snn.graph.ops import RULES
+from onnx2snn.lower.registry import LOWERINGS
 
 
 def data(shape, n=48, seed=0):
@@ -110,14 +111,22 @@ def test_every_registered_handler_has_a_pattern():
         conv = convert(m, data(shape))
         # ops of the cleaned ANN (Relu, Clip, MaxPool become spiking nodes) and of the spiking graph
         used |= {n.op_type for n in clean_graph(conv.source)[0].graph.node} | {n.op_type for n in conv.snn_model.graph.node}
-    assert set(HANDLERS) <= used, f"handlers without a pattern test: {set(HANDLERS) - used}"
+    assert set(RULES) <= used, f"ops without a pattern test: {set(RULES) - used}"
 
 
-def test_duplicate_handler_registration_is_refused():
-    from onnx2snn.lower.registry import register
+def test_every_op_rule_has_a_lowering_and_every_lowering_a_rule():
+    """graph/ops.py says what an op means, lower/ how it runs in torch: the two tables list the same ops."""
+    assert set(RULES) == set(LOWERINGS)
+
+
+def test_duplicate_rule_or_lowering_registration_is_refused():
+    from onnx2snn.graph.ops import rule
+    from onnx2snn.lower.registry import lowers
     with pytest.raises(ValueError, match="Conv.*already registered"):
-        register("Conv", scale="weighted")(lambda node, ctx: None)
-    assert HANDLERS["Conv"].lower.__name__ == "lower_conv"
+        rule("Conv", "weighted", "weighted")
+    with pytest.raises(ValueError, match="Conv.*already registered"):
+        lowers("Conv")(lambda node, ctx: None)
+    assert RULES["Conv"].scale == "weighted" and LOWERINGS["Conv"].__name__ == "lower_conv"
 
 
 @pytest.mark.parametrize("name", ["residual_blocks", "concat_bn_densenet", "input_normalisation_bn_first"])

@@ -11,7 +11,7 @@
   the layer table as one short entry per layer (Netron cuts a value after 2000 characters).
 
 Annotations are written on the exported ``ModelProto`` (onnx-graphsurgeon drops node doc strings
-and metadata on export). ``layer_scales`` reads the scales back from the nodes.
+and metadata on export). ``normalize.layer_scales`` reads the scales back from the nodes.
 """
 from __future__ import annotations
 
@@ -138,29 +138,6 @@ def _renamed(text: str, tensors: Dict[str, str]) -> str:
     """A statistic's description ('T=32 search of <tensor>') with the tensor's new name."""
     head, sep, tensor = text.rpartition(" of ")
     return f"{head}{sep}{tensors.get(tensor, tensor)}" if sep else text
-
-
-def layer_scales(model: onnx.ModelProto) -> List:
-    """``LayerScale`` per rescaled node, read from the nodes (files since 0.3) or from the layer
-    table of files written by 0.1/0.2."""
-    from ..normalize import LayerScale
-    meta = read_metadata(model)
-    if OLD_KEY_LAYERS in meta:
-        return [LayerScale(**d) for d in json.loads(meta[OLD_KEY_LAYERS])]
-    producer = {o: n for n in model.graph.node for o in n.output}
-    layers = []
-    for node in model.graph.node:
-        props = {p.key: p.value for p in node.metadata_props}
-        if NODE_LAMBDA not in props:
-            continue
-        stat = props.get(NODE_STATISTIC, "")
-        tensor = stat.rpartition(" of ")[2] or None
-        lam_in = json.loads(props[NODE_LAMBDA_IN]) if props[NODE_LAMBDA_IN].startswith("[") else float(props[NODE_LAMBDA_IN])
-        lam = json.loads(props[NODE_LAMBDA]) if props[NODE_LAMBDA].startswith("[") else float(props[NODE_LAMBDA])
-        layers.append(LayerScale(node.name, node.op_type, node.input[0], node.output[0],
-                                 tensor if tensor in producer or tensor in {o.name for o in model.graph.output}
-                                 else None, lam_in, lam, stat))
-    return layers
 
 
 def _short(value) -> str:

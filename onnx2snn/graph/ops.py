@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 
 from ..errors import Onnx2SnnError
-from ..scales import channel_scale, compress
+from .scales import channel_scale, compress
 from .view import GraphView
 
 

@@ -34,7 +34,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .view import NEURON_OPS, GraphView, downstream_of
+from .ops import RULES, clip_bounds, ops_in, passes_channel_offset, pool_arguments
+from .view import GraphView, downstream_of
 
 DOMAIN = "onnx2snn"
 DOMAIN_VERSION = 1
@@ -43,7 +44,6 @@ IR_VERSION = 10          # node metadata_props (IR 10) carry the scales
 # initial potentials and input offsets, which to_spiking makes inputs of the IF node.
 KEY_V_INIT = "onnx2snn.v_init"
 KEY_OFFSET = "onnx2snn.offset"
-SUBSAMPLING = ("AveragePool", "GlobalAveragePool", "ReduceMean")
 POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode")
 
 
@@ -64,21 +64,19 @@ def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
     and a graph that is spiking already is returned as it is."""
     if is_spiking(model):
         return model
-    from ..lower.ops import pool_arguments  # the lowering resolves pads the same way
-    from ..lower.registry import HANDLERS
-
     view = GraphView(model)
     sim = config.simulation
     neuron = neuron_attributes(config)
     spikes = set()
-    after_neurons = downstream_of(((n.op_type, n.input, n.output) for n in view.nodes), NEURON_OPS)
+    neuron_ops, subsampling = ops_in("neuron"), ops_in("subsampling")
+    after_neurons = downstream_of(((n.op_type, n.input, n.output) for n in view.nodes), neuron_ops)
     nodes: List[onnx.NodeProto] = []
     for node in view.nodes:
         op, data = node.op_type, view.data_inputs(node)
-        if op in ("Relu", "Clip") and data[0] not in spikes:
+        if op in neuron_ops and data[0] not in spikes:
             nodes.append(_if_node(node, view, neuron))
             spikes.add(node.output[0])
-        elif op in ("Relu", "Clip"):
+        elif op in neuron_ops:
             nodes.append(node)                      # on spikes (≥ 0, ≤ 1): the identity
             spikes.add(node.output[0])
         elif op == "MaxPool" and data[0] in spikes:
@@ -99,13 +97,13 @@ def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
                                if data[0] not in after_neurons else
                                "max pooling of each time step's current, before the neurons that follow")
             nodes.append(pool)
-        elif op in SUBSAMPLING and data[0] in spikes and sim.avg_pool.has_neuron:
+        elif op in subsampling and data[0] in spikes and sim.avg_pool.has_neuron:
             nodes += _then_neurons(node, neuron)
             spikes.add(node.output[0])
         else:
             nodes.append(node)
-            handler = HANDLERS.get(op)
-            if handler is not None and handler.keeps_spikes and data and all(i in spikes for i in data):
+            rule = RULES.get(op)
+            if rule is not None and rule.keeps_spikes and data and all(i in spikes for i in data):
                 spikes.add(node.output[0])
 
     out = onnx.ModelProto()
@@ -139,7 +137,6 @@ def _if_node(node: onnx.NodeProto, view: GraphView, neuron: dict) -> onnx.NodePr
         inputs.pop()
     attrs = dict(neuron)
     if node.op_type == "Clip":
-        from ..lower.ops import clip_bounds
         _, hi, _ = clip_bounds(node, view)
         if hi is not None:
             attrs["max"] = float(hi)
@@ -263,9 +260,6 @@ def offset_input(node: onnx.NodeProto) -> Optional[str]:
 
 # --- input offsets as biases -------------------------------------------------------------------
 
-WEIGHTED = ("Conv", "Gemm")
-
-
 @dataclass
 class FoldedOffsets:
     """Where the IF nodes' input offsets go when added to a bias instead (``fold_offsets``)."""
@@ -309,13 +303,10 @@ def _bias_source(view, tensor: str) -> Optional[onnx.NodeProto]:
     node = view.producer.get(tensor)
     if node is None:
         return None
-    op = node.op_type
-    if op in WEIGHTED and view.const(node.input[1]) is not None:
+    if RULES.get(node.op_type) and RULES[node.op_type].group == "weighted" and view.const(node.input[1]) is not None:
         return node
-    if op == "Add":
+    if node.op_type == "Add":
         return next((found for i in view.data_inputs(node) if (found := _bias_source(view, i)) is not None), None)
-    a = view.attrs(node)
-    padded = any(a.get("pads", ())) or a.get("auto_pad", "NOTSET") not in ("NOTSET", "", "VALID")
-    if op in ("MaxPool", "GlobalAveragePool") or (op == "AveragePool" and not (padded and a.get("count_include_pad", 0))):
+    if passes_channel_offset(node, view):
         return _bias_source(view, node.input[0])
     return None

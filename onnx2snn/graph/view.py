@@ -8,9 +8,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-NEURON_OPS = ("Relu", "Clip")   # the ANN ops that become IF neurons
-
-
 class GraphView:
     def __init__(self, model: onnx.ModelProto):
         g = model.graph
