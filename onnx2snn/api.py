@@ -46,7 +46,7 @@ class Conversion:
     network: SpikingNetwork             # the torch SNN lowered from it
     plan: Plan                          # λ per weighted layer, tensor scales, Add factors, Clip bounds
     stats: Dict[str, TensorStats]       # calibration statistics per activation tensor
-    config: Config
+    config: Config                      # the options asked for (the readout chosen is the Readout node's)
     source: onnx.ModelProto             # the original model (shape-inferred copy)
     input_name: str
     sample_shape: tuple                 # the model input's shape without the batch dimension
@@ -55,6 +55,16 @@ class Conversion:
     calibration: Optional[snn_calibration.CalibrationReport] = None  # bias shifts, readout choice
     timings: Dict[str, float] = field(default_factory=dict)
     warnings: List[str] = field(default_factory=list)   # degenerate input that converted (diagnose.py)
+
+    @property
+    def readout(self) -> tuple:
+        """(mode, delay) of the output layer, as the Readout node states it ("spikes" where the
+        output is spikes already)."""
+        node = next((n for n in self.snn_model.graph.node if n.op_type == "Readout"), None)
+        if node is None:
+            return "spikes", self.network.readout_delay
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        return attrs.get("mode", b"membrane").decode(), int(attrs.get("delay", 0))
 
     @property
     def layers(self) -> List[LayerScale]:
@@ -99,7 +109,6 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     plan = plan_layers(view)
     timings["clean"] = time.perf_counter() - t
 
-    config = Config.from_dict(config.to_dict())  # resolved below (readout); the caller's stays as it was
     x_fit, x_hold = snn_calibration.split(x, config)
     search = config.parser.threshold == "search"
     t = time.perf_counter()
@@ -127,7 +136,11 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
         edited, report = calibrate_snn(edited, info, plan, x_fit, x_hold, config)
         timings["snn_calibration"] = time.perf_counter() - t
 
-    snn_model = annotate(to_spiking(edited, config), plan.layers, config.to_json(), info.sha256, __version__,
+    spiking = config
+    if report is not None and report.readout is not None:   # the choice goes into the Readout node only
+        spiking = Config.from_dict(config.to_dict())
+        spiking.simulation.output, spiking.simulation.readout_delay = report.readout
+    snn_model = annotate(to_spiking(edited, spiking), plan.layers, config.to_json(), info.sha256, __version__,
                          report.offsets if report else None, config.target_T, plan.factors)
     del edited
     collect()                # likewise (to_spiking's graph)
@@ -137,7 +150,8 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     verification = verify(info.model, cleaned, snn_model, info.input_name, plan, x_fit, batch_size=config.batch_size)
     del cleaned
     timings["verify"] = time.perf_counter() - t
-    network = lower_model(snn_model, config)
+    network = lower_model(snn_model, check=False)    # (checked once, above)
+    network.defaults = config.simulation_options()
     network.layer_scales = layer_scales(snn_model)   # as load() reads them: named as in the file
     timings["total"] = time.perf_counter() - t0
     return Conversion(snn_model, network, plan, stats, config, info.model, info.input_name, info.sample_shape, passes,
@@ -169,8 +183,8 @@ def channel_tensors(view: GraphView, tensors) -> List[str]:
 def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, x_hold: Optional[np.ndarray],
                   config: Config):
     """Bias calibration on the fit images and the readout choice on the held-back ones
-    (``snn_calibration.py``); returns the graph with shifted biases and what was done. ``config``
-    gets the chosen readout."""
+    (``snn_calibration.py``); returns the graph with the neurons' input offsets and what was done
+    (the readout chosen: ``report.readout``)."""
     # one heap for all the calibration's simulations: each would otherwise give its freed memory back
     # to the system when it ends (malloc_trim: 0.14 s a time on ResNet-20), only for the next to fault it in
     with cpu_memory.keep_freed_memory():
@@ -179,7 +193,7 @@ def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, 
 
 def _calibrate_snn(edited, info, plan, x_fit, x_hold, config):
     T = config.target_T
-    network = lower_model(edited, config)
+    network = lower_model(edited, config, check=False)
     passes = snn_calibration.calibration_passes(network, x_fit, T, config)
     used = sum(len(p) for p in passes) if config.calibration.bias else 0
     x_read = None if x_hold is None else snn_calibration.readout_images(x_fit, used, x_hold)
@@ -192,15 +206,14 @@ def _calibrate_snn(edited, info, plan, x_fit, x_hold, config):
         edited = snn_calibration.store_v_init(edited, report.v_init_maps)
     if config.simulation.output == "auto":
         teacher = run(info.model, info.input_name, x_read, [info.model.graph.output[0].name], config.batch_size)[0]
-        output, delay = snn_calibration.choose_readout(network, x_read, teacher.reshape(len(x_read), -1).argmax(1),
-                                                       T, config, report)
-        config.simulation.output, config.simulation.readout_delay = output, delay
+        snn_calibration.choose_readout(network, x_read, teacher.reshape(len(x_read), -1).argmax(1), T, config, report)
     return edited, report
 
 
 def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config] = None) -> SpikingNetwork:
-    """Rebuild the SNN from a ``*.snn.onnx`` file alone (its config is in the metadata).
-    ``config`` overrides the stored simulation options."""
+    """Rebuild the SNN from a ``*.snn.onnx`` file alone: the network is the file's nodes'; its
+    simulation defaults (T, device, batch size, encoding, precision) come from ``config``, else from
+    the config stored in the metadata. A config cannot change the network (its readout, say)."""
     info = load_model(path)
     meta = read_metadata(info.model)
     if KEY_CONFIG not in meta:
@@ -214,6 +227,7 @@ def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config
     elif config.simulation.encoder.poisson:
         _check_pooled_currents(info.model)
     network = lower_model(info.model, config)
+    network.defaults = config.simulation_options()
     network.layer_scales = layer_scales(info.model)
     return network
 
@@ -238,14 +252,12 @@ def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray
              record_rates: bool = False,
              progress: Optional[Callable[[int, Optional[int]], None]] = None,
              shard: Optional[tuple] = None) -> SimulationResult:
-    """Simulate ``network`` on inputs ``x`` for ``T`` steps (default: the config's); see
-    ``SpikingNetwork.simulate``."""
-    config = config or network.config or Config()
-    sim = config.simulation
-    return network.simulate(x, T or sim.T, labels, batch_size=config.batch_size, device=config.device,
-                            poisson=sim.encoder.poisson, seed=config.seed, chunk=chunk or sim.chunk,
-                            dtype=sim.dtype, record_rates=record_rates, progress=progress, shard=shard,
-                            readout_delay=sim.readout_delay)
+    """Simulate ``network`` on inputs ``x`` for ``T`` steps with ``config``'s simulation options
+    (default: the network's, from its conversion or file); see ``SpikingNetwork.simulate``. The
+    readout is the network's own (its Readout node)."""
+    options = config.simulation_options() if config else getattr(network, "defaults", None) or Config().simulation_options()
+    return network.simulate(x, T or options.T, labels, record_rates=record_rates, progress=progress, shard=shard,
+                            **options.kwargs(chunk=chunk or options.chunk))
 
 
 def ann_accuracy(model: onnx.ModelProto, input_name: str, x: np.ndarray, labels: np.ndarray,

@@ -332,7 +332,7 @@ def evaluate(a: argparse.Namespace, conv, labelled, rep: dict, shard):
     """ANN and SNN accuracy on the labelled data, printed and added to ``rep``."""
     from . import api, report
     from .snn import synops
-    cfg = conv.config  # with the readout chosen
+    cfg = conv.config  # the simulation options (the readout is the network's)
     x, y = labelled
     t = time.perf_counter()
     ann = api.ann_accuracy(conv.source, conv.input_name, x, y, cfg.batch_size)

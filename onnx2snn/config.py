@@ -95,6 +95,26 @@ class SimulationConfig:
     max_pool: MaxPoolConfig = field(default_factory=MaxPoolConfig)
 
 
+@dataclass(frozen=True)
+class SimulationOptions:
+    """The runtime's options (``Config.simulation_options``, the one mapping from a config): a
+    network keeps them as its defaults (``network.defaults``), and
+    ``network.simulate(x, T, labels, **options.kwargs())`` runs with them."""
+    T: int = 100
+    batch_size: int = 100
+    device: Optional[str] = None
+    poisson: bool = False
+    seed: int = 0
+    chunk: Optional[int] = None
+    dtype: str = "float32"
+
+    def kwargs(self, **overrides) -> dict:
+        """``SpikingNetwork.simulate``'s keyword arguments (all but T), with ``overrides``."""
+        out = {k: getattr(self, k) for k in ("batch_size", "device", "poisson", "seed", "chunk", "dtype")}
+        out.update(overrides)
+        return out
+
+
 @dataclass
 class Config:
     parser: ParserConfig = field(default_factory=ParserConfig)
@@ -103,6 +123,10 @@ class Config:
     seed: int = 0                   # seeds Poisson encoding
     batch_size: int = 100
     device: Optional[str] = None    # None: CUDA when available, else CPU
+
+    def simulation_options(self) -> SimulationOptions:
+        s = self.simulation
+        return SimulationOptions(s.T, self.batch_size, self.device, s.encoder.poisson, self.seed, s.chunk, s.dtype)
 
     # --- validation ------------------------------------------------------------------------
     def validate(self) -> "Config":

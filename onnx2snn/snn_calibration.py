@@ -322,10 +322,8 @@ def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name
                                              config.calibration.v_init) for t in targets}
     for t in targets:
         network.layers[index[id(t.neuron)]] = stand_ins[t.layer]
-    sim = config.simulation
     try:
-        network.simulate(x, T, None, batch_size=len(x), device=config.device, poisson=sim.encoder.poisson,
-                         seed=config.seed, chunk=T)
+        network.simulate(x, T, None, **config.simulation_options().kwargs(batch_size=len(x), chunk=T, dtype="float32"))
     finally:
         for t in targets:
             network.layers[index[id(t.neuron)]] = t.neuron
@@ -344,9 +342,7 @@ def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name
 
 
 def _simulate(network: SpikingNetwork, x: np.ndarray, T: int, config: Config, **kw):
-    sim = config.simulation
-    return network.simulate(x, T, None, batch_size=config.batch_size, device=config.device,
-                            poisson=sim.encoder.poisson, seed=config.seed, chunk=sim.chunk, **kw)
+    return network.simulate(x, T, None, **config.simulation_options().kwargs(dtype="float32", **kw))
 
 
 def store_offsets(model: onnx.ModelProto, offsets: Dict[str, np.ndarray]) -> onnx.ModelProto:

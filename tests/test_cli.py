@@ -128,8 +128,9 @@ def test_snn_onnx_is_self_describing_and_reloads(tiny):
     # load() rebuilds the same SNN from the file alone
     x = np.load(tiny / "calib.npy")
     net = onnx2snn.load(str(path))
-    assert net.config.simulation.T == 20 and net.config.max_pool_mode == "wta"
-    direct = onnx2snn.convert(str(tiny / "tiny.onnx"), x, net.config).network
+    stored = onnx2snn.Config.from_dict(json.loads(meta["onnx2snn.config"]))
+    assert net.defaults.T == 20 and stored.max_pool_mode == "wta"
+    direct = onnx2snn.convert(str(tiny / "tiny.onnx"), x, stored).network
     np.testing.assert_array_equal(net.simulate(x, 20, device="cpu").outputs,
                                   direct.simulate(x, 20, device="cpu").outputs)
 

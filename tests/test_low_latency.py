@@ -116,7 +116,7 @@ def test_calibration_is_deterministic_and_independent_of_batch_size():
     for k in a:
         if a[k] is not None:
             np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6)
-    assert results[0].config.simulation.output == results[1].config.simulation.output
+    assert results[0].readout == results[1].readout
 
 
 def test_calibrated_network_reloads_identically(tmp_path):
@@ -130,8 +130,7 @@ def test_calibrated_network_reloads_identically(tmp_path):
     path = str(tmp_path / "m.snn.onnx")
     conv.save(path)
     net = onnx2snn.load(path)
-    assert net.config.simulation.output in ("spikes", "membrane")
-    assert net.config.simulation.readout_delay == conv.config.simulation.readout_delay
+    assert conv.readout[0] in ("spikes", "membrane") and net.readout_delay == conv.readout[1]
     np.testing.assert_array_equal(simulate(net, x).outputs, simulate(conv.network, x).outputs)
 
 
@@ -237,7 +236,7 @@ def test_files_written_by_0_1_0_load_as_they_were():
     import onnx2snn
     fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
     net = onnx2snn.load(os.path.join(fixtures, "v0.1.0_conv_maxpool.snn.onnx"))
-    assert net.config.max_pool_mode == "gate" and net.config.simulation.output == "spikes"
+    assert any(type(m).__name__ == "GatedMaxPool" for m in net.layers) and type(net.layers[-1]).__name__ == "IFNeuron"
     x = np.random.default_rng(0).normal(size=(16, 1, 8, 8)).astype(np.float32)
     expected = np.load(os.path.join(fixtures, "v0.1.0_conv_maxpool.outputs.npy"))
     np.testing.assert_array_equal(net.simulate(x, 20, device="cpu").outputs, expected)
@@ -361,7 +360,7 @@ def test_stem_max_pool_pools_the_current_before_the_neurons():
     poisson.simulation.encoder.poisson = True
     with pytest.raises(Onnx2SnnError, match="pools its constant input current"):   # load() with a Poisson override
         onnx2snn.load(conv.snn_model, poisson)
-    assert onnx2snn.load(conv.snn_model, cfg).config.simulation.encoder.poisson is False
+    assert onnx2snn.load(conv.snn_model, cfg).defaults.poisson is False
     conv = convert(m, np.clip(x, 0, 1), poisson)
     assert any(n.op_type == "SpikeMaxPool" for n in conv.snn_model.graph.node)
 
@@ -390,4 +389,4 @@ def test_max_pool_of_a_deeper_current_is_described_and_loads_with_poisson():
     assert "each time step's current" in pool.doc_string
     poisson = Config.from_dict(conv.config.to_dict())
     poisson.simulation.encoder.poisson = True
-    assert onnx2snn.load(conv.snn_model, poisson).config.simulation.encoder.poisson
+    assert onnx2snn.load(conv.snn_model, poisson).defaults.poisson

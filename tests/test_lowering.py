@@ -88,7 +88,7 @@ def test_synaptic_factor_mul_is_fused_into_its_add():
         else:
             steps.append(s)
             layers.append(m)
-    plain = SpikingNetwork(steps, layers, net.input_name, net.output_name, net.elements_per_sample, net.config)
+    plain = SpikingNetwork(steps, layers, net.input_name, net.output_name, net.elements_per_sample, net.readout_delay)
     _, refused = fuse_scaled_adds(steps, layers, net.output_name)   # the pass finds them all again
     assert sum(isinstance(m, ScaledAdd) for m in refused) == len(fused)
     a = net.simulate(x, 20, device="cpu", record_steps=True).step_outputs

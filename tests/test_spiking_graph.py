@@ -137,3 +137,27 @@ def test_synaptic_factor_nodes_are_described():
         assert "Synaptic factor" in node.doc_string and node.doc_string.count("\n") >= 2
         assert float({p.key: p.value for p in node.metadata_props}["factor"].split()[-1].split("-")[-1]) > 0
         assert node.output[0] == node.name + "_output_0"
+
+
+def test_a_config_given_to_load_changes_the_simulation_options_not_the_network(tmp_path):
+    """The readout delay is the Readout node's alone (issue 20, part 3): a config passed to load()
+    or simulate() with another delay leaves the network's readout as the file states it."""
+    import onnx2snn
+    from onnx2snn import simulate
+    m = graphs.conv_bn_relu()
+    x = np.random.default_rng(6).uniform(0, 1, size=(20, 1, 8, 8)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T, cfg.simulation.output, cfg.simulation.readout_delay = 10, "membrane", 3
+    conv = convert(m, x, cfg)
+    assert conv.readout == ("membrane", 3) and conv.network.readout_delay == 3
+    path = str(tmp_path / "m.snn.onnx")
+    conv.save(path)
+    other = Config()
+    other.simulation.T, other.simulation.readout_delay, other.batch_size = 7, 0, 5
+    net = onnx2snn.load(path, other)
+    assert net.readout_delay == 3 and net.defaults.T == 7 and net.defaults.batch_size == 5
+    a = simulate(net, x)                         # T and batch size from the config given to load()
+    b = simulate(conv.network, x, T=7, config=other)
+    assert a.T == 7
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+    np.testing.assert_array_equal(a.outputs, conv.network.simulate(x, 7, device="cpu", readout_delay=3).outputs)

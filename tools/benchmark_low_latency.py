@@ -73,8 +73,8 @@ def run(path, calib, x, y, T, overrides, device, batch):
     conv = onnx2snn.convert(path, calib, cfg)
     t_conv = time.perf_counter() - t
     acc = onnx2snn.simulate(conv.network, x, y, config=conv.config).accuracy
-    sim = conv.config.simulation
-    return 100 * acc, t_conv, f"{sim.output}" + (f", delay {sim.readout_delay}" if sim.readout_delay else "")
+    mode, delay = conv.readout
+    return 100 * acc, t_conv, mode + (f", delay {delay}" if delay else "")
 
 
 def main():

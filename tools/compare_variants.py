@@ -49,9 +49,9 @@ def main():
         conv = onnx2snn.convert(a.model, calib, cfg)
         seconds = time.perf_counter() - t
         acc = onnx2snn.simulate(conv.network, x, y, config=conv.config).accuracy
-        sim = conv.config.simulation
-        print(f"{json.dumps(overrides)}  T={a.T}: {100 * acc:.2f} %  (readout {sim.output}, delay "
-              f"{sim.readout_delay or 0}; conversion {seconds:.1f} s)", flush=True)
+        mode, delay = conv.readout
+        print(f"{json.dumps(overrides)}  T={a.T}: {100 * acc:.2f} %  (readout {mode}, delay "
+              f"{delay}; conversion {seconds:.1f} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -49,24 +49,24 @@ class LowerContext:
         self.elements += int(np.prod(shape)) if shape else 0
 
 
-def lower_model(model: onnx.ModelProto, config=None, ann: bool = False) -> SpikingNetwork:
+def lower_model(model: onnx.ModelProto, config=None, ann: bool = False, check: bool = True) -> SpikingNetwork:
     """The torch SNN of a spiking graph; a plain normalised graph is first made spiking with
-    ``config``'s neuron, pooling and readout options (``graph/spiking.py``)."""
+    ``config``'s neuron, pooling and readout options (``graph/spiking.py``). ``check=False``: the
+    caller checked the graph's support already (a conversion checks once)."""
     from ..config import Config
     config = config or Config()
     if not is_spiking(model):
         model = to_spiking(model, config)
     view = GraphView(model)
-    check_supported(view)
+    if check:
+        check_supported(view)
     ctx = LowerContext(view, ann)
     for node in view.nodes:
         if node.op_type != "Constant":
             LOWERINGS[node.op_type](node, ctx)
     steps, modules = fuse_scaled_adds(ctx.steps, ctx.modules, view.output_names[0])
-    network = SpikingNetwork(steps, modules, view.input_name, view.output_names[0], ctx.elements, config)
-    if ctx.readout_delay is not None:
-        network.readout_delay = ctx.readout_delay
-    return network
+    return SpikingNetwork(steps, modules, view.input_name, view.output_names[0], ctx.elements,
+                          ctx.readout_delay or 0)
 
 
 def fuse_scaled_adds(steps: List[Step], modules: List[nn.Module], output: str):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import SimulationOptions
 from ..errors import Onnx2SnnError
 from . import cpu_memory
 from .synops import EventCounter, synaptic_operations, weighted_layer
@@ -74,16 +75,16 @@ class SpikingNetwork(nn.Module):
     """A spiking network lowered from an ONNX graph; see the module docstring for the runner."""
 
     def __init__(self, steps: Sequence[Step], modules: Sequence[nn.Module], input_name: str,
-                 output_name: str, elements_per_sample: int, config=None):
+                 output_name: str, elements_per_sample: int, readout_delay: int = 0):
         super().__init__()
         self.steps = list(steps)
         self.layers = nn.ModuleList(modules)
         self.input_name, self.output_name = input_name, output_name
         self.elements_per_sample = max(1, int(elements_per_sample))  # all tensors of one step, one sample
-        self.config = config
-        # Output steps the readout skips (chosen at conversion): a property of the network, so any
-        # simulate() call reads it out as it was calibrated.
-        self.readout_delay = int(getattr(getattr(config, "simulation", None), "readout_delay", None) or 0)
+        # Output steps the readout skips: the Readout node's ``delay``, so any simulate() call reads
+        # the network out as it was calibrated.
+        self.readout_delay = int(readout_delay)
+        self.defaults = SimulationOptions()   # what api.simulate runs with when given no config
         self.requires_grad_(False)  # an inference runtime: no autograd bookkeeping
         self._weighted = {i for i, m in enumerate(self.layers) if weighted_layer(m) is not None}
         self.fuse_pooling = True   # False: neurons and the pooling after them run apart (tests compare)
@@ -227,8 +228,9 @@ class SpikingNetwork(nn.Module):
         runs convolutions and pooling several times faster in it). The chunk size is
         chosen once, for the first batch, so that every batch runs the same shapes. ``progress(n,
         correct)`` is called after each batch with its number of samples and, with labels, how many
-        of them were classified right after T steps (else None). ``readout_delay``: the
-        readout ignores the first steps (their output counts as zero); None: the network's own. ``record_steps``: also return
+        of them were classified right after T steps (else None). ``readout_delay``: for this call
+        only, the readout ignores these first steps instead of the network's own (the Readout
+        node's; the calibration's readout choice records with 0). ``record_steps``: also return
         every step's readout increment (memory T·N·classes). ``shard=(rank, world)``: under
         torch.distributed, simulate only batches rank, rank+world, … and sum the counts over the
         ranks, so that every rank returns what one process would (``distributed.py``)."""
