@@ -1,7 +1,7 @@
 """``onnx2snn MODEL.onnx CALIB.npy [options]``: convert, verify, write, and optionally evaluate.
 
-Exit codes: 0 success, 1 bad input (one-line message), 2 bad command line, 3 the edited graph
-failed verification. Bugs keep their traceback.
+Exit codes: 0 success, 1 bad input (one-line message), 2 bad command line, 3 the written
+.snn.onnx, run as an ANN, failed verification. Bugs keep their traceback.
 """
 from __future__ import annotations
 
