@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .ops import RULES, clip_bounds, ops_in, passes_channel_offset, pool_arguments
+from .ops import RULES, bias_of, clip_bounds, ops_in, passes_channel_offset, pool_arguments
 from .view import GraphView, downstream_of
 
 DOMAIN = "onnx2snn"
@@ -284,7 +284,7 @@ def fold_offsets(view) -> FoldedOffsets:
         if layer is None or layer.name in out.biases:
             continue
         w = view.const(layer.input[1])
-        bias = view.const(layer.input[2]) if len(layer.input) > 2 and layer.input[2] else None
+        bias = bias_of(layer, view)
         channels = w.shape[0]                 # Conv: (C_out, ...); Gemm, canonical: Y = X·Wᵀ + b
         offset = np.asarray(view.const(name), np.float64).reshape(-1)
         if offset.size != channels:
