@@ -43,7 +43,7 @@ from onnx import helper, numpy_helper
 from .errors import Onnx2SnnError
 from .graph import external
 from .graph.spiking import DOMAIN, fold_offsets, offset_input, to_spiking, v_init_input
-from .graph.ops import bias_of, conv_arguments, ops_in, pool_arguments, reduce_axes
+from .graph.ops import NEURON_OPS, bias_of, conv_arguments, pool_arguments, reduce_axes
 from .graph.view import GraphView
 
 FLATTENING = ("Flatten", "Reshape", "Squeeze")
@@ -129,7 +129,7 @@ def to_nir(model: onnx.ModelProto, approximate: bool = False, config=None):
             add(node.name, nir.Scale(scale), data[0], node.output[0])
         elif op == "Add":
             sources[node.output[0]] = [s for i in data for s in sources[i]]   # NIR sums the edges
-        elif op in ops_in("neuron"):           # on spikes: the identity
+        elif op in NEURON_OPS:           # on spikes: the identity
             sources[node.output[0]] = sources[data[0]]
         elif op == "Readout":
             shape = shape_of(node.output[0])

@@ -37,10 +37,9 @@ from .calibrate import TensorStats
 from .errors import Onnx2SnnError
 from .graph import external
 from .graph.annotate import NODE_LAMBDA, NODE_LAMBDA_IN, NODE_STATISTIC, OLD_KEY_LAYERS, read_metadata
-from .graph.ops import RULES, clip_bounds, ops_in
-from .graph.view import GraphView
+from .graph.ops import NEURON_OPS, RULES, clip_bounds
 from .graph.scales import channel_scale, compress, uniform
-
+from .graph.view import GraphView
 
 
 @dataclass
@@ -96,7 +95,7 @@ def _stat_tensor(view: GraphView, tensor: str) -> Optional[str]:
         if len(consumers) != 1:
             return None
         (node,) = consumers
-        if node.op_type in ops_in("neuron"):
+        if node.op_type in NEURON_OPS:
             return node.output[0]
         rule = RULES.get(node.op_type)
         if rule is None or not (rule.scale in ("preserve", "transform") or node.op_type == "Add"):

@@ -48,7 +48,7 @@ from torch import nn
 from .calibrate import stream_batches
 from .config import Config
 from .errors import Onnx2SnnError
-from .graph.ops import ops_in, passes_channel_offset
+from .graph.ops import NEURON_OPS, passes_channel_offset
 from .graph.spiking import KEY_OFFSET, KEY_V_INIT
 from .graph.view import GraphView
 from .normalize import Plan
@@ -192,7 +192,7 @@ def _reaches(view: GraphView, start: str, tensor: str) -> bool:
             return False
         (node,) = consumers
         if node.output[0] == tensor:      # its neurons: a ReLU/Clip, or their IF node in a spiking graph
-            return node.op_type in ops_in("neuron") + ("IF", "ClipIF")
+            return node.op_type in NEURON_OPS + ("IF", "ClipIF")
         if not passes_channel_offset(node, view):
             return False
         start = node.output[0]

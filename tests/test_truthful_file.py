@@ -83,7 +83,7 @@ def test_written_file_run_as_an_ann_keeps_the_originals_argmax(name, shared_dir,
                                   conv.network.simulate(test[:8], 16, device="cpu").outputs)
 
 
-def test_offsets_fold_into_the_bias_ahead_or_stay_on_the_neurons():
+def test_offsets_fold_into_the_bias_ahead_or_stay_on_the_neurons(monkeypatch):
     """The runtime adds an IF node's offset to the bias of the layer ahead where exact; where another
     reader sees the layer's output, the neurons add it themselves — both give the same spikes."""
     x = np.random.default_rng(2).uniform(0, 1, size=(60, 1, 8, 8)).astype(np.float32)
@@ -92,18 +92,10 @@ def test_offsets_fold_into_the_bias_ahead_or_stay_on_the_neurons():
     conv = convert(graphs.conv_bn_relu(pool="AveragePool"), x, cfg)
     folded = fold_offsets(GraphView(conv.snn_model))
     assert folded.neurons and folded.biases
-    unfolded = conv.network
-    from onnx2snn.lower import LowerContext
-    original_init = LowerContext.__init__
-
-    def no_folding(self, *a, **k):
-        original_init(self, *a, **k)
-        self.folded = type(folded)()
-    try:
-        LowerContext.__init__ = no_folding
-        unfolded = onnx2snn.load(conv.snn_model)
-    finally:
-        LowerContext.__init__ = original_init
+    import onnx2snn.lower
+    monkeypatch.setattr(onnx2snn.lower, "fold_offsets", lambda view: type(folded)())   # fold nothing
+    unfolded = onnx2snn.load(conv.snn_model)
+    monkeypatch.undo()
     neurons = [m for m in unfolded.layers if getattr(m, "input_offset", None) is not None]
     assert neurons, "without folding the neurons carry the offset"
     assert all(getattr(m, "input_offset", None) is None for m in conv.network.layers)

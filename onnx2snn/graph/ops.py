@@ -21,7 +21,8 @@ Each ``OpRule`` says
   instead be a bias upstream (``passes_channel_offset``);
 * ``group``: ``"weighted"``, ``"neuron"`` (the ANN ops that become IF neurons), ``"spiking"`` (the
   onnx2snn domain's nodes), ``"subsampling"`` (average pooling of spikes), ``"pooling"``,
-  ``"merge"``, ``"layout"``, ``"reduce"``, ``"factor"`` — ``ops_in(group)`` lists them.
+  ``"merge"``, ``"layout"``, ``"reduce"``, ``"factor"`` — ``ops_in(group)`` lists them (``NEURON_OPS``, ``SUBSAMPLING`` and ``LAYOUT``, at the end, are
+  the groups the pipeline asks about in its loops).
 
 The attribute decoders (pads with auto_pad resolved, pooling arguments, Clip bounds, Reshape
 targets, axes) live here too, so that normalisation, the spiking graph, the torch lowering
@@ -493,3 +494,9 @@ def _reduce_scale(node, view, scale):
 # input current for the next layer.
 rule("ReduceMean", "transform", "subsampling", check=_check_reduce, transform=_reduce_scale)
 rule("ReduceSum", "transform", "reduce", check=_check_reduce, transform=_reduce_scale)
+
+
+# The groups the pipeline asks about in its loops, read off the table once.
+NEURON_OPS = ops_in("neuron")              # the ANN ops that become IF neurons
+SUBSAMPLING = ops_in("subsampling")        # average pooling, global or not, and ReduceMean
+LAYOUT = ops_in("layout")                  # ops that only move values

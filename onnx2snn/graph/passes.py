@@ -26,7 +26,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from . import external
-from .ops import ops_in
+from .ops import NEURON_OPS
 from .view import downstream_of
 
 log = logging.getLogger(__name__)
@@ -392,8 +392,8 @@ def pool_before_neurons(graph: gs.Graph) -> gs.Graph:
     The pooled current is named ``<relu output>_pooled``; the ReLU writes the MaxPool's old output,
     whose values are unchanged."""
     depends_on_neurons = downstream_of(((n.op, [t.name for t in n.inputs], [t.name for t in n.outputs])
-                                        for n in graph.nodes), ops_in("neuron"))
-    for relu in [n for n in graph.nodes if n.op in ops_in("neuron")]:
+                                        for n in graph.nodes), NEURON_OPS)
+    for relu in [n for n in graph.nodes if n.op in NEURON_OPS]:
         r = relu.outputs[0]
         if r in graph.outputs or len(r.outputs) != 1 or relu.inputs[0].name in depends_on_neurons:
             continue

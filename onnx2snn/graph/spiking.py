@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .ops import RULES, bias_of, clip_bounds, ops_in, passes_channel_offset, pool_arguments
+from .ops import NEURON_OPS, RULES, SUBSAMPLING, bias_of, clip_bounds, passes_channel_offset, pool_arguments
 from .view import GraphView, downstream_of
 
 DOMAIN = "onnx2snn"
@@ -68,7 +68,7 @@ def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
     sim = config.simulation
     neuron = neuron_attributes(config)
     spikes = set()
-    neuron_ops, subsampling = ops_in("neuron"), ops_in("subsampling")
+    neuron_ops, subsampling = NEURON_OPS, SUBSAMPLING
     after_neurons = downstream_of(((n.op_type, n.input, n.output) for n in view.nodes), neuron_ops)
     nodes: List[onnx.NodeProto] = []
     for node in view.nodes:

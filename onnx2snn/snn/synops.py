@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..graph.ops import ops_in
+from ..graph.ops import LAYOUT, SUBSAMPLING
 from .kernels import dense
 
 ENERGY_AC_PJ = 0.9
@@ -88,8 +88,8 @@ def sum_leading(value: torch.Tensor) -> torch.Tensor:
     return value.sum(dim=0, dtype=dtype)
 
 
-AVERAGING = ops_in("subsampling")
-PASSIVE = AVERAGING + ops_in("layout")
+AVERAGING = SUBSAMPLING
+PASSIVE = AVERAGING + LAYOUT
 
 
 def pooling_area(steps, index: int) -> float:
