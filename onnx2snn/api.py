@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -26,7 +27,7 @@ from .errors import Onnx2SnnError
 from .graph import clean_graph, external, load_model
 from .graph.annotate import KEY_CONFIG, annotate, read_metadata
 from .graph.spiking import to_spiking
-from .graph.view import GraphView, downstream_of
+from .graph.view import GraphView
 from .graph.ops import check_supported
 from .lower import lower_model
 from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, layer_scales, plan_layers,
@@ -109,7 +110,8 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     plan = plan_layers(view)
     timings["clean"] = time.perf_counter() - t
 
-    x_fit, x_hold = snn_calibration.split(x, config)
+    calibration_options = config.calibration_options()
+    x_fit, x_hold = snn_calibration.split(x, calibration_options)
     search = config.parser.threshold == "search"
     t = time.perf_counter()
     cb = (lambda n: progress("calibrate", n, len(x_fit))) if progress else None
@@ -133,13 +135,13 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     report = None
     if config.snn_calibration:
         t = time.perf_counter()
-        edited, report = calibrate_snn(edited, info, plan, x_fit, x_hold, config)
+        edited, report = calibrate_snn(edited, info, plan, x_fit, x_hold, calibration_options,
+                                       choose=config.simulation.output == "auto")
         timings["snn_calibration"] = time.perf_counter() - t
 
-    spiking = config
+    spiking = config.spiking_options()
     if report is not None and report.readout is not None:   # the choice goes into the Readout node only
-        spiking = Config.from_dict(config.to_dict())
-        spiking.simulation.output, spiking.simulation.readout_delay = report.readout
+        spiking = dataclasses.replace(spiking, readout=report.readout[0], readout_delay=report.readout[1])
     snn_model = annotate(to_spiking(edited, spiking), plan.layers, config.to_json(), info.sha256, __version__,
                          report.offsets if report else None, config.target_T, plan.factors)
     del edited
@@ -181,32 +183,32 @@ def channel_tensors(view: GraphView, tensors) -> List[str]:
 
 
 def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, x_hold: Optional[np.ndarray],
-                  config: Config):
-    """Bias calibration on the fit images and the readout choice on the held-back ones
-    (``snn_calibration.py``); returns the graph with the neurons' input offsets and what was done
-    (the readout chosen: ``report.readout``)."""
+                  options: snn_calibration.CalibrationOptions, choose: bool):
+    """Bias calibration on the fit images (``options.bias``) and, with ``choose``, the readout
+    choice on the held-back ones (``snn_calibration.py``); returns the graph with the neurons'
+    input offsets and what was done (the readout chosen: ``report.readout``)."""
     # one heap for all the calibration's simulations: each would otherwise give its freed memory back
     # to the system when it ends (malloc_trim: 0.14 s a time on ResNet-20), only for the next to fault it in
     with cpu_memory.keep_freed_memory():
-        return _calibrate_snn(edited, info, plan, x_fit, x_hold, config)
+        return _calibrate_snn(edited, info, plan, x_fit, x_hold, options, choose)
 
 
-def _calibrate_snn(edited, info, plan, x_fit, x_hold, config):
-    T = config.target_T
-    network = lower_model(edited, config, check=False)
-    passes = snn_calibration.calibration_passes(network, x_fit, T, config)
-    used = sum(len(p) for p in passes) if config.calibration.bias else 0
+def _calibrate_snn(edited, info, plan, x_fit, x_hold, options, choose):
+    T = options.T
+    network = lower_model(edited, options.neurons, check=False)
+    passes = snn_calibration.calibration_passes(network, x_fit, T, options)
+    used = sum(len(p) for p in passes) if options.bias else 0
     x_read = None if x_hold is None else snn_calibration.readout_images(x_fit, used, x_hold)
     report = snn_calibration.CalibrationReport(T, used, 0 if x_read is None else len(x_read))
-    if config.calibration.bias:
+    if options.bias:
         for k, part in enumerate(passes):
-            snn_calibration.calibrate_biases(network, edited, info.input_name, plan, part, T, config, report,
+            snn_calibration.calibrate_biases(network, edited, info.input_name, plan, part, T, options, report,
                                              weight=1.0 / (k + 1))
         edited = snn_calibration.store_offsets(edited, report.offsets)
         edited = snn_calibration.store_v_init(edited, report.v_init_maps)
-    if config.simulation.output == "auto":
-        teacher = run(info.model, info.input_name, x_read, [info.model.graph.output[0].name], config.batch_size)[0]
-        snn_calibration.choose_readout(network, x_read, teacher.reshape(len(x_read), -1).argmax(1), T, config, report)
+    if choose:
+        teacher = run(info.model, info.input_name, x_read, [info.model.graph.output[0].name], options.batch_size)[0]
+        snn_calibration.choose_readout(network, x_read, teacher.reshape(len(x_read), -1).argmax(1), T, options, report)
     return edited, report
 
 
@@ -224,27 +226,10 @@ def load(path: Union[str, os.PathLike, onnx.ModelProto], config: Optional[Config
         # Files written by 0.1 predate the max-pool rule: they gated by spike count.
         stored.get("simulation", {}).get("max_pool", {}).setdefault("rule", "gate")
         config = Config.from_dict(stored)
-    elif config.simulation.encoder.poisson:
-        _check_pooled_currents(info.model)
-    network = lower_model(info.model, config)
+    network = lower_model(info.model, config.spiking_options())
     network.defaults = config.simulation_options()
     network.layer_scales = layer_scales(info.model)
     return network
-
-
-def _check_pooled_currents(model: onnx.ModelProto) -> None:
-    """A graph converted with its first max pooling before the neurons (``pool_before_neurons``)
-    pools the input current, which only constant-current input keeps the same at every step: with
-    Poisson input the max of each step's current would overstate the pooled rate."""
-    neurons = ("IF", "ClipIF")
-    consumers = {i for n in model.graph.node if n.op_type in neurons for i in n.input}
-    after_neurons = downstream_of(((n.op_type, n.input, n.output) for n in model.graph.node), neurons)
-    pooled = [n.name for n in model.graph.node
-              if n.op_type == "MaxPool" and n.output[0] in consumers and n.input[0] not in after_neurons]
-    if pooled:
-        raise Onnx2SnnError(f"this SNN pools its constant input current before its first neurons ({pooled[0]}, "
-                            "simulation.max_pool.before_neuron); Poisson input would overstate that max: convert "
-                            "again with --poisson (the pooling then stays on spikes)")
 
 
 def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray] = None,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from .errors import Onnx2SnnError
+from .options import CalibrationOptions, SimulationOptions, SpikingOptions
 
 # Beyond this many time steps rate coding has long converged (the benchmarks stop at 1024) and a run
 # takes days: a larger T is a typo.
@@ -95,26 +96,6 @@ class SimulationConfig:
     max_pool: MaxPoolConfig = field(default_factory=MaxPoolConfig)
 
 
-@dataclass(frozen=True)
-class SimulationOptions:
-    """The runtime's options (``Config.simulation_options``, the one mapping from a config): a
-    network keeps them as its defaults (``network.defaults``), and
-    ``network.simulate(x, T, labels, **options.kwargs())`` runs with them."""
-    T: int = 100
-    batch_size: int = 100
-    device: Optional[str] = None
-    poisson: bool = False
-    seed: int = 0
-    chunk: Optional[int] = None
-    dtype: str = "float32"
-
-    def kwargs(self, **overrides) -> dict:
-        """``SpikingNetwork.simulate``'s keyword arguments (all but T), with ``overrides``."""
-        out = {k: getattr(self, k) for k in ("batch_size", "device", "poisson", "seed", "chunk", "dtype")}
-        out.update(overrides)
-        return out
-
-
 @dataclass
 class Config:
     parser: ParserConfig = field(default_factory=ParserConfig)
@@ -127,6 +108,19 @@ class Config:
     def simulation_options(self) -> SimulationOptions:
         s = self.simulation
         return SimulationOptions(s.T, self.batch_size, self.device, s.encoder.poisson, self.seed, s.chunk, s.dtype)
+
+    def spiking_options(self) -> SpikingOptions:
+        """The spiking graph's options (``graph/spiking.py``): neurons, pooling, readout, encoding. An
+        "auto" readout is the membrane one until the calibration chooses."""
+        s = self.simulation
+        return SpikingOptions(s.reset, float(s.v_init), self.max_pool_mode, s.max_pool.momentum, s.avg_pool.has_neuron,
+                              "spikes" if s.output == "spikes" else "membrane", int(s.readout_delay or 0),
+                              "poisson" if s.encoder.poisson else "current")
+
+    def calibration_options(self) -> CalibrationOptions:
+        c = self.calibration
+        return CalibrationOptions(self.target_T, c.bias, c.iterations, c.v_init, c.samples, c.holdout, self.holds_out,
+                                  self.batch_size, self.device, self.simulation_options(), self.spiking_options())
 
     # --- validation ------------------------------------------------------------------------
     def validate(self) -> "Config":

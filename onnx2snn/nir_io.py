@@ -62,13 +62,12 @@ def _nir():
 
 # --- export ----------------------------------------------------------------------------------------
 
-def to_nir(model: onnx.ModelProto, approximate: bool = False, config=None):
-    """The NIR graph of a spiking graph (a plain normalised graph is made spiking with ``config``).
-    Returns ``(nir.NIRGraph, approximations)``."""
+def to_nir(model: onnx.ModelProto, approximate: bool = False, options=None):
+    """The NIR graph of a spiking graph (a plain normalised graph is made spiking with ``options``,
+    a ``SpikingOptions``). Returns ``(nir.NIRGraph, approximations)``."""
     nir = _nir()
     if not any(n.domain == DOMAIN for n in model.graph.node):
-        from .config import Config
-        model = to_spiking(model, config or Config())
+        model = to_spiking(model, options)
     view = GraphView(model)
     folded = fold_offsets(view)     # the neurons' input offsets, added to the biases ahead of them
     shape_of = view.sample_shape
@@ -372,8 +371,7 @@ def _topological(graph) -> List[str]:
 
 def load_nir(path: Union[str, os.PathLike], config=None):
     """The ``SpikingNetwork`` of a NIR file written by ``export_nir`` (the same SNN as the
-    ``*.snn.onnx`` it came from)."""
-    from .config import Config
+    ``*.snn.onnx`` it came from); ``config`` (a ``Config``) sets its simulation defaults."""
     from .lower import lower_model
     nir = _nir()
     path = os.fspath(path)
@@ -383,4 +381,7 @@ def load_nir(path: Union[str, os.PathLike], config=None):
         graph = nir.read(path)
     except Exception as e:  # h5py/nir raise many kinds on a bad file
         raise Onnx2SnnError(f"{path}: not a readable NIR file ({type(e).__name__}: {e})") from None
-    return lower_model(from_nir(graph), config or Config())
+    network = lower_model(from_nir(graph))
+    if config is not None:
+        network.defaults = config.simulation_options()
+    return network

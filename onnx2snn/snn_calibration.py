@@ -46,7 +46,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from .calibrate import stream_batches
-from .config import Config
+from .options import CalibrationOptions
 from .errors import Onnx2SnnError
 from .graph.ops import NEURON_OPS, passes_channel_offset
 from .graph.spiking import KEY_OFFSET, KEY_V_INIT
@@ -96,20 +96,20 @@ class CalibrationReport:
                 "readout_agreement_with_ann": self.readout_agreement}
 
 
-def split(x: np.ndarray, config: Config) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def split(x: np.ndarray, options: CalibrationOptions) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """(fit part, held-back part): the last ``calibration.holdout`` share is held back whenever
     anything is fitted for the target T (``Config.holds_out``); otherwise everything fits. The
     thresholds' statistics use the fit part; the bias calibration its first ``calibration.samples``
     images; the readout is chosen on the held-back part and the fit images the bias calibration
     did not simulate (``readout_images``)."""
-    if not config.holds_out:
+    if not options.holds_out:
         return x, None
     n = len(x)
     if n < MIN_IMAGES:
-        raise Onnx2SnnError(f"the calibration array has {n} image(s); calibrating for T={config.target_T} needs at "
+        raise Onnx2SnnError(f"the calibration array has {n} image(s); calibrating for T={options.T} needs at "
                             f"least {MIN_IMAGES} (a fit part and a held-back part): give more images, or use the "
                             "seed's conversion (--threshold statistic --no-bias-calibration --output spikes)")
-    hold = max(2, int(round(config.calibration.holdout * n)))
+    hold = max(2, int(round(options.holdout * n)))
     return x[:n - hold], x[n - hold:]
 
 
@@ -123,15 +123,16 @@ def readout_images(x_fit: np.ndarray, used: int, x_hold: np.ndarray) -> np.ndarr
     return np.concatenate([np.asarray(x_hold[:READOUT_IMAGES]), np.asarray(extra)]) if len(extra) else x_hold
 
 
-def calibration_passes(network: SpikingNetwork, x_fit: np.ndarray, T: int, config: Config) -> List[np.ndarray]:
+def calibration_passes(network: SpikingNetwork, x_fit: np.ndarray, T: int, options: CalibrationOptions
+                       ) -> List[np.ndarray]:
     """The fit images the bias calibration simulates, ``calibration.samples`` of them, in as many
     passes (disjoint parts) as the memory budget needs: at high T one pass holds fewer images
     (``sample_budget``). Pass k measures the remaining error on its own images and applies 1/(k+1)
     of the correction, so the shifts are a running mean over all passes' images (potential
     calibration, which fits per neuron, runs one pass)."""
-    per_pass = sample_budget(network, T, config)
-    wanted = min(len(x_fit), config.calibration.samples)
-    if config.calibration.v_init:
+    per_pass = sample_budget(network, T, options)
+    wanted = min(len(x_fit), options.samples)
+    if options.v_init_maps:
         wanted = per_pass
     # whole passes: the last may run up to per_pass − 1 images past ``wanted`` (the benchmarks were
     # measured so); a last part much smaller than the others would weigh its few images as much as
@@ -140,20 +141,20 @@ def calibration_passes(network: SpikingNetwork, x_fit: np.ndarray, T: int, confi
     return [p for k, p in enumerate(parts) if k == 0 or len(p) >= min(MIN_SAMPLES, per_pass)]
 
 
-def sample_budget(network: SpikingNetwork, T: int, config: Config, budget: Optional[int] = None) -> int:
+def sample_budget(network: SpikingNetwork, T: int, options: CalibrationOptions, budget: Optional[int] = None) -> int:
     """How many fit images one calibration pass simulates: ``calibration.samples``, fewer where T
     steps of that many images would not fit the memory budget (``budget`` bytes; default: the
     device's). The memory bound wins over the wish for 32 images a pass: an ImageNet network's T=32
     steps take gigabytes per image, and 32 of them would not fit (the passes then cover the
     images), but at least one image runs."""
     if budget is None:
-        device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if device.type == "cuda" and torch.cuda.is_available():
             budget = torch.cuda.mem_get_info(device)[0] // 4
         else:
             budget = CPU_BUDGET
     fits = budget // (BYTES_PER_ELEMENT_STEP * T * network.elements_per_sample)
-    return int(max(1, min(config.calibration.samples, fits)))
+    return int(max(1, min(options.samples, fits)))
 
 
 # --- bias calibration ---------------------------------------------------------------------------
@@ -307,7 +308,8 @@ class _CalibratingNeuron(nn.Module):
 
 
 def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name: str, plan: Plan,
-                     x: np.ndarray, T: int, config: Config, report: CalibrationReport, weight: float = 1.0) -> None:
+                     x: np.ndarray, T: int, options: CalibrationOptions, report: CalibrationReport,
+                     weight: float = 1.0) -> None:
     """Shift the biases of ``network`` in place (see the module docstring) by ``weight`` times the
     correction measured on ``x``; record the shifts (added to those of earlier passes).
 
@@ -316,14 +318,14 @@ def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name
     targets = bias_targets(network, model, plan)
     if not targets:
         return
-    goal = ann_targets(model, input_name, [t.tensor for t in targets], x, config.batch_size)
+    goal = ann_targets(model, input_name, [t.tensor for t in targets], x, options.batch_size)
     index = {id(m): i for i, m in enumerate(network.layers)}
-    stand_ins = {t.layer: _CalibratingNeuron(t.neuron, goal[t.tensor], config.calibration.iterations,
-                                             config.calibration.v_init) for t in targets}
+    stand_ins = {t.layer: _CalibratingNeuron(t.neuron, goal[t.tensor], options.iterations,
+                                             options.v_init_maps) for t in targets}
     for t in targets:
         network.layers[index[id(t.neuron)]] = stand_ins[t.layer]
     try:
-        network.simulate(x, T, None, **config.simulation_options().kwargs(batch_size=len(x), chunk=T, dtype="float32"))
+        network.simulate(x, T, None, **options.simulation.kwargs(batch_size=len(x), chunk=T, dtype="float32"))
     finally:
         for t in targets:
             network.layers[index[id(t.neuron)]] = t.neuron
@@ -341,8 +343,8 @@ def calibrate_biases(network: SpikingNetwork, model: onnx.ModelProto, input_name
              len(targets))
 
 
-def _simulate(network: SpikingNetwork, x: np.ndarray, T: int, config: Config, **kw):
-    return network.simulate(x, T, None, **config.simulation_options().kwargs(dtype="float32", **kw))
+def _simulate(network: SpikingNetwork, x: np.ndarray, T: int, options: CalibrationOptions, **kw):
+    return network.simulate(x, T, None, **options.simulation.kwargs(dtype="float32", **kw))
 
 
 def store_offsets(model: onnx.ModelProto, offsets: Dict[str, np.ndarray]) -> onnx.ModelProto:
@@ -381,18 +383,18 @@ def delays(T: int) -> List[int]:
 
 
 def choose_readout(network: SpikingNetwork, x: np.ndarray, teacher: np.ndarray, T: int,
-                   config: Config, report: CalibrationReport) -> Tuple[str, int]:
+                   options: CalibrationOptions, report: CalibrationReport) -> Tuple[str, int]:
     """Simulate the held-back images once with a membrane readout; score every (readout, delay)
     variant by agreement with the ANN's classes ``teacher``. The best variant replaces the default
     (membrane, no delay) only when it wins clearly on these images (``clearly_better``): a few
     hundred images cannot tell apart variants that differ on one or two of them, and a choice made
     on noise costs accuracy on the test set (seen on the Keras fixture: a 12-step delay that won
     on 200 images lost 2.7 points on 2000)."""
-    z = _simulate(network, x, T, config, record_steps=True, readout_delay=0).step_outputs   # (T, N, K) currents
-    sim = config.simulation
-    v_reset = None if sim.reset == "subtract" else float(sim.reset)
+    z = _simulate(network, x, T, options, record_steps=True, readout_delay=0).step_outputs   # (T, N, K) currents
+    neurons = options.neurons
+    v_reset = None if neurons.reset == "subtract" else float(neurons.reset)
     spikes = np.empty_like(z)
-    v = torch.full(z.shape[1:], sim.v_init, dtype=torch.float64)
+    v = torch.full(z.shape[1:], neurons.v_init, dtype=torch.float64)
     zt = torch.as_tensor(z, dtype=torch.float64)
     for t in range(T):
         s, v = if_step(v, zt[t], 1.0, v_reset)

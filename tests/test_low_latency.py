@@ -1,14 +1,18 @@
 """Calibration for a target T (issue 7): threshold search, bias calibration, readout choice,
 running-max pooling."""
+import json
 import os
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 import graphs
 from conftest import EXAMPLES
 from onnx2snn import Config, Onnx2SnnError, convert, simulate
+from onnx2snn.graph.annotate import read_metadata
+from onnx2snn.graph.spiking import InputEncoding
 from onnx2snn.snn import RunningMaxPool
 from onnx2snn.snn_calibration import ann_targets, clearly_better, delays, per_channel
 from onnx2snn.thresholds import StreamingHistogram, quantisation_error, search_threshold
@@ -251,7 +255,7 @@ def test_calibration_runs_in_passes_when_memory_is_short(monkeypatch):
     cfg = Config()
     cfg.simulation.T, cfg.calibration.samples = 8, 96
     one = convert(m, x, cfg).calibration
-    monkeypatch.setattr(snn_calibration, "sample_budget", lambda network, T, config: 32)
+    monkeypatch.setattr(snn_calibration, "sample_budget", lambda network, T, options: 32)
     calls = []
     original = snn_calibration.calibrate_biases
     monkeypatch.setattr(snn_calibration, "calibrate_biases",
@@ -275,13 +279,14 @@ def test_memory_bound_wins_over_the_images_a_pass_would_like(monkeypatch):
     cfg.simulation.T, cfg.calibration.samples = 8, 20
     net = convert(m, x, cfg).network
     per_image = snn_calibration.BYTES_PER_ELEMENT_STEP * 8 * net.elements_per_sample
-    assert snn_calibration.sample_budget(net, 8, cfg, budget=3 * per_image + 1) == 3
-    assert snn_calibration.sample_budget(net, 8, cfg, budget=per_image // 2) == 1
-    assert snn_calibration.sample_budget(net, 8, cfg, budget=10 ** 12) == 20
+    options = cfg.calibration_options()
+    assert snn_calibration.sample_budget(net, 8, options, budget=3 * per_image + 1) == 3
+    assert snn_calibration.sample_budget(net, 8, options, budget=per_image // 2) == 1
+    assert snn_calibration.sample_budget(net, 8, options, budget=10 ** 12) == 20
     real = snn_calibration.sample_budget
     monkeypatch.setattr(snn_calibration, "sample_budget",
-                        lambda network, T, config: real(network, T, config, budget=3 * per_image + 1))
-    passes = snn_calibration.calibration_passes(net, x[:48], 8, cfg)
+                        lambda network, T, options: real(network, T, options, budget=3 * per_image + 1))
+    passes = snn_calibration.calibration_passes(net, x[:48], 8, options)
     assert [len(p) for p in passes] == [3] * 7   # 20 images asked: seven whole passes of 3
 
 
@@ -358,11 +363,23 @@ def test_stem_max_pool_pools_the_current_before_the_neurons():
     assert np.mean(spikes == expected) > 0.99 and np.abs(spikes - expected).max() <= 1
     poisson = Config.from_dict(cfg.to_dict())
     poisson.simulation.encoder.poisson = True
-    with pytest.raises(Onnx2SnnError, match="pools its constant input current"):   # load() with a Poisson override
-        onnx2snn.load(conv.snn_model, poisson)
+    # the file records the input it takes; the runtime refuses Poisson input, with or without a config
+    assert json.loads(read_metadata(conv.snn_model)["onnx2snn.input"]) == {
+        "encoding": "current", "poisson_refused": pytest.approx(conv.network.encoding.poisson_refused)}
+    with pytest.raises(Onnx2SnnError, match="pools its constant input current"):   # load() with a Poisson config
+        onnx2snn.simulate(onnx2snn.load(conv.snn_model, poisson), x, T=4)
+    with pytest.raises(Onnx2SnnError, match="pools its constant input current"):
+        conv.network.simulate(np.clip(x, 0, 1), 4, poisson=True)
     assert onnx2snn.load(conv.snn_model, cfg).defaults.poisson is False
+    older = onnx.ModelProto()       # a file written before the record: read from its structure
+    older.CopyFrom(conv.snn_model)
+    kept = [p for p in older.metadata_props if p.key != "onnx2snn.input"]
+    del older.metadata_props[:]
+    older.metadata_props.extend(kept)
+    assert onnx2snn.load(older).encoding == conv.network.encoding
     conv = convert(m, np.clip(x, 0, 1), poisson)
     assert any(n.op_type == "SpikeMaxPool" for n in conv.snn_model.graph.node)
+    assert onnx2snn.load(conv.snn_model).encoding == InputEncoding("poisson", None)
 
 
 def test_max_pool_of_a_deeper_current_is_described_and_loads_with_poisson():

@@ -93,7 +93,7 @@ def max_pool_network(mode):
     cfg.simulation.avg_pool.has_neuron = True
     from onnx2snn.graph import clean_graph
     cleaned, _ = clean_graph(graphs.conv_bn_relu(pool="MaxPool"))
-    return lower_model(cleaned, cfg)
+    return lower_model(cleaned, cfg.spiking_options())
 
 
 @pytest.mark.parametrize("mode,module", [("max", "RunningMaxPool"), ("gate", "GatedMaxPool"), ("wta", "Function"),
@@ -174,12 +174,12 @@ def test_spatial_avg_mode_on_spikes():
     cfg = Config()
     cfg.simulation.max_pool.if_spatial_avg = True
     cfg.simulation.output = "membrane"
-    net = lower_model(clean_graph(m)[0], cfg)
+    net = lower_model(clean_graph(m)[0], cfg.spiking_options())
     x = np.array([[[[1.0, 0.5], [0.0, 0.0]]]], np.float32)
     r = net.simulate(x, 80, device="cpu")
     assert r.outputs[0, 0] / 80 == pytest.approx(0.375, abs=1 / 40)
     cfg.simulation.max_pool.if_spatial_avg = False  # the gate: the max rate, 1
-    r = lower_model(clean_graph(m)[0], cfg).simulate(x, 80, device="cpu")
+    r = lower_model(clean_graph(m)[0], cfg.spiking_options()).simulate(x, 80, device="cpu")
     assert r.outputs[0, 0] / 80 == pytest.approx(1.0, abs=1 / 40)
 
 

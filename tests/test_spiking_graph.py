@@ -108,7 +108,7 @@ def test_lowering_reads_the_nodes_not_the_config():
     x = data((1, 8, 8))
     conv = convert(graphs.conv_bn_relu(pool="MaxPool"), x, cfg)
     from onnx2snn.lower import lower_model
-    again = lower_model(conv.snn_model, Config())
+    again = lower_model(conv.snn_model)
     np.testing.assert_array_equal(again.simulate(x, 10, device="cpu").outputs,
                                   conv.network.simulate(x, 10, device="cpu").outputs)
 
@@ -125,7 +125,7 @@ def test_bad_neuron_attributes_are_named():
 
 def test_a_spiking_graph_passes_through_to_spiking_unchanged():
     conv = convert(graphs.conv_bn_relu(), data((1, 8, 8)), graphs.seed_config())
-    assert to_spiking(conv.snn_model, Config()).SerializeToString() == conv.snn_model.SerializeToString()
+    assert to_spiking(conv.snn_model).SerializeToString() == conv.snn_model.SerializeToString()
 
 
 def test_synaptic_factor_nodes_are_described():

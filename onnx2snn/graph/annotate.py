@@ -22,6 +22,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import onnx
 
+from .spiking import KEY_ENCODING
+
 KEY_VERSION = "onnx2snn.version"
 KEY_CONFIG = "onnx2snn.config"
 KEY_SOURCE = "source_sha256"
@@ -30,6 +32,8 @@ LAYER_KEY = "layer {:03d}"
 LAMBDA_MARK = " λ "      # rescaled nodes are named "<name> λ <lambda>"
 # Node metadata keys (at most 16 characters: Netron cuts longer keys).
 NODE_LAMBDA_IN, NODE_LAMBDA, NODE_STATISTIC, NODE_OFFSET = "lambda_in", "lambda", "statistic", "offset"
+# Model metadata that the spiking graph wrote and annotation keeps (graph/spiking.py KEY_ENCODING).
+KEPT_KEYS = (KEY_ENCODING,)
 # Keys of files written by onnx2snn 0.1 and 0.2, still read.
 OLD_KEY_LAYERS, OLD_KEY_OUTPUT_SCALE = "onnx2snn.layers", "onnx2snn.output_scale"
 
@@ -90,6 +94,8 @@ def annotate(model: onnx.ModelProto, layers: List, config_json: str, source_sha2
     meta = {KEY_VERSION: version, KEY_CONFIG: config_json, KEY_SOURCE: source_sha256,
             KEY_OUTPUT_SCALE: f"{output_scale:.9g}"}
     meta.update({LAYER_KEY.format(i + 1): row for i, row in enumerate(rows)})
+    kept = {p.key: p.value for p in out.metadata_props if p.key in KEPT_KEYS}
+    meta.update(kept)
     del out.metadata_props[:]
     for k, v in meta.items():
         out.metadata_props.add(key=k, value=v)

@@ -1,6 +1,6 @@
 """The spiking graph: a normalised ReLU graph rewritten so that every spiking element is a node.
 
-``to_spiking(model, config)`` replaces
+``to_spiking(model, options)`` (a ``SpikingOptions``, from ``Config.spiking_options()``) replaces
 
 * each ReLU/Clip whose input is a current by an ``onnx2snn.IF`` (``ClipIF`` for a Clip) node:
   attributes ``threshold``, ``reset`` ("subtract" or "value") with ``v_reset``, and ``v_init`` (a
@@ -20,20 +20,29 @@ Each of these ops is a model-local ONNX function whose body is the ANN op it sta
 accepts the file, onnxruntime runs it as the rescaled ANN, and Netron draws the spiking nodes with
 their attributes. Whatever only the SNN needs (initial potentials, input offsets, the readout) is
 an input or attribute of a spiking node that the body ignores: the file run as an ANN stays the
-rescaled original, exactly (``api.convert`` verifies the file as written). ``fold_offsets`` tells a
-backend where an offset can instead be added to the bias of the weighted layer ahead of it. The torch lowering (``lower/``) and every other backend read the SNN from these
-nodes alone; the config only matters here, when a plain graph (the calibration's working copy, or
-a file written by onnx2snn 0.1/0.2) is turned into a spiking one.
+rescaled original, exactly (``api.convert`` verifies the file as written). ``fold_offsets`` tells
+a backend where an offset can instead be added to the bias of the weighted layer ahead of it. The
+torch lowering (``lower/``) and every other backend read the SNN from these nodes alone; the
+options (``SpikingOptions``) only matter here, when a plain graph (the calibration's working copy,
+or a file written by onnx2snn 0.1/0.2) is turned into a spiking one.
+
+The input the SNN takes is recorded too, in the model's metadata (``KEY_ENCODING``): the
+encoding it was converted for ("current" or "poisson"), and why Poisson input is refused where a
+max pooling takes the input current before the first neurons (the max of each step's Poisson
+current overstates the max of the rates). The runtime reads it (``input_encoding``) instead of
+guessing from the structure.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Set
+from typing import Dict, List, Optional, Set, Union
 
 import numpy as np
 import onnx
 from onnx import helper
 
+from ..options import SpikingOptions
 from .ops import NEURON_OPS, RULES, SUBSAMPLING, bias_of, clip_bounds, passes_channel_offset, pool_arguments
 from .view import GraphView, downstream_of
 
@@ -44,6 +53,8 @@ IR_VERSION = 10          # node metadata_props (IR 10) carry the scales
 # initial potentials and input offsets, which to_spiking makes inputs of the IF node.
 KEY_V_INIT = "onnx2snn.v_init"
 KEY_OFFSET = "onnx2snn.offset"
+# Model metadata: the input the SNN takes (``InputEncoding``); at most 16 characters (Netron).
+KEY_ENCODING = "onnx2snn.input"
 POOL_ATTRS = ("kernel_shape", "strides", "pads", "dilations", "ceil_mode")
 
 
@@ -51,22 +62,57 @@ def is_spiking(model: onnx.ModelProto) -> bool:
     return any(n.domain == DOMAIN for n in model.graph.node)
 
 
-def neuron_attributes(config) -> dict:
-    """The IF attributes the config asks for (threshold 1: normalisation put every scale at 1)."""
-    sim = config.simulation
-    if sim.reset == "subtract":
-        return {"threshold": 1.0, "reset": "subtract", "v_init": float(sim.v_init)}
-    return {"threshold": 1.0, "reset": "value", "v_reset": float(sim.reset), "v_init": float(sim.v_init)}
+@dataclass(frozen=True)
+class InputEncoding:
+    """The input a spiking graph takes (``KEY_ENCODING``): the encoding it was converted for, and,
+    where Poisson input would give a different network than the one converted, why."""
+    encoding: str = "current"
+    poisson_refused: Optional[str] = None
+
+    def to_json(self) -> str:
+        return json.dumps({"encoding": self.encoding, "poisson_refused": self.poisson_refused})
 
 
-def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
+def input_encoding(model: onnx.ModelProto) -> InputEncoding:
+    """The input a spiking graph takes, as its metadata records it; files written before 0.5 (no
+    record) are read from their structure, as ``to_spiking`` would have recorded it."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    if KEY_ENCODING in meta:
+        d = json.loads(meta[KEY_ENCODING])
+        return InputEncoding(d.get("encoding", "current"), d.get("poisson_refused"))
+    view = GraphView(model)
+    after = downstream_of(((n.op_type, n.input, n.output) for n in view.nodes), NEURON_OPS + ("IF", "ClipIF"))
+    return InputEncoding("current", _poisson_refused(view, after))
+
+
+def _poisson_refused(view: GraphView, after_neurons: Set[str]) -> Optional[str]:
+    """Why Poisson input cannot drive this graph: a max pooling of the input current before any
+    neurons (``simulation.max_pool.before_neuron``) is the max of a current that only constant-current
+    input keeps the same at every step."""
+    node = next((n for n in view.nodes if n.op_type == "MaxPool" and n.domain != DOMAIN
+                 and view.data_inputs(n)[0] not in after_neurons), None)
+    if node is None:
+        return None
+    return (f"this SNN pools its constant input current before its first neurons ({node.name}, "
+            "simulation.max_pool.before_neuron); Poisson input would overstate that max: convert again with "
+            "--poisson (the pooling then stays on spikes)")
+
+
+def neuron_attributes(options: SpikingOptions) -> dict:
+    """The IF attributes the options ask for (threshold 1: normalisation put every scale at 1)."""
+    if options.reset == "subtract":
+        return {"threshold": 1.0, "reset": "subtract", "v_init": float(options.v_init)}
+    return {"threshold": 1.0, "reset": "value", "v_reset": float(options.reset), "v_init": float(options.v_init)}
+
+
+def to_spiking(model: onnx.ModelProto, options: Optional[SpikingOptions] = None) -> onnx.ModelProto:
     """The spiking graph of a normalised graph (see the module docstring); ``model`` is not changed,
     and a graph that is spiking already is returned as it is."""
     if is_spiking(model):
         return model
+    options = options or SpikingOptions()
     view = GraphView(model)
-    sim = config.simulation
-    neuron = neuron_attributes(config)
+    neuron = neuron_attributes(options)
     spikes = set()
     neuron_ops, subsampling = NEURON_OPS, SUBSAMPLING
     after_neurons = downstream_of(((n.op_type, n.input, n.output) for n in view.nodes), neuron_ops)
@@ -81,13 +127,13 @@ def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
             spikes.add(node.output[0])
         elif op == "MaxPool" and data[0] in spikes:
             kernel, strides, dilations, pads, ceil_mode = pool_arguments(node, view)
-            rule = config.max_pool_mode
+            rule = options.max_pool_rule
             attrs = dict(rule=rule, kernel_shape=kernel, strides=strides, pads=pads, dilations=dilations,
                          ceil_mode=int(ceil_mode))
-            if rule == "gate" and sim.max_pool.momentum is not None:
-                attrs["momentum"] = float(sim.max_pool.momentum)
+            if rule == "gate" and options.momentum is not None:
+                attrs["momentum"] = float(options.momentum)
             pool = _replace(node, "SpikeMaxPool", [node.input[0]], [node.output[0]], attrs)
-            nodes += _then_neurons(pool, neuron) if rule == "avg" and sim.avg_pool.has_neuron else [pool]
+            nodes += _then_neurons(pool, neuron) if rule == "avg" and options.avg_pool_neurons else [pool]
             spikes.add(node.output[0])
         elif op == "MaxPool":                       # of currents, each step's
             pool = onnx.NodeProto()
@@ -97,7 +143,7 @@ def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
                                if data[0] not in after_neurons else
                                "max pooling of each time step's current, before the neurons that follow")
             nodes.append(pool)
-        elif op in subsampling and data[0] in spikes and sim.avg_pool.has_neuron:
+        elif op in subsampling and data[0] in spikes and options.avg_pool_neurons:
             nodes += _then_neurons(node, neuron)
             spikes.add(node.output[0])
         else:
@@ -112,9 +158,18 @@ def to_spiking(model: onnx.ModelProto, config) -> onnx.ModelProto:
     out.graph.node.extend(nodes)
     output = out.graph.output[0].name
     if output not in spikes:
-        _add_readout(out, output, config, neuron)
+        _add_readout(out, output, options, neuron)
     _add_functions(out)
+    encoding = InputEncoding(options.encoding, _poisson_refused(view, after_neurons))
+    _set_metadata(out, KEY_ENCODING, encoding.to_json())
     return out
+
+
+def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
+    kept = [p for p in model.metadata_props if p.key != key]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=key, value=value)
 
 
 def _then_neurons(node: onnx.NodeProto, neuron: dict) -> List[onnx.NodeProto]:
@@ -152,10 +207,9 @@ def _replace(node: onnx.NodeProto, op: str, inputs, outputs, attrs: dict) -> onn
     return new
 
 
-def _add_readout(model: onnx.ModelProto, output: str, config, neuron: dict) -> None:
+def _add_readout(model: onnx.ModelProto, output: str, options: SpikingOptions, neuron: dict) -> None:
     """The output layer: the graph output's producer now writes ``<output>_current``, which the
     Readout node reads out under the output's own name (so the file's interface is unchanged)."""
-    sim = config.simulation
     current = output + "_current"
     for node in model.graph.node:
         for i, name in enumerate(node.output):
@@ -164,8 +218,8 @@ def _add_readout(model: onnx.ModelProto, output: str, config, neuron: dict) -> N
     info = model.graph.value_info.add()
     info.CopyFrom(model.graph.output[0])       # the current has the output's type and shape
     info.name = current
-    mode = "spikes" if sim.output == "spikes" else "membrane"
-    attrs = {"mode": mode, "delay": int(sim.readout_delay or 0)}
+    mode = options.readout
+    attrs = {"mode": mode, "delay": int(options.readout_delay)}
     if mode == "spikes":
         attrs.update(neuron)
     model.graph.node.append(helper.make_node(

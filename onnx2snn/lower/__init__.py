@@ -16,7 +16,8 @@ import onnx
 from torch import nn
 
 from ..graph.ops import bias_of, check_supported
-from ..graph.spiking import FoldedOffsets, fold_offsets, is_spiking, to_spiking
+from ..graph.spiking import FoldedOffsets, fold_offsets, input_encoding, is_spiking, to_spiking
+from ..options import SpikingOptions
 from ..graph.view import GraphView
 from ..snn.network import SpikingNetwork, Step
 from . import ops  # noqa: F401  (registers the lowerings)
@@ -49,14 +50,13 @@ class LowerContext:
         self.elements += int(np.prod(shape)) if shape else 0
 
 
-def lower_model(model: onnx.ModelProto, config=None, ann: bool = False, check: bool = True) -> SpikingNetwork:
+def lower_model(model: onnx.ModelProto, options: Optional[SpikingOptions] = None, ann: bool = False,
+                check: bool = True) -> SpikingNetwork:
     """The torch SNN of a spiking graph; a plain normalised graph is first made spiking with
-    ``config``'s neuron, pooling and readout options (``graph/spiking.py``). ``check=False``: the
-    caller checked the graph's support already (a conversion checks once)."""
-    from ..config import Config
-    config = config or Config()
+    ``options`` (neurons, pooling, readout: ``graph/spiking.py``), which a spiking graph does not
+    need. ``check=False``: the caller checked the graph's support already (a conversion checks once)."""
     if not is_spiking(model):
-        model = to_spiking(model, config)
+        model = to_spiking(model, options)
     view = GraphView(model)
     if check:
         check_supported(view)
@@ -66,7 +66,7 @@ def lower_model(model: onnx.ModelProto, config=None, ann: bool = False, check: b
             LOWERINGS[node.op_type](node, ctx)
     steps, modules = fuse_scaled_adds(ctx.steps, ctx.modules, view.output_names[0])
     return SpikingNetwork(steps, modules, view.input_name, view.output_names[0], ctx.elements,
-                          ctx.readout_delay or 0)
+                          ctx.readout_delay or 0, input_encoding(model))
 
 
 def fuse_scaled_adds(steps: List[Step], modules: List[nn.Module], output: str):

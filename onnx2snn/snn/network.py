@@ -26,8 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import SimulationOptions
+from ..options import SimulationOptions
 from ..errors import Onnx2SnnError
+from ..graph.spiking import InputEncoding
 from . import cpu_memory
 from .synops import EventCounter, synaptic_operations, weighted_layer
 
@@ -75,7 +76,8 @@ class SpikingNetwork(nn.Module):
     """A spiking network lowered from an ONNX graph; see the module docstring for the runner."""
 
     def __init__(self, steps: Sequence[Step], modules: Sequence[nn.Module], input_name: str,
-                 output_name: str, elements_per_sample: int, readout_delay: int = 0):
+                 output_name: str, elements_per_sample: int, readout_delay: int = 0,
+                 encoding: Optional[InputEncoding] = None):
         super().__init__()
         self.steps = list(steps)
         self.layers = nn.ModuleList(modules)
@@ -84,6 +86,9 @@ class SpikingNetwork(nn.Module):
         # Output steps the readout skips: the Readout node's ``delay``, so any simulate() call reads
         # the network out as it was calibrated.
         self.readout_delay = int(readout_delay)
+        # The input it takes (graph/spiking.py's record): simulate() refuses Poisson input where it
+        # would run another network than the one converted.
+        self.encoding = encoding or InputEncoding()
         self.defaults = SimulationOptions()   # what api.simulate runs with when given no config
         self.requires_grad_(False)  # an inference runtime: no autograd bookkeeping
         self._weighted = {i for i, m in enumerate(self.layers) if weighted_layer(m) is not None}
@@ -236,6 +241,8 @@ class SpikingNetwork(nn.Module):
         ranks, so that every rank returns what one process would (``distributed.py``)."""
         if shard is not None and record_steps:
             raise ValueError("record_steps is not available with shard")
+        if poisson and self.encoding.poisson_refused:
+            raise Onnx2SnnError(self.encoding.poisson_refused)
         device = resolve_device(device)
         dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
         # The caller's network is left as it was: a float32 run works on it in place (no copy of the
