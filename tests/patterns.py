@@ -240,7 +240,97 @@ def mobilenet_v2_block():
     head(r, "g", 6, inits, nodes)
     return model(nodes, inits, (3, 8, 8)), (3, 8, 8)
 
+
+def channel_split_shuffle():
+    """ShuffleNetV2's unit: x(3,8,8) -> Conv(8) -> Relu -> Split(4, 4) along channels; the second half
+    -> Conv1x1 -> Relu -> DWConv -> Conv1x1 -> Relu; Concat(first half, branch) -> channel shuffle
+    (Reshape (2,4,H,W) -> Transpose -> Reshape) -> Slice of the spatial window 1..7 step 2 -> GAP -> head"""
+    r = rng(18)
+    nodes = [node("Conv", ["x", "w0", "b0"], ["c0"], "stem", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Relu", ["c0"], ["r0"], "stem_relu"),
+             node("Split", ["r0", "split"], ["half_a", "half_b"], "split", axis=1),
+             node("Conv", ["half_b", "w1", "b1"], ["c1"], "branch_pw1", kernel_shape=[1, 1]),
+             node("Relu", ["c1"], ["r1"], "branch_relu1"),
+             node("Conv", ["r1", "wd", "bd"], ["cd"], "branch_dw", kernel_shape=[3, 3], pads=[1, 1, 1, 1], group=4),
+             node("Conv", ["cd", "w2", "b2"], ["c2"], "branch_pw2", kernel_shape=[1, 1]),
+             node("Relu", ["c2"], ["r2"], "branch_relu2"),
+             node("Concat", ["half_a", "r2"], ["cat"], "concat", axis=1),
+             node("Reshape", ["cat", "groups"], ["g5"], "shuffle_reshape"),
+             node("Transpose", ["g5"], ["t5"], "shuffle_transpose", perm=[0, 2, 1, 3, 4]),
+             node("Reshape", ["t5", "flat4"], ["shuffled"], "shuffle_flatten"),
+             node("Slice", ["shuffled", "st", "en", "ax", "sp"], ["window"], "window"),
+             node("GlobalAveragePool", ["window"], ["g"], "gap")]
+    inits = [init("w0", r.normal(0, 0.5, (8, 3, 3, 3))), init("b0", r.normal(0, 0.2, 8)), i64("split", [4, 4]),
+             init("w1", r.normal(0, 0.5, (4, 4, 1, 1))), init("b1", r.normal(0, 0.2, 4)),
+             init("wd", r.normal(0, 0.5, (4, 1, 3, 3))), init("bd", r.normal(0, 0.2, 4)),
+             init("w2", r.normal(0, 0.5, (4, 4, 1, 1))), init("b2", r.normal(0, 0.2, 4)),
+             i64("groups", [-1, 2, 4, 8, 8]), i64("flat4", [-1, 8, 8, 8]),
+             i64("st", [1, 1]), i64("en", [7, 2 ** 62]), i64("ax", [2, 3]), i64("sp", [2, 2])]
+    head(r, "g", 8, inits, nodes)
+    return model(nodes, inits, (3, 8, 8)), (3, 8, 8)
+
+
+def gather_channels_and_token():
+    """x(4,6) tokens -> Conv1d 1x1 (6 channels) -> Relu -> Gather of channels [5, 0, 3, 3] (a
+    reordering with a repeat) -> Relu -> Gather of position -1 (rank drops: (4,)) -> Gemm -> y"""
+    r = rng(19)
+    nodes = [node("Conv", ["x", "w0", "b0"], ["c0"], "pointwise", kernel_shape=[1]),
+             node("Relu", ["c0"], ["r0"], "relu0"),
+             node("Gather", ["r0", "channels"], ["picked"], "pick_channels", axis=1),
+             node("Gather", ["picked", "last"], ["token"], "last_position", axis=2),
+             node("Gemm", ["token", "wh", "bh"], ["y"], "head", transB=1)]
+    inits = [init("w0", r.normal(0, 0.5, (6, 4, 1))), init("b0", r.normal(0, 0.2, 6)),
+             i64("channels", [5, 0, 3, 3]), i64("last", -1),
+             init("wh", r.normal(0, 0.5, (3, 4))), init("bh", r.normal(0, 0.2, 3))]
+    return model(nodes, inits, (4, 6)), (4, 6)
+
+
+def nearest_upsample_skip():
+    """A U-Net decoder step: x(2,6,6) -> Conv(4) -> Relu -> AveragePool 2 -> Conv(4) -> Relu -> Resize x2
+    nearest (torch's export: asymmetric, floor) -> Concat with the skip -> Conv(4) -> Relu -> Resize
+    by 1.5 to 9x9 (half_pixel, round_prefer_floor: ONNX's defaults) -> Conv(3) -> y per pixel, flattened"""
+    r = rng(20)
+    nodes = [node("Conv", ["x", "w0", "b0"], ["c0"], "enc", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Relu", ["c0"], ["skip"], "enc_relu"),
+             node("AveragePool", ["skip"], ["down"], "down", kernel_shape=[2, 2], strides=[2, 2]),
+             node("Conv", ["down", "w1", "b1"], ["c1"], "mid", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Relu", ["c1"], ["r1"], "mid_relu"),
+             node("Resize", ["r1", "", "twice"], ["up"], "up", mode="nearest",
+                  coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+             node("Concat", ["skip", "up"], ["cat"], "concat", axis=1),
+             node("Conv", ["cat", "w2", "b2"], ["c2"], "dec", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Relu", ["c2"], ["r2"], "dec_relu"),
+             node("Resize", ["r2", "", "by1_5"], ["up9"], "up9", mode="nearest"),
+             node("Conv", ["up9", "w3", "b3"], ["c3"], "classify", kernel_shape=[1, 1]),
+             node("Flatten", ["c3"], ["y"], "flatten")]
+    inits = [init("w0", r.normal(0, 0.5, (4, 2, 3, 3))), init("b0", r.normal(0, 0.2, 4)),
+             init("w1", r.normal(0, 0.5, (4, 4, 3, 3))), init("b1", r.normal(0, 0.2, 4)),
+             init("w2", r.normal(0, 0.4, (4, 8, 3, 3))), init("b2", r.normal(0, 0.2, 4)),
+             init("w3", r.normal(0, 0.5, (3, 4, 1, 1))), init("b3", r.normal(0, 0.2, 3)),
+             f32("twice", [1, 1, 2, 2]), f32("by1_5", [1, 1, 1.5, 1.5])]
+    return model(nodes, inits, (2, 6, 6)), (2, 6, 6)
+
+
+
+def upsample_opset9():
+    """An opset-9 export: x(2,4,4) -> Conv(3) -> Relu -> Upsample x2 nearest (scales an input) ->
+    Conv(3) -> Relu -> GlobalAveragePool -> head"""
+    r = rng(21)
+    nodes = [node("Conv", ["x", "w0", "b0"], ["c0"], "conv0", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Relu", ["c0"], ["r0"], "relu0"),
+             node("Upsample", ["r0", "scales"], ["up"], "upsample", mode="nearest"),
+             node("Conv", ["up", "w1", "b1"], ["c1"], "conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Relu", ["c1"], ["r1"], "relu1"),
+             node("GlobalAveragePool", ["r1"], ["g"], "gap")]
+    inits = [init("w0", r.normal(0, 0.5, (3, 2, 3, 3))), init("b0", r.normal(0, 0.2, 3)),
+             init("w1", r.normal(0, 0.5, (3, 3, 3, 3))), init("b1", r.normal(0, 0.2, 3)),
+             f32("scales", [1, 1, 2, 2])]
+    head(r, "g", 3, inits, nodes)
+    return model(nodes, inits, (2, 4, 4), opset=9), (2, 4, 4)
+
+
 PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
                                     input_normalisation_bn_first, residual_blocks, nhwc_transpose,
                                     squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div,
-                                    keras_flatten_shape_subgraph, mobilenet_v2_block)}
+                                    keras_flatten_shape_subgraph, mobilenet_v2_block, channel_split_shuffle,
+                                    gather_channels_and_token, nearest_upsample_skip, upsample_opset9)}

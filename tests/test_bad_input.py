@@ -412,3 +412,21 @@ def test_missing_paths(work, capsys, args, fragment):
 def test_absurd_T_is_refused(work, capsys):
     refused(work, capsys, ["m.onnx", "calib.npy", "-q", "-T", "10000000"], "simulation.T", "[1, 100000]")
     refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--calibration-T", "10000000"], "calibration.T")
+
+
+def test_many_refused_nodes_read_as_one_phrase_per_reason():
+    """A Mixer's dozens of refused nodes: grouped by reason, three names each, the rest counted."""
+    from onnx2snn import Onnx2SnnError, convert
+    nodes = [helper.make_node("Relu", ["x"], ["h0"], name="relu")]
+    for k in range(5):
+        nodes.append(helper.make_node("Elu", [f"h{k}"], [f"h{k + 1}"], name=f"block{k}/elu"))
+    nodes.append(helper.make_node("Selu", ["h5"], ["h6"], name="last/selu"))
+    nodes.append(helper.make_node("Flatten", ["h6"], ["y"], name="flat"))
+    m = graphs.model(nodes, [], SHAPE)
+    with pytest.raises(Onnx2SnnError) as e:
+        convert(m, np.random.default_rng(0).uniform(0, 1, size=(30, *SHAPE)).astype(np.float32))
+    text = str(e.value)
+    assert "6 node(s)" in text and "\n" not in text
+    assert ("not rate-codable with IF neurons; retrain with ReLU: 6 nodes, block0/elu (Elu), block1/elu (Elu), "
+            "block2/elu (Elu), …") in text
+    assert "block3/elu" not in text and text.count("retrain with ReLU") == 1

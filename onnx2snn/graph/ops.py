@@ -71,6 +71,7 @@ ADVICE = {
     "Softmax": "Softmax is only supported at the graph output (where it is dropped)",
     "LogSoftmax": "LogSoftmax is only supported at the graph output (where it is dropped)",
     "MatMul": "MatMul is supported only as a dense layer: 2-D input times a constant 2-D weight",
+    "Split": "Split whose sizes are not constant or whose input shape is unknown; export with static shapes",
 }
 
 
@@ -93,18 +94,40 @@ def unsupported_reason(node: onnx.NodeProto, view: GraphView) -> Optional[str]:
     return r.check(node, view) if r.check else None
 
 
-def unsupported_nodes(view: GraphView) -> List[str]:
-    """One line per node that cannot be converted: name, op, reason."""
-    return [f"{node.name} ({node.op_type}): {reason}" for node in view.nodes
+def unsupported_nodes(view: GraphView) -> List[Tuple[onnx.NodeProto, str]]:
+    """Every node that cannot be converted, with the reason."""
+    return [(node, reason) for node in view.nodes
             if node.op_type != "Constant" and (reason := unsupported_reason(node, view))]
+
+
+NAMED_PER_REASON = 3      # nodes named per reason in the error; the rest are counted
+
+
+def describe_unsupported(problems: List[Tuple[onnx.NodeProto, str]]) -> str:
+    """The unsupported nodes grouped by reason, in graph order: one node as ``name (Op): reason``;
+    several as ``reason: 16 nodes, name (Op), name (Op), name (Op), …`` — a Mixer's 34 refused
+    nodes read as a few phrases, not 4 000 characters."""
+    groups: Dict[str, List[onnx.NodeProto]] = {}
+    for node, reason in problems:
+        groups.setdefault(reason, []).append(node)
+    parts = []
+    for reason, nodes in groups.items():
+        if len(nodes) == 1:
+            parts.append(f"{nodes[0].name} ({nodes[0].op_type}): {reason}")
+            continue
+        named = ", ".join(f"{n.name} ({n.op_type})" for n in nodes[:NAMED_PER_REASON])
+        parts.append(f"{reason}: {len(nodes)} nodes, {named}" + (", …" if len(nodes) > NAMED_PER_REASON else ""))
+    return "; ".join(parts)
 
 
 def check_supported(view: GraphView, label: str = "the model") -> None:
     problems = unsupported_nodes(view)
+    text = describe_unsupported(problems)
     if len(view.output_names) != 1:
-        problems.append(f"graph outputs {view.output_names}: onnx2snn converts models with one output")
-    if problems:
-        raise Onnx2SnnError(f"{label} has {len(problems)} node(s) onnx2snn cannot convert: " + "; ".join(problems))
+        text = "; ".join(filter(None, [text, f"graph outputs {view.output_names}: onnx2snn converts models "
+                                             "with one output"]))
+    if text:
+        raise Onnx2SnnError(f"{label} has {len(problems)} node(s) onnx2snn cannot convert: {text}")
 
 
 def passes_channel_offset(node: onnx.NodeProto, view: GraphView) -> bool:
@@ -468,6 +491,231 @@ rule("Transpose", "transform", "layout", check=_check_transpose, transform=_tran
 rule("Squeeze", "transform", "layout", check=_check_squeeze, transform=_to_output_shape, keeps_spikes=True)
 rule("Unsqueeze", "transform", "layout", check=_check_squeeze, transform=_to_output_shape, keeps_spikes=True)
 rule("Pad", "transform", "layout", check=_check_pad, transform=_pad_scale, keeps_spikes=True)
+
+
+# --- selections (Slice, Gather, nearest Resize: every output value is one input value) -----------------
+#
+# Each is decoded to one index array per per-sample axis (``Selection``): the output takes, along each
+# axis, the input's entries at those indices. Spikes stay spikes, the scale array is selected alike,
+# and the lowering runs ``index_select`` per axis (graph order: rank-changing Gathers reshape after).
+
+INT64_MAX = 2 ** 63 - 1
+
+
+@dataclass(frozen=True)
+class Selection:
+    axes: Tuple[Tuple[int, np.ndarray], ...]     # (per-sample axis, int64 indices), in order
+    shape: Optional[Tuple[int, ...]] = None      # the per-sample output shape, where a Gather changes the rank
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        """The selection applied to a per-sample array (a scale, broadcast to the input's shape)."""
+        for axis, index in self.axes:
+            array = np.take(array, index, axis=axis)
+        return array if self.shape is None else array.reshape(self.shape)
+
+
+def _onnx_range(start: int, end: int, step: int, dim: int) -> np.ndarray:
+    """The indices ONNX Slice takes along one axis of size ``dim`` (negative bounds from the end,
+    then clamped: [0, dim] for a positive step, [-1, dim - 1] for a negative one)."""
+    start, end = (start + dim if start < 0 else start), (end + dim if end < 0 else end)
+    if step > 0:
+        start, end = min(max(start, 0), dim), min(max(end, 0), dim)
+    else:
+        start, end = min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+    return np.arange(start, end, step, dtype=np.int64)
+
+
+def _slice_inputs(node, view):
+    """(starts, ends, axes, steps) of a Slice, from inputs (opset >= 10) or attributes; None where
+    one is not constant."""
+    if len(node.input) == 1:
+        a = view.attrs(node)
+        starts = list(a.get("starts", []))
+        return starts, list(a.get("ends", [])), list(a.get("axes", range(len(starts)))), [1] * len(starts)
+    values = [view.const(n) if n else None for n in node.input[1:5]]
+    if any(n and v is None for n, v in zip(node.input[1:5], values)):
+        return None
+    values += [None] * (4 - len(values))
+    starts, ends, axes, steps = values
+    starts, ends = [int(v) for v in starts], [int(v) for v in ends]
+    axes = list(range(len(starts))) if axes is None else [int(v) for v in axes]
+    steps = [1] * len(starts) if steps is None else [int(v) for v in steps]
+    return starts, ends, axes, steps
+
+
+def slice_selection(node, view: GraphView) -> Selection:
+    starts, ends, axes, steps = _slice_inputs(node, view)
+    shape = view.shapes[node.input[0]]
+    rank = len(shape)
+    out = []
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = axis + rank if axis < 0 else axis
+        index = _onnx_range(start, end, step, shape[axis])
+        if not (step == 1 and len(index) == shape[axis]):        # the whole axis: nothing to select
+            out.append((axis - 1, index))
+    return Selection(tuple(out))
+
+
+def _check_slice(node, view):
+    args = _slice_inputs(node, view)
+    if args is None:
+        return "Slice with non-constant starts, ends, axes or steps"
+    shape = view.shapes.get(node.input[0])
+    if shape is None:
+        return "Slice whose input shape is unknown"
+    starts, ends, axes, steps = args
+    rank = len(shape)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = axis + rank if axis < 0 else axis
+        if axis == 0:
+            if start == 0 and step == 1 and end >= INT64_MAX // 2:
+                continue
+            return "Slice of the batch axis"
+        if shape[axis] is None:
+            return f"Slice along axis {axis}, whose size is unknown"
+        if step == 0:
+            return "Slice with step 0"
+    return None
+
+
+def gather_selection(node, view: GraphView) -> Selection:
+    axis = _gather_axis(node, view)
+    indices = np.asarray(view.const(node.input[1]), np.int64)
+    size = view.shapes[node.input[0]][axis]
+    flat = np.where(indices.reshape(-1) < 0, indices.reshape(-1) + size, indices.reshape(-1))
+    shape = view.sample_shape(node.output[0])
+    return Selection(((axis - 1, flat),), None if indices.ndim == 1 else tuple(shape))
+
+
+def _gather_axis(node, view) -> int:
+    axis = view.attrs(node).get("axis", 0)
+    return axis + len(view.shapes[node.input[0]]) if axis < 0 else axis
+
+
+def _check_gather(node, view):
+    if view.const(node.input[1]) is None or view.const(node.input[0]) is not None:
+        return "Gather with non-constant indices (only the selection of constant positions is rate-codable)"
+    shape = view.shapes.get(node.input[0])
+    if shape is None or view.sample_shape(node.output[0]) is None:
+        return "Gather whose input or output shape is unknown"
+    axis = _gather_axis(node, view)
+    if axis == 0:
+        return "Gather along the batch axis"
+    indices = view.const(node.input[1])
+    if shape[axis] is None or np.any(indices >= shape[axis]) or np.any(indices < -shape[axis]):
+        return f"Gather with indices outside axis {axis}"
+    return None
+
+
+RESIZE_COORDINATES = ("half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners", "tf_half_pixel_for_nn")
+NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _resize_arguments(node, view):
+    """(mode, coordinate transformation, nearest mode, output size per axis or None, scale per axis
+    or None) of a Resize (opset 11+: X, roi, scales, sizes; opset 10: X, scales) or Upsample
+    (opset 7-9). Opset 10's Resize and Upsample take the asymmetric transformation and floor."""
+    a = view.attrs(node)
+    mode = a.get("mode", "nearest")
+    shape = view.shapes.get(node.input[0])
+    inputs = list(node.input) + [""] * 4
+    legacy = node.op_type == "Upsample" or len(node.input) == 2
+    if legacy:
+        coordinates, nearest = "asymmetric", "floor"
+        scales = view.const(inputs[1]) if inputs[1] else (np.asarray(a["scales"]) if "scales" in a else None)
+        sizes = None
+    else:
+        coordinates = a.get("coordinate_transformation_mode", "half_pixel")
+        nearest = a.get("nearest_mode", "round_prefer_floor")
+        scales = view.const(inputs[2]) if inputs[2] else None
+        sizes = view.const(inputs[3]) if inputs[3] else None
+    if sizes is not None and sizes.size:
+        return mode, coordinates, nearest, [int(v) for v in sizes], None
+    if scales is None or not scales.size or shape is None or any(d is None for d in shape[1:]):
+        return mode, coordinates, nearest, None, None
+    scales = [float(v) for v in np.asarray(scales).reshape(-1)]
+    sizes = [shape[0]] + [int(math.floor(d * sc)) for d, sc in zip(shape[1:], scales[1:])]
+    return mode, coordinates, nearest, sizes, scales
+
+
+def _nearest_indices(size_in: int, size_out: int, scale: float, coordinates: str, nearest: str) -> np.ndarray:
+    """The input index each output index of one axis takes under ONNX nearest Resize, in float32 as
+    onnxruntime computes it (4 / 1.6 is 2.5 there, a tie, and 2.4999… in float64)."""
+    i = np.arange(size_out, dtype=np.float32)
+    scale, half = np.float32(scale), np.float32(0.5)
+    if coordinates == "half_pixel":
+        x = (i + half) / scale - half
+    elif coordinates == "pytorch_half_pixel":
+        x = (i + half) / scale - half if size_out > 1 else np.zeros_like(i)
+    elif coordinates == "asymmetric":
+        x = i / scale
+    elif coordinates == "align_corners":
+        x = i * np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.zeros_like(i)
+    else:                                     # tf_half_pixel_for_nn
+        x = (i + half) / scale
+    frac = x - np.floor(x)
+    if nearest == "floor":
+        k = np.floor(x)
+    elif nearest == "ceil":
+        k = np.ceil(x)
+    elif nearest == "round_prefer_ceil":
+        k = np.where(frac == 0.5, np.ceil(x), np.round(x))
+    else:                                     # round_prefer_floor
+        k = np.where(frac == 0.5, np.floor(x), np.round(x))
+    return np.clip(k, 0, size_in - 1).astype(np.int64)
+
+
+def resize_selection(node, view: GraphView) -> Selection:
+    _, coordinates, nearest, sizes, scales = _resize_arguments(node, view)
+    shape = view.shapes[node.input[0]]
+    out = []
+    for axis in range(1, len(shape)):
+        if sizes[axis] == shape[axis]:
+            continue
+        scale = scales[axis] if scales else np.float32(sizes[axis]) / np.float32(shape[axis])
+        out.append((axis - 1, _nearest_indices(shape[axis], sizes[axis], scale, coordinates, nearest)))
+    return Selection(tuple(out))
+
+
+def _check_resize(node, view):
+    mode, coordinates, nearest, sizes, scales = _resize_arguments(node, view)
+    a = view.attrs(node)
+    if mode != "nearest":
+        return (f"{node.op_type} mode={mode}: only nearest (which moves spikes) is supported yet; "
+                "export with mode='nearest'")
+    if coordinates not in RESIZE_COORDINATES:
+        return f"{node.op_type} coordinate_transformation_mode={coordinates} is not supported"
+    if nearest not in NEAREST_MODES:
+        return f"{node.op_type} nearest_mode={nearest} is not supported"
+    for key in ("axes", "antialias", "keep_aspect_ratio_policy"):
+        if key in a and not (key == "antialias" and a[key] == 0):
+            return f"{node.op_type} with the {key} attribute is not supported"
+    if sizes is None:
+        return f"{node.op_type} whose scales or sizes are not constant, or whose input shape is unknown"
+    shape = view.shapes[node.input[0]]
+    if len(sizes) != len(shape):
+        return f"{node.op_type} with {len(sizes)} sizes or scales for a rank-{len(shape)} input"
+    if (scales and scales[0] != 1) or (not scales and sizes[0] != shape[0]):
+        return f"{node.op_type} of the batch axis"
+    if any(s <= 0 for s in sizes[1:]):
+        return f"{node.op_type} to an empty output"
+    return None
+
+
+def _selection_scale(selection: Callable):
+    return lambda node, view, scale: selection(node, view).apply(scale)
+
+
+rule("Slice", "transform", "layout", check=_check_slice, transform=_selection_scale(slice_selection),
+     keeps_spikes=True)
+rule("Gather", "transform", "layout", check=_check_gather, transform=_selection_scale(gather_selection),
+     keeps_spikes=True)
+rule("Resize", "transform", "layout", check=_check_resize, transform=_selection_scale(resize_selection),
+     keeps_spikes=True)
+rule("Upsample", "transform", "layout", check=_check_resize, transform=_selection_scale(resize_selection),
+     keeps_spikes=True)
+SELECTIONS = {"Slice": slice_selection, "Gather": gather_selection, "Resize": resize_selection,
+              "Upsample": resize_selection}
 
 
 # --- reductions -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ Each pass takes and returns a ``gs.Graph``; ``clean_graph`` runs them in order a
 counts after each (Polygraphy-style), so the report can say what changed.
 
   fold constants -> drop Dropout/Identity -> drop the output Softmax -> batch-size shape arithmetic
-  -> MatMul+Add to Gemm -> canonicalise Gemm/Conv -> per-channel affine ops to BatchNorm
+  -> Split to Slices -> MatMul+Add to Gemm -> canonicalise Gemm/Conv -> per-channel affine ops to BatchNorm
   -> merge BatchNorms -> absorb BatchNorm into Conv/Gemm -> remaining BatchNorm to a depthwise Conv
   [-> max pooling of the input current before the first neurons, with ``pool_currents``]
 
@@ -48,6 +48,7 @@ def clean_graph(model: onnx.ModelProto, pool_currents: bool = False) -> Tuple[on
                      ("drop output Softmax/LogSoftmax", drop_output_softmax),
                      ("batch-size shape arithmetic", batch_shape_reshape),
                      ("shape subgraphs to constants", fold_shape_subgraphs),
+                     ("Split to Slices", split_to_slices),
                      ("MatMul+Add to Gemm", matmul_add_to_gemm),
                      ("canonicalise Gemm/Conv", canonicalise_linear),
                      ("affine ops to BatchNormalization", affine_to_batchnorm),
@@ -219,6 +220,48 @@ def matmul_add_to_gemm(graph: gs.Graph) -> gs.Graph:
         node.inputs.clear()
         node.outputs.clear()
         graph.nodes.append(gemm)
+    return graph
+
+
+def split_to_slices(graph: gs.Graph) -> gs.Graph:
+    """A Split with constant sizes (an input from opset 13, an attribute before; equal parts by
+    default or ``num_outputs``, opset 18) becomes one Slice per output, so that every node later
+    passes, normalisation and the lowering see has one output. A Split whose input shape is
+    unknown stays (and is refused, naming it)."""
+    for node in [n for n in graph.nodes if n.op == "Split"]:
+        x = node.inputs[0]
+        axis = node.attrs.get("axis", 0)
+        if x.shape is None or not -len(x.shape) <= axis < len(x.shape):
+            continue
+        axis = axis + len(x.shape) if axis < 0 else axis
+        size = x.shape[axis]
+        if len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].name:
+            if not _is_const(node.inputs[1]):
+                continue
+            parts = [int(v) for v in node.inputs[1].values.reshape(-1)]
+        elif "split" in node.attrs:
+            parts = [int(v) for v in node.attrs["split"]]
+        elif isinstance(size, int):
+            n = len(node.outputs)
+            chunk = -(-size // n)                      # the last part is smaller (opset 18)
+            parts = [min(chunk, size - k * chunk) for k in range(n)]
+        else:
+            continue
+        if len(parts) != len(node.outputs) or (isinstance(size, int) and sum(parts) != size):
+            continue
+        start = 0
+        for k, (part, out) in enumerate(zip(parts, node.outputs)):
+            name = f"{node.name}/slice{k}"
+            if graph.opset < 10:              # Slice took attributes before opset 10
+                graph.nodes.append(gs.Node("Slice", name, attrs={"starts": [start], "ends": [start + part],
+                                                                 "axes": [axis]}, inputs=[x], outputs=[out]))
+            else:
+                consts = [_const(node, f"{role}{k}", np.array([v], np.int64))
+                          for role, v in (("starts", start), ("ends", start + part), ("axes", axis))]
+                graph.nodes.append(gs.Node("Slice", name, inputs=[x, *consts], outputs=[out]))
+            start += part
+        node.inputs.clear()
+        node.outputs.clear()
     return graph
 
 

@@ -85,3 +85,29 @@ class Passthrough(nn.Module):
 
 class ReLU(nn.ReLU):
     """The analog stand-in for IF neurons when a graph is lowered as an ANN (``ann=True``)."""
+
+
+class Select(nn.Module):
+    """The values at constant indices along axes (Slice, Gather, nearest Resize: ``graph/ops.py``
+    ``Selection``): ``index_select`` per axis, or a view (``narrow``) where the indices are one
+    contiguous run; then a reshape where a Gather changes the rank. Spikes stay spikes."""
+
+    def __init__(self, axes, shape=None):
+        super().__init__()
+        self.axes = []
+        for k, (axis, index) in enumerate(axes):
+            index = torch.as_tensor(index, dtype=torch.long)
+            run = len(index) > 0 and bool(torch.all(index[1:] - index[:-1] == 1))
+            self.register_buffer(f"index{k}", index)
+            self.axes.append((axis + 1, int(index[0]) if run else None, len(index)))   # +1: the batch axis
+        self.shape = shape
+
+    def forward(self, x):
+        for k, (axis, start, length) in enumerate(self.axes):
+            x = x.narrow(axis, start, length) if start is not None else x.index_select(axis, getattr(self, f"index{k}"))
+        return x if self.shape is None else x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        parts = [f"axis {a}: {'%d..%d' % (s, s + n - 1) if s is not None else '%d indices' % n}"
+                 for a, s, n in self.axes]
+        return ", ".join(parts) + (f", reshape to (B, {self.shape})" if self.shape is not None else "")

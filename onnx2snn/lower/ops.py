@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import Onnx2SnnError
-from ..graph.ops import (clip_bounds, conv_arguments, pad_arguments, pool_arguments, reduce_axes, reshape_target,
-                         transpose_perm)
+from ..graph.ops import (SELECTIONS, clip_bounds, conv_arguments, pad_arguments, pool_arguments, reduce_axes,
+                         reshape_target, transpose_perm)
 from ..graph.spiking import offset_input, v_init_input
 from ..snn.neurons import IFNeuron, MembraneReadout
 from ..snn.pooling import MAX_POOL, GatedMaxPool, RunningMaxPool, torch_pads
-from .modules import AveragePool2d, ConstantMul, Function, Padded, Passthrough, ReLU
+from .modules import AveragePool2d, ConstantMul, Function, Padded, Passthrough, ReLU, Select
 from .registry import lowers
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -235,6 +235,12 @@ def lower_pad(node, ctx):
     spatial = [int(p) for p in list(pads[2:rank]) + list(pads[rank + 2:])]
     ctx.add(node, Function(partial(F.pad, pad=torch_pads(spatial)), f"pad {spatial}"), [node.input[0]],
             node.output[0])
+
+
+@lowers(*SELECTIONS)
+def lower_selection(node, ctx):
+    selection = SELECTIONS[node.op_type](node, ctx.view)
+    ctx.add(node, Select(selection.axes, selection.shape), [node.input[0]], node.output[0])
 
 
 # --- reductions ---------------------------------------------------------------------------------
