@@ -37,7 +37,7 @@ from .calibrate import TensorStats
 from .errors import Onnx2SnnError
 from .graph import external
 from .graph.annotate import NODE_LAMBDA, NODE_LAMBDA_IN, NODE_STATISTIC, OLD_KEY_LAYERS, read_metadata
-from .graph.ops import NEURON_OPS, RULES, clip_bounds
+from .graph.ops import NEURON_OPS, RULES, clip_bounds, conv_transpose_channel
 from .graph.scales import channel_scale, compress, uniform
 from .graph.view import GraphView
 
@@ -251,6 +251,13 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
         name = node.inputs[1].name
         w = numpy_helper.to_array(inits[name]) if name in inits else node.inputs[1].values
         lam_in = np.asarray(layer.lambda_in, np.float64)
+        lam_out = np.asarray(layer.lambda_out, np.float64)          # per output channel, or one
+        if node.op == "ConvTranspose":      # W (C_in, C_out/group, k…)
+            lam_in = lam_in.reshape(-1, *([1] * (w.ndim - 1))) if lam_in.ndim else lam_in
+            index = conv_transpose_channel(w.shape, node.attrs.get("group", 1))
+            lam_w = lam_out[index].reshape(*index.shape, *([1] * (w.ndim - 2))) if lam_out.ndim else lam_out
+            _rescale_layer(node, w, lam_in, lam_w, lam_out, _fresh)
+            continue
         if lam_in.ndim and node.op == "Conv":
             groups = node.attrs.get("group", 1)
             cout, cin_g = w.shape[:2]
@@ -258,12 +265,8 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
             lam_in = lam_in[index].reshape(cout, cin_g, *([1] * (w.ndim - 2)))
         elif lam_in.ndim:  # Gemm, W (out, in)
             lam_in = lam_in[None, :]
-        lam_out = np.asarray(layer.lambda_out, np.float64)          # per output channel, or one
         lam_w = lam_out.reshape(-1, *([1] * (w.ndim - 1))) if lam_out.ndim else lam_out
-        node.inputs[1] = gs.Constant(f"{node.name}.weight.snn{next(_fresh)}", _rescaled(w, lam_in, lam_w))
-        if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
-            b = node.inputs[2].values.astype(np.float64) / lam_out
-            node.inputs[2] = gs.Constant(f"{node.name}.bias.snn{next(_fresh)}", b.astype(np.float32))
+        _rescale_layer(node, w, lam_in, lam_w, lam_out, _fresh)
     for add_name, index, factor in plan.factors:
         add = nodes[add_name]
         src = add.inputs[index]
@@ -283,6 +286,14 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     out = gs.export_onnx(graph)
     out.ir_version = model.ir_version
     return external.infer_shapes(out)
+
+
+def _rescale_layer(node, w, lam_in, lam_w, lam_out, fresh) -> None:
+    """W <- W·λ_in/λ_w and b <- b/λ_out, as new constants (``lam_w``: λ_out laid out as W's output axis)."""
+    node.inputs[1] = gs.Constant(f"{node.name}.weight.snn{next(fresh)}", _rescaled(w, lam_in, lam_w))
+    if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
+        b = node.inputs[2].values.astype(np.float64) / lam_out
+        node.inputs[2] = gs.Constant(f"{node.name}.bias.snn{next(fresh)}", b.astype(np.float32))
 
 
 def _rescaled(w: np.ndarray, lam_in: np.ndarray, lam_w: np.ndarray) -> np.ndarray:

@@ -329,8 +329,30 @@ def upsample_opset9():
     return model(nodes, inits, (2, 4, 4), opset=9), (2, 4, 4)
 
 
+
+def conv_transpose_decoder():
+    """A decoder: x(3,4,4) -> Conv(4) -> Relu -> ConvTranspose(4->6, k2 s2) -> BN -> Relu ->
+    ConvTranspose(6->4, k3 s2, asymmetric pads, output_padding 1, group 2) -> Relu -> GAP -> head"""
+    r = rng(22)
+    nodes = [node("Conv", ["x", "w0", "b0"], ["c0"], "enc", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("Relu", ["c0"], ["r0"], "enc_relu"),
+             node("ConvTranspose", ["r0", "w1", "b1"], ["u1"], "up1", kernel_shape=[2, 2], strides=[2, 2]),
+             node("BatchNormalization", ["u1", "bn.gamma", "bn.beta", "bn.mean", "bn.var"], ["n1"], "up1_bn"),
+             node("Relu", ["n1"], ["r1"], "up1_relu"),
+             node("ConvTranspose", ["r1", "w2"], ["u2"], "up2", kernel_shape=[3, 3], strides=[2, 2],
+                  pads=[1, 0, 0, 1], output_padding=[1, 1], group=2),
+             node("Relu", ["u2"], ["r2"], "up2_relu"),
+             node("GlobalAveragePool", ["r2"], ["g"], "gap")]
+    inits = [init("w0", r.normal(0, 0.5, (4, 3, 3, 3))), init("b0", r.normal(0, 0.2, 4)),
+             init("w1", r.normal(0, 0.5, (4, 6, 2, 2))), init("b1", r.normal(0, 0.2, 6)), *bn_params("bn", 6, r),
+             init("w2", r.normal(0, 0.5, (6, 2, 3, 3)))]
+    head(r, "g", 4, inits, nodes)
+    return model(nodes, inits, (3, 4, 4)), (3, 4, 4)
+
+
 PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
                                     input_normalisation_bn_first, residual_blocks, nhwc_transpose,
                                     squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div,
                                     keras_flatten_shape_subgraph, mobilenet_v2_block, channel_split_shuffle,
-                                    gather_channels_and_token, nearest_upsample_skip, upsample_opset9)}
+                                    gather_channels_and_token, nearest_upsample_skip, upsample_opset9,
+                                    conv_transpose_decoder)}

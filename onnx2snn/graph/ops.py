@@ -176,6 +176,45 @@ def conv_arguments(node, view: GraphView):
     return kernel, strides, dilations, resolve_pads(node, view, kernel, strides, dilations), int(a.get("group", 1))
 
 
+def conv_transpose_arguments(node, view: GraphView):
+    """kernel, strides, dilations, explicit pads (begin + end), output_padding and group of a
+    ConvTranspose, with ``output_shape`` and auto_pad resolved as the ONNX spec does: the total
+    padding is stride·(in − 1) + output_padding + (k − 1)·dilation + 1 − out, split evenly (the odd
+    one at the end for SAME_UPPER, at the start otherwise: SAME_LOWER or an output_shape)."""
+    a = view.attrs(node)
+    kernel = list(view.const(node.input[1]).shape[2:])
+    nd = len(kernel)
+    strides = list(a.get("strides", [1] * nd))
+    dilations = list(a.get("dilations", [1] * nd))
+    output_padding = list(a.get("output_padding", [0] * nd))
+    auto = a.get("auto_pad", "NOTSET")
+    pads = list(a.get("pads", [0] * (2 * nd)))
+    if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):
+        size = view.sample_shape(node.input[0])[1:]
+        out = list(a["output_shape"])[-nd:] if "output_shape" in a else [s * st for s, st in zip(size, strides)]
+        total = [st * (s - 1) + op + (k - 1) * d + 1 - o
+                 for s, st, op, k, d, o in zip(size, strides, output_padding, kernel, dilations, out)]
+        upper = auto == "SAME_UPPER"          # the odd one at the end; otherwise at the start (the spec)
+        pads = [t // 2 if upper else t - t // 2 for t in total] + [t - t // 2 if upper else t // 2 for t in total]
+    elif auto == "VALID":
+        pads = [0] * (2 * nd)
+    return kernel, strides, dilations, pads, output_padding, int(a.get("group", 1))
+
+
+def out_channels(node, view: GraphView) -> int:
+    """Output channels (features) of a weighted layer: Conv W (C_out, C_in/g, …), canonical Gemm
+    W (out, in), ConvTranspose W (C_in, C_out/g, …)."""
+    w = view.const(node.input[1])
+    return int(w.shape[1] * view.attrs(node).get("group", 1)) if node.op_type == "ConvTranspose" else int(w.shape[0])
+
+
+def conv_transpose_channel(w_shape, groups: int) -> np.ndarray:
+    """For a ConvTranspose's W (C_in, C_out/group, …): the output channel of each W[i, j], i.e.
+    (group of input channel i)·C_out/group + j, shaped (C_in, C_out/group)."""
+    cin, cout_g = w_shape[:2]
+    return (np.arange(cin)[:, None] // (cin // groups)) * cout_g + np.arange(cout_g)[None, :]
+
+
 def bias_of(node, view: GraphView) -> Optional[np.ndarray]:
     """A Conv's or Gemm's bias initializer, if it has one."""
     return view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -270,7 +309,22 @@ def _check_gemm(node, view):
     return None
 
 
+def _check_conv_transpose(node, view):
+    if view.const(node.input[1]) is None:
+        return "ConvTranspose with non-constant weights"
+    a = view.attrs(node)
+    if ("output_shape" in a or a.get("auto_pad", "NOTSET").startswith("SAME")) and view.sample_shape(node.input[0]) is None:
+        return "ConvTranspose with output_shape or auto_pad=SAME needs the input shape, which is unknown"
+    _, _, _, pads, output_padding, _ = conv_transpose_arguments(node, view)
+    if any(p < 0 for p in pads):
+        return f"ConvTranspose whose output_shape needs negative pads {pads}"
+    if len(view.const(node.input[1]).shape) not in (3, 4, 5):
+        return "ConvTranspose with a kernel of rank other than 1, 2 or 3"
+    return None
+
+
 rule("Conv", "weighted", "weighted", check=_check_conv)
+rule("ConvTranspose", "weighted", "weighted", check=_check_conv_transpose)   # W (C_in, C_out/group, k…)
 rule("Gemm", "weighted", "weighted", check=_check_gemm)   # canonicalised by the passes to Y = X·Wᵀ + b
 
 

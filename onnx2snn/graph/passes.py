@@ -26,7 +26,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from . import external
-from .ops import NEURON_OPS
+from .ops import NEURON_OPS, conv_transpose_channel
 from .view import downstream_of
 
 log = logging.getLogger(__name__)
@@ -285,10 +285,25 @@ def canonicalise_linear(graph: gs.Graph) -> gs.Graph:
                 b = np.zeros(n_out, np.float32)
             _set_inputs(node, 1, [_const(node, "weight", w), _const(node, "bias", b)])
             node.attrs = {"transB": 1}
-        elif node.op == "Conv" and _is_const(node.inputs[1]) and (len(node.inputs) < 3 or not node.inputs[2].name):
-            n_out = node.inputs[1].values.shape[0]
+        elif (node.op in ("Conv", "ConvTranspose") and _is_const(node.inputs[1])
+              and (len(node.inputs) < 3 or not node.inputs[2].name)):
+            n_out = _out_channels(node)
             _set_inputs(node, 2, [_const(node, "bias", np.zeros(n_out, np.float32))])
     return graph
+
+
+def _out_channels(node: gs.Node) -> int:
+    w = node.inputs[1].values
+    return w.shape[1] * node.attrs.get("group", 1) if node.op == "ConvTranspose" else w.shape[0]
+
+
+def _scale_outputs(node: gs.Node, w: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """W scaled per output channel: axis 0 of a Conv's or Gemm's W; a ConvTranspose's W is
+    (C_in, C_out/group, …), output channel (input channel's group)·C_out/group + j."""
+    if node.op != "ConvTranspose":
+        return w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+    index = conv_transpose_channel(w.shape, node.attrs.get("group", 1))
+    return w * scale[index].reshape(*index.shape, *([1] * (w.ndim - 2)))
 
 
 def absorb_batchnorm(graph: gs.Graph) -> gs.Graph:
@@ -300,7 +315,7 @@ def absorb_batchnorm(graph: gs.Graph) -> gs.Graph:
         if len(x.inputs) != 1 or len(x.outputs) != 1 or x in graph.outputs:
             continue
         producer = x.inputs[0]
-        if producer.op not in ("Conv", "Gemm") or not all(_is_const(t) for t in producer.inputs[1:3]):
+        if producer.op not in ("Conv", "Gemm", "ConvTranspose") or not all(_is_const(t) for t in producer.inputs[1:3]):
             continue
         if producer.op == "Gemm" and producer.attrs.get("transB") != 1:
             continue
@@ -311,9 +326,9 @@ def absorb_batchnorm(graph: gs.Graph) -> gs.Graph:
         scale, shift = _bn_affine(bn)
         w = producer.inputs[1].values.astype(np.float64)
         b = producer.inputs[2].values.astype(np.float64)
-        if w.shape[0] != scale.shape[0]:
+        if _out_channels(producer) != scale.shape[0]:
             continue
-        w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        w = _scale_outputs(producer, w, scale)
         b = b * scale + shift
         # New constants, never edited in place: an initializer may be shared with another node.
         producer.inputs[1] = _const(producer, "weight", w.astype(np.float32))

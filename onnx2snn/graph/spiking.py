@@ -43,7 +43,8 @@ import onnx
 from onnx import helper
 
 from ..options import SpikingOptions
-from .ops import NEURON_OPS, RULES, SUBSAMPLING, bias_of, clip_bounds, passes_channel_offset, pool_arguments
+from .ops import (NEURON_OPS, RULES, SUBSAMPLING, bias_of, clip_bounds, out_channels, passes_channel_offset,
+                  pool_arguments)
 from .view import GraphView, downstream_of
 
 DOMAIN = "onnx2snn"
@@ -337,9 +338,8 @@ def fold_offsets(view) -> FoldedOffsets:
         layer = _bias_source(view, node.input[0])
         if layer is None or layer.name in out.biases:
             continue
-        w = view.const(layer.input[1])
         bias = bias_of(layer, view)
-        channels = w.shape[0]                 # Conv: (C_out, ...); Gemm, canonical: Y = X·Wᵀ + b
+        channels = out_channels(layer, view)
         offset = np.asarray(view.const(name), np.float64).reshape(-1)
         if offset.size != channels:
             continue

@@ -21,6 +21,25 @@ class Padded(nn.Module):
         return self.inner(F.pad(x, self.pads, value=self.value))
 
 
+class CroppedConvTranspose(nn.Module):
+    """A transposed convolution with ONNX's asymmetric pads (which torch's symmetric ``padding``
+    cannot state): the full output of ``inner`` (no padding, no bias), extended by output_padding
+    and cropped by the pads (``F.pad`` with negative widths), then the bias."""
+
+    def __init__(self, inner: nn.Module, crop: Sequence[int], bias):
+        super().__init__()
+        self.inner, self.crop = inner, list(crop)
+        self.bias = None if bias is None else nn.Parameter(torch.tensor(bias, dtype=torch.float32),
+                                                           requires_grad=False)
+
+    def forward(self, x):
+        y = F.pad(self.inner(x), self.crop)
+        return y if self.bias is None else y + self.bias.view(1, -1, *([1] * (y.dim() - 2)))
+
+    def extra_repr(self) -> str:
+        return f"crop/extend {self.crop}"
+
+
 class Function(nn.Module):
     """Wraps a stateless function of the input (reshapes, pooling with ONNX arguments)."""
 

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import Onnx2SnnError
-from ..graph.ops import (SELECTIONS, clip_bounds, conv_arguments, pad_arguments, pool_arguments, reduce_axes,
-                         reshape_target, transpose_perm)
+from ..graph.ops import (SELECTIONS, clip_bounds, conv_arguments, conv_transpose_arguments, pad_arguments,
+                         pool_arguments, reduce_axes, reshape_target, transpose_perm)
 from ..graph.spiking import offset_input, v_init_input
 from ..snn.neurons import IFNeuron, MembraneReadout
 from ..snn.pooling import MAX_POOL, GatedMaxPool, RunningMaxPool, torch_pads
-from .modules import AveragePool2d, ConstantMul, Function, Padded, Passthrough, ReLU, Select
+from .modules import AveragePool2d, ConstantMul, CroppedConvTranspose, Function, Padded, Passthrough, ReLU, Select
 from .registry import lowers
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -47,6 +47,29 @@ def _with_weights(module: nn.Module, w: np.ndarray, b) -> nn.Module:
     if b is not None:
         module.bias = nn.Parameter(torch.from_numpy(np.array(b, np.float32)), requires_grad=False)
     return module
+
+
+_CONV_TRANSPOSE = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+
+
+@lowers("ConvTranspose")
+def lower_conv_transpose(node, ctx):
+    w = ctx.view.const(node.input[1])      # (C_in, C_out/group, k…)
+    b = ctx.bias(node)
+    kernel, strides, dilations, pads, output_padding, group = conv_transpose_arguments(node, ctx.view)
+    nd = len(kernel)
+    native = pads[:nd] == pads[nd:] and all(p < max(s, d) for p, s, d in zip(output_padding, strides, dilations))
+
+    def build(padding, extra, bias):
+        return _with_weights(_CONV_TRANSPOSE[nd](w.shape[0], w.shape[1] * group, kernel, stride=strides,
+                                                 padding=padding, output_padding=extra, groups=group,
+                                                 dilation=dilations, bias=bias is not None, device="meta"), w, bias)
+    if native:
+        module = build(pads[:nd], output_padding, b)
+    else:   # the full output, then ONNX's crop at each end (output_padding extends the end)
+        crop = torch_pads([-p for p in pads[:nd]] + [e - p for e, p in zip(output_padding, pads[nd:])])
+        module = CroppedConvTranspose(build([0] * nd, [0] * nd, None), crop, b)
+    ctx.add(node, module, [node.input[0]], node.output[0])
 
 
 @lowers("Gemm")

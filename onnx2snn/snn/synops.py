@@ -38,12 +38,15 @@ ENERGY_MAC_PJ = 4.6
 ENERGY_SOURCE = "Horowitz, ISSCC 2014, 45 nm, 32-bit float: 0.9 pJ per add (AC), 4.6 pJ per multiply-add (MAC)"
 
 _CONV = {nn.Conv1d: F.conv1d, nn.Conv2d: F.conv2d, nn.Conv3d: F.conv3d}
+_CONV_TRANSPOSE = {nn.ConvTranspose1d: F.conv_transpose1d, nn.ConvTranspose2d: F.conv_transpose2d,
+                   nn.ConvTranspose3d: F.conv_transpose3d}
 
 
 def weighted_layer(module: nn.Module) -> Optional[nn.Module]:
-    """The Conv/Linear inside ``module`` (plain, or wrapped for explicit padding), else None."""
+    """The Conv/ConvTranspose/Linear inside ``module`` (plain, or wrapped for explicit padding or
+    cropping), else None."""
     inner = getattr(module, "inner", module)
-    return inner if isinstance(inner, (nn.Linear, *_CONV)) else None
+    return inner if isinstance(inner, (nn.Linear, *_CONV, *_CONV_TRANSPOSE)) else None
 
 
 def connections(module: nn.Module, counts: torch.Tensor) -> float:
@@ -51,11 +54,17 @@ def connections(module: nn.Module, counts: torch.Tensor) -> float:
     per-sample ``counts``, summed (``module`` as ``weighted_layer`` accepts, padding included)."""
     layer = weighted_layer(module)
     x = counts.unsqueeze(0).float()
-    if layer is not module:                     # explicit (asymmetric) zero padding first
+    if getattr(module, "pads", None) is not None:   # explicit (asymmetric) zero padding first
         x = F.pad(x, module.pads, value=0.0)
     ones = torch.ones_like(layer.weight, dtype=torch.float32)
     if isinstance(layer, nn.Linear):
         return float((x @ ones.t()).sum())
+    if type(layer) in _CONV_TRANSPOSE:
+        y = _CONV_TRANSPOSE[type(layer)](x, ones, None, layer.stride, layer.padding, layer.output_padding,
+                                         layer.groups, layer.dilation)
+        if getattr(module, "crop", None) is not None:  # synapses onto cropped outputs do not exist
+            y = F.pad(y, module.crop)
+        return float(y.sum())
     conv = _CONV[type(layer)]
     return float(conv(x, ones, None, layer.stride, layer.padding, layer.dilation, layer.groups).sum())
 
