@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from . import __version__
-from . import diagnose, snn_calibration
+from . import diagnose, snn_calibration, tasks
 from .calibrate import TensorStats, collect_histograms, collect_stats, run
 from .config import Config
 from .data import check_inputs, load_calibration
@@ -28,7 +28,7 @@ from .graph import clean_graph, external, load_model
 from .graph.annotate import KEY_CONFIG, annotate, read_metadata
 from .graph.spiking import to_spiking
 from .graph.view import GraphView
-from .graph.ops import check_supported
+from .graph.ops import check_supported, output_head
 from .lower import lower_model
 from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, layer_scales, plan_layers,
                         statistic_lambdas, usable_lambdas)
@@ -132,14 +132,16 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     collect()                # likewise
     timings["normalise"] = time.perf_counter() - t
 
+    head = output_head(info.model)
     report = None
     if config.snn_calibration:
         t = time.perf_counter()
+        task = tasks.infer_task(info.output_shape or (info.classes or 1,), None, len(x_fit), head, config.task)
         edited, report = calibrate_snn(edited, info, plan, x_fit, x_hold, calibration_options,
-                                       choose=config.simulation.output == "auto")
+                                       choose=config.simulation.output == "auto", task=task)
         timings["snn_calibration"] = time.perf_counter() - t
 
-    spiking = config.spiking_options()
+    spiking = dataclasses.replace(config.spiking_options(), head=head)
     if report is not None and report.readout is not None:   # the choice goes into the Readout node only
         spiking = dataclasses.replace(spiking, readout=report.readout[0], readout_delay=report.readout[1])
     snn_model = annotate(to_spiking(edited, spiking), plan.layers, config.to_json(), info.sha256, __version__,
@@ -183,17 +185,18 @@ def channel_tensors(view: GraphView, tensors) -> List[str]:
 
 
 def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, x_hold: Optional[np.ndarray],
-                  options: snn_calibration.CalibrationOptions, choose: bool):
+                  options: snn_calibration.CalibrationOptions, choose: bool, task: Optional[tasks.Task] = None):
     """Bias calibration on the fit images (``options.bias``) and, with ``choose``, the readout
     choice on the held-back ones (``snn_calibration.py``); returns the graph with the neurons'
-    input offsets and what was done (the readout chosen: ``report.readout``)."""
+    input offsets and what was done (the readout chosen: ``report.readout``). ``task``: what the
+    readout choice compares with the ANN (its argmax by default; label decisions, class maps)."""
     # one heap for all the calibration's simulations: each would otherwise give its freed memory back
     # to the system when it ends (malloc_trim: 0.14 s a time on ResNet-20), only for the next to fault it in
     with cpu_memory.keep_freed_memory():
-        return _calibrate_snn(edited, info, plan, x_fit, x_hold, options, choose)
+        return _calibrate_snn(edited, info, plan, x_fit, x_hold, options, choose, task)
 
 
-def _calibrate_snn(edited, info, plan, x_fit, x_hold, options, choose):
+def _calibrate_snn(edited, info, plan, x_fit, x_hold, options, choose, task):
     T = options.T
     network = lower_model(edited, options.neurons, check=False)
     passes = snn_calibration.calibration_passes(network, x_fit, T, options)
@@ -207,8 +210,10 @@ def _calibrate_snn(edited, info, plan, x_fit, x_hold, options, choose):
         edited = snn_calibration.store_offsets(edited, report.offsets)
         edited = snn_calibration.store_v_init(edited, report.v_init_maps)
     if choose:
-        teacher = run(info.model, info.input_name, x_read, [info.model.graph.output[0].name], options.batch_size)[0]
-        snn_calibration.choose_readout(network, x_read, teacher.reshape(len(x_read), -1).argmax(1), T, options, report)
+        task = task or tasks.Task("classification", (info.classes or 1,), agreement=True)
+        ann = run(info.model, info.input_name, x_read, [info.model.graph.output[0].name], options.batch_size)[0]
+        teacher = tasks.decisions(ann, task, output_head(info.model))
+        snn_calibration.choose_readout(network, x_read, teacher, T, options, report, task)
     return edited, report
 
 
@@ -236,13 +241,13 @@ def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray
              T: Optional[int] = None, config: Optional[Config] = None, chunk: Optional[int] = None,
              record_rates: bool = False,
              progress: Optional[Callable[[int, Optional[int]], None]] = None,
-             shard: Optional[tuple] = None) -> SimulationResult:
+             shard: Optional[tuple] = None, task: Optional[tasks.Task] = None) -> SimulationResult:
     """Simulate ``network`` on inputs ``x`` for ``T`` steps with ``config``'s simulation options
     (default: the network's, from its conversion or file); see ``SpikingNetwork.simulate``. The
     readout is the network's own (its Readout node)."""
     options = config.simulation_options() if config else getattr(network, "defaults", None) or Config().simulation_options()
     return network.simulate(x, T or options.T, labels, record_rates=record_rates, progress=progress, shard=shard,
-                            **options.kwargs(chunk=chunk or options.chunk))
+                            task=task, **options.kwargs(chunk=chunk or options.chunk))
 
 
 def ann_accuracy(model: onnx.ModelProto, input_name: str, x: np.ndarray, labels: np.ndarray,

@@ -57,9 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL.onnx", help="trained network exported to ONNX")
     p.add_argument("calib", metavar="CALIB.npy", help="calibration inputs, float32 (N, ...)")
     p.add_argument("--eval", metavar="DATA", nargs="+",
-                   help="labelled evaluation data: an .npz with x and y, a folder with x.npy and y.npy, or the two "
-                        ".npy files X Y (.npy files are memory-mapped and streamed per batch); reports ANN vs SNN "
-                        "accuracy")
+                   help="evaluation data: an .npz with x and y, a folder with x.npy and y.npy, the two .npy files "
+                        "X Y (memory-mapped, streamed per batch), or X.npy alone (the SNN's agreement with the "
+                        "ANN); y: class labels (N,), 0/1 multi-label targets (N, K) or class maps (N, H, W) for a "
+                        "(C, H, W) output; reports ANN vs SNN metric after every step")
+    p.add_argument("--task", choices=["classification", "multilabel", "segmentation"],
+                   help="what the output means (default: from the label and output shapes and the output head)")
     p.add_argument("-T", "--timesteps", type=int, help="simulation time steps (default 100)")
     p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--batch-size", type=int, help="samples per batch for calibration and simulation (default 100)")
@@ -128,7 +131,7 @@ def config_from_args(a: argparse.Namespace) -> Config:
         "parser.percentile": a.percentile, "simulation.v_init": a.v_init, "simulation.output": a.output,
         "simulation.reset": a.reset_to_zero, "simulation.max_pool.momentum": a.momentum,
         "simulation.chunk": a.chunk, "simulation.dtype": a.dtype, "parser.threshold": a.threshold,
-        "calibration.T": a.calibration_T, "simulation.readout_delay": a.readout_delay,
+        "calibration.T": a.calibration_T, "simulation.readout_delay": a.readout_delay, "task": a.task,
     }
     for key, value in overrides.items():
         if value is not None:
@@ -205,9 +208,30 @@ def follow(a: argparse.Namespace, group) -> int:
     network = api.load(model, config)
     if a.eval:
         from .graph import load_model
-        x, y = load_labelled(a.eval, load_model(model).sample_shape)
-        api.simulate(network, x, y, config=config, record_rates=True, shard=(group.rank, group.world))
+        info = load_model(model)
+        x, y = load_labelled(a.eval, info.sample_shape)
+        task = eval_task(info, y, len(x), config, a.eval)
+        # the .snn.onnx's output is the logits (its head dropped): the decisions rank 0 takes from the original
+        y = teacher_labels(model, info.input_name, x, task, None, config.batch_size) if y is None else y
+        api.simulate(network, x, y, config=config, record_rates=True, shard=(group.rank, group.world), task=task)
     return 0
+
+
+def eval_task(info, y, n: int, cfg: Config, paths):
+    """The evaluation's task (``tasks.py``), from the labels' and the model output's shapes and head."""
+    from .graph.ops import output_head
+    from .tasks import infer_task
+    shape = info.output_shape or (info.classes or 1,)
+    return infer_task(shape, y, n, output_head(info.model), cfg.task,
+                      where=f"the evaluation labels y of {' '.join(paths)!r}")
+
+
+def teacher_labels(model, input_name: str, x, task, head, batch_size: int):
+    """The ANN's own decisions on ``x``: the labels of an evaluation without labels (agreement)."""
+    from .calibrate import run
+    from .tasks import decisions
+    (out,) = run(model, input_name, x, [model.graph.output[0].name], batch_size)
+    return decisions(out, task, head)
 
 
 class Follower(Exception):
@@ -283,7 +307,10 @@ def convert_once(a: argparse.Namespace, cfg: Config, group):
     try:
         resolve_device(cfg.device)            # a device this machine cannot use is refused before any work
         info = load_model(a.model)
-        labelled = load_labelled(a.eval, info.sample_shape, classes=info.classes) if a.eval else None
+        labelled = None
+        if a.eval:      # checked against the model before any conversion work
+            x, y = load_labelled(a.eval, info.sample_shape)
+            labelled = (x, y, eval_task(info, y, len(x), cfg, a.eval))
         conv = api.convert(info, a.calib, cfg)
     except BaseException as e:
         if group is not None:
@@ -319,7 +346,8 @@ def print_conversion(a: argparse.Namespace, conv) -> None:
 
 def conversion_report(a: argparse.Namespace, conv) -> dict:
     """report.json's conversion part (evaluate() adds the accuracies)."""
-    return {"onnx2snn_version": __version__, "model": os.path.abspath(a.model), "calibration": os.path.abspath(a.calib),
+    from .graph.ops import output_head
+    return {"onnx2snn_version": __version__, "output_head": output_head(conv.source), "model": os.path.abspath(a.model), "calibration": os.path.abspath(a.calib),
             "config": conv.config.to_dict(), "passes": conv.passes, "layers": [l.to_dict() for l in conv.layers],
             "statistics": {k: v.to_dict() for k, v in conv.stats.items()}, "verification": {"relative_error": conv.verification.errors, "images": conv.verification.samples,
                              "argmax_agreement": conv.verification.agreement},
@@ -329,13 +357,22 @@ def conversion_report(a: argparse.Namespace, conv) -> dict:
 
 
 def evaluate(a: argparse.Namespace, conv, labelled, rep: dict, shard):
-    """ANN and SNN accuracy on the labelled data, printed and added to ``rep``."""
-    from . import api, report
+    """ANN and SNN metric (accuracy, mean label accuracy, mean IoU: ``tasks.py``) on the evaluation
+    data, printed and added to ``rep``; without labels, the ANN's own decisions are the labels."""
+    from . import api, report, tasks
+    from .calibrate import run
+    from .graph.ops import output_head
     from .snn import synops
     cfg = conv.config  # the simulation options (the readout is the network's)
-    x, y = labelled
+    x, y, task = labelled
     t = time.perf_counter()
-    ann = api.ann_accuracy(conv.source, conv.input_name, x, y, cfg.batch_size)
+    head = output_head(conv.source)
+    (ann_out,) = run(conv.source, conv.input_name, x, [conv.source.graph.output[0].name], cfg.batch_size)
+    if y is None:
+        y = tasks.decisions(ann_out, task, head)
+    ann_metrics = tasks.score(ann_out, y, task, head)
+    ann = ann_metrics[task.metric]
+    del ann_out
     rep["timings_s"]["ann_eval"] = time.perf_counter() - t
     work = len(x) * cfg.simulation.T * conv.network.elements_per_sample
     if work > LONG_RUN:
@@ -349,13 +386,13 @@ def evaluate(a: argparse.Namespace, conv, labelled, rep: dict, shard):
     t = time.perf_counter()
     try:
         result = api.simulate(conv.network, x, y, config=cfg, record_rates=True,
-                              progress=LiveAccuracy(bar) if bar else None, shard=shard)
+                              progress=LiveAccuracy(bar) if bar else None, shard=shard, task=task)
     finally:
         if bar:
             bar.close()
     rep["timings_s"]["snn_simulation"] = time.perf_counter() - t
     acc = result.accuracy_per_step
-    print("SNN accuracy after each time step (%):")
+    print(f"SNN {task.describe()} after each time step (%):")
     for t0 in range(0, len(acc), 10):
         print(f"  T={t0 + 1:>4}-{min(t0 + 10, len(acc)):<4} " + " ".join(f"{100 * v:6.2f}" for v in acc[t0:t0 + 10]))
     producer = {o: n.name for n in conv.snn_model.graph.node for o in n.output}
@@ -366,8 +403,11 @@ def evaluate(a: argparse.Namespace, conv, labelled, rep: dict, shard):
     print(report.rates_table(layers, result.firing_rates, neuron_of))
     totals = synops.energy(result.synaptic_ops)
     print(report.synops_table(result.synaptic_ops, totals, cfg.simulation.T))
-    print(report.summary_line(ann, result.accuracy))
-    rep.update(ann_accuracy=ann, snn_accuracy=result.accuracy, accuracy_per_step=acc,
+    print(report.summary_line(ann, result.accuracy, task.describe()))
+    # ann_accuracy, snn_accuracy and accuracy_per_step hold the task's headline metric ("metric")
+    rep.update(task=task.kind, metric=task.metric, agreement_with_ann=task.agreement,
+               ann_accuracy=ann, snn_accuracy=result.accuracy, accuracy_per_step=acc,
+               ann_metrics=ann_metrics, metrics_per_step=result.metrics_per_step,
                firing_rates=result.firing_rates, n_eval=len(x),
                synaptic_operations={"per_layer": result.synaptic_ops, "total": totals})
     return ann, result
@@ -394,7 +434,8 @@ def write_outputs(a: argparse.Namespace, conv, rep: dict, out_dir: str, nir_name
                 print(f"warning: NIR approximation: {line}")
         if result is not None:
             try:
-                written += plots.write_plots(tmp, result.accuracy_per_step, ann, result.firing_rates, model_stem(a.model))
+                written += plots.write_plots(tmp, result.accuracy_per_step, ann, result.firing_rates, model_stem(a.model),
+                                             rep.get("metric", "accuracy").replace("_", " "))
             except ImportError:
                 print("note: no plots (matplotlib is not installed: pip install 'onnx2snn[plot]')")
         umask = os.umask(0)

@@ -104,6 +104,9 @@ class Config:
     seed: int = 0                   # seeds Poisson encoding
     batch_size: int = 100
     device: Optional[str] = None    # None: CUDA when available, else CPU
+    # what the output means: "classification", "multilabel" or "segmentation"; None: from the label
+    # and output shapes and the output head (tasks.py). Sets the readout choice's and --eval's metric.
+    task: Optional[str] = None
 
     def simulation_options(self) -> SimulationOptions:
         s = self.simulation
@@ -165,6 +168,8 @@ class Config:
         _check(_is_int(self.seed) and 0 <= self.seed < 2 ** 63, "seed", self.seed, "an integer in [0, 2**63)")
         _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.device is None or isinstance(self.device, str), "device", self.device, 'null or a device such as "cpu"')
+        _check(self.task in (None, "classification", "multilabel", "segmentation"), "task", self.task,
+               'null, "classification", "multilabel" or "segmentation"')
         return self
 
     @property

@@ -31,15 +31,26 @@ def load_calibration(path: str, sample_shape: Tuple[int, ...]) -> np.ndarray:
 
 
 def load_labelled(path, sample_shape: Tuple[int, ...], classes: Optional[int] = None
-                  ) -> Tuple[np.ndarray, np.ndarray]:
-    """Labelled evaluation data: ``x`` (inputs) and ``y`` (integer class labels in ``[0, classes)``)
-    from an ``.npz``, a folder holding ``x.npy`` and ``y.npy``, or a pair of ``.npy`` paths. ``.npy``
-    inputs are memory-mapped (streamed per batch: any size runs in bounded memory); an ``.npz`` is
-    read by NumPy's zip reader, which loads each array it is asked for."""
+                  ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Evaluation data: ``x`` (inputs) and ``y`` (labels: one per sample, or per label or pixel;
+    ``tasks.infer_task`` checks them against the model's output) from an ``.npz``, a folder
+    holding ``x.npy`` and ``y.npy``, a pair of ``.npy`` paths, or one ``.npy`` of inputs alone
+    (``y`` None: the evaluation is agreement with the ANN). ``.npy`` inputs are memory-mapped
+    (streamed per batch: any size runs in bounded memory); an ``.npz`` is read by NumPy's zip
+    reader, which loads each array it is asked for. ``classes``: class labels must lie in
+    [0, classes)."""
     if isinstance(path, (list, tuple)):
         if len(path) == 2:
             return _load_npy_pair(path[0], path[1], sample_shape, classes)
         path = path[0]
+    if str(path).endswith(".npy"):
+        require_file(path, "evaluation file")
+        try:
+            x = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as e:
+            raise Onnx2SnnError(f"{path!r} is not a NumPy .npy array ({first_line(e)})") from None
+        check_inputs(x, sample_shape, f"evaluation array {path!r}")
+        return x, None
     if os.path.isdir(path):
         return _load_npy_pair(os.path.join(path, "x.npy"), os.path.join(path, "y.npy"), sample_shape, classes)
     require_file(path, "evaluation file")
@@ -77,9 +88,14 @@ def _load_npy_pair(x_path: str, y_path: str, sample_shape, classes) -> Tuple[np.
 
 
 def _check_labels(y: np.ndarray, n: int, classes: Optional[int], path: str) -> np.ndarray:
-    if y.ndim != 1 or len(y) != n or not np.issubdtype(y.dtype, np.integer):
-        raise Onnx2SnnError(f"evaluation file {path!r}: y must be integer labels of shape ({n},); "
-                            f"got {y.dtype} {tuple(y.shape)}")
+    """Labels one per sample, numbers; class labels (1-D) also integers in range. Multi-label
+    targets and class maps are checked against the model's output by ``tasks.infer_task``."""
+    if y.ndim == 0 or len(y) != n or not (np.issubdtype(y.dtype, np.integer) or
+                                          (y.ndim > 1 and np.issubdtype(y.dtype, np.number))):
+        raise Onnx2SnnError(f"evaluation file {path!r}: y must be integer labels of shape ({n},) (or ({n}, K) "
+                            f"0/1 targets, ({n}, H, W) class maps); got {y.dtype} {tuple(y.shape)}")
+    if y.ndim > 1:
+        return np.asarray(y)
     if len(y) and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
         bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
         raise Onnx2SnnError(f"evaluation file {path!r}: label {bad} is outside the model's classes "

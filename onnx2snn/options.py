@@ -20,6 +20,7 @@ class SpikingOptions:
     readout: str = "membrane"               # "membrane" or "spikes"
     readout_delay: int = 0                  # first steps the readout skips
     encoding: str = "current"               # the input it is converted for: "current" or "poisson"
+    head: Optional[str] = None              # the output op the conversion dropped (graph/ops.py HEADS)
 
 
 @dataclass(frozen=True)

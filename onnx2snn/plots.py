@@ -13,7 +13,7 @@ RATES_PNG = "firing_rates.png"
 
 
 def write_plots(folder: str, accuracy_per_step: Sequence[float], ann_accuracy: float,
-                firing_rates: Dict[str, float], title: str) -> List[str]:
+                firing_rates: Dict[str, float], title: str, metric: str = "accuracy") -> List[str]:
     """Write both figures into ``folder``; returns their file names."""
     import matplotlib
     matplotlib.use("Agg")            # files only: no display needed
@@ -23,7 +23,7 @@ def write_plots(folder: str, accuracy_per_step: Sequence[float], ann_accuracy: f
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     ax.plot(steps, [100 * a for a in accuracy_per_step], label="SNN", color="tab:blue")
     ax.axhline(100 * ann_accuracy, label=f"ANN {100 * ann_accuracy:.2f} %", color="tab:gray", linestyle="--")
-    ax.set(xlabel="time steps T", ylabel="accuracy (%)", title=f"{title}: accuracy after each time step")
+    ax.set(xlabel="time steps T", ylabel=f"{metric} (%)", title=f"{title}: {metric} after each time step")
     late = list(accuracy_per_step)[len(accuracy_per_step) // 4:] or list(accuracy_per_step)
     low = min(100 * min(late), 100 * ann_accuracy)
     ax.set_ylim(max(0.0, low - 2), min(100.0, 100 * max(max(accuracy_per_step), ann_accuracy) + 1))

@@ -9,10 +9,10 @@ import numpy as np
 from .graph.annotate import base_name, format_scale
 
 
-def summary_line(ann_acc: float, snn_acc: float) -> str:
+def summary_line(ann_acc: float, snn_acc: float, metric: str = "accuracy") -> str:
     diff = 100 * (ann_acc - snn_acc)
     trend = f"decreased {diff:.2f} %" if diff >= 0 else f"increased {-diff:.2f} %"
-    return f"ANN accuracy {100 * ann_acc:.2f} %  SNN accuracy {100 * snn_acc:.2f} % [{trend}]"
+    return f"ANN {metric} {100 * ann_acc:.2f} %  SNN {metric} {100 * snn_acc:.2f} % [{trend}]"
 
 
 def layer_table(layers: List) -> str:

@@ -47,6 +47,7 @@ from torch import nn
 
 from .calibrate import stream_batches
 from .options import CalibrationOptions
+from .tasks import Task, decisions
 from .errors import Onnx2SnnError
 from .graph.ops import NEURON_OPS, passes_channel_offset
 from .graph.spiking import KEY_OFFSET, KEY_V_INIT
@@ -383,9 +384,11 @@ def delays(T: int) -> List[int]:
 
 
 def choose_readout(network: SpikingNetwork, x: np.ndarray, teacher: np.ndarray, T: int,
-                   options: CalibrationOptions, report: CalibrationReport) -> Tuple[str, int]:
+                   options: CalibrationOptions, report: CalibrationReport, task: Optional[Task] = None
+                   ) -> Tuple[str, int]:
     """Simulate the held-back images once with a membrane readout; score every (readout, delay)
-    variant by agreement with the ANN's classes ``teacher``. The best variant replaces the default
+    variant by agreement with the ANN's decisions ``teacher`` (``tasks.decisions``: classes; with
+    ``task``, label decisions or class maps, each label or pixel one decision). The best variant replaces the default
     (membrane, no delay) only when it wins clearly on these images (``clearly_better``): a few
     hundred images cannot tell apart variants that differ on one or two of them, and a choice made
     on noise costs accuracy on the test set (seen on the Keras fixture: a 12-step delay that won
@@ -399,10 +402,11 @@ def choose_readout(network: SpikingNetwork, x: np.ndarray, teacher: np.ndarray, 
     for t in range(T):
         s, v = if_step(v, zt[t], 1.0, v_reset)
         spikes[t] = s.numpy()
+    task = task or Task("classification", (z.shape[-1],))
     agrees = {}
     for d in delays(T):
-        for kind, per_step in (("membrane", z), ("spikes", spikes)):
-            agrees[(kind, d)] = per_step[d:].sum(0).argmax(1) == teacher
+        for kind, per_step in (("membrane", z), ("spikes", spikes)):   # one decision per class, label or pixel
+            agrees[(kind, d)] = (decisions(per_step[d:].sum(0), task) == teacher).reshape(-1)
             report.readout_agreement[f"{kind}/delay={d}"] = float(np.mean(agrees[(kind, d)]))
     default = ("membrane", 0)
     best = max(agrees, key=lambda k: agrees[k].sum())      # the first of the best (dicts keep order)

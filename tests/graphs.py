@@ -120,12 +120,15 @@ def constant_weights(seed=0):
 
 
 def unsupported(seed=0):
-    """Two ops onnx2snn cannot convert: Sigmoid and Tanh."""
+    """Two ops onnx2snn cannot convert inside a network: Sigmoid and Tanh (a Gemm after them: at the
+    output they would be a head, dropped)."""
     r = rng(seed)
     nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="fc", transB=1),
              helper.make_node("Sigmoid", ["g"], ["s"], name="sig"),
-             helper.make_node("Tanh", ["s"], ["y"], name="tanh")]
-    return model(nodes, [init("w", r.normal(0, 0.5, (3, 5))), init("b", r.normal(0, 0.3, 3))], (5,))
+             helper.make_node("Tanh", ["s"], ["t"], name="tanh"),
+             helper.make_node("Gemm", ["t", "w2", "b2"], ["y"], name="fc2", transB=1)]
+    return model(nodes, [init("w", r.normal(0, 0.5, (3, 5))), init("b", r.normal(0, 0.3, 3)),
+                         init("w2", r.normal(0, 0.5, (2, 3))), init("b2", r.normal(0, 0.3, 2))], (5,))
 
 
 def ort_run(m, x, outputs=None):

@@ -345,7 +345,7 @@ def test_bad_calibration_files(work, capsys, kind, fragment):
 
 
 @pytest.mark.parametrize("kind,fragment", [
-    ("no_x", "lacks array(s) x"), ("no_y", "lacks array(s) y"), ("single", "single array"),
+    ("no_x", "lacks array(s) x"), ("no_y", "lacks array(s) y"),
     ("y_length", "shape (10,)"), ("x_shape", "(10, 3, 8, 8)"), ("text", "not a NumPy .npz archive"),
 ])
 def test_bad_evaluation_files(work, capsys, kind, fragment):

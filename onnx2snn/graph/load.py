@@ -27,6 +27,16 @@ class ModelInfo:
     name: str                       # for output file names
 
     @property
+    def output_shape(self) -> Optional[Tuple[int, ...]]:
+        """The per-sample shape of the (first) output, if known: (K,) for a classifier, (C, H, W) for
+        a segmentation network."""
+        out = next(o for o in self.model.graph.output if o.name == self.output_names[0])
+        dims = out.type.tensor_type.shape.dim[1:]
+        if not out.type.tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
+            return None
+        return tuple(int(d.dim_value) for d in dims)
+
+    @property
     def classes(self) -> Optional[int]:
         """Elements of one sample of the (first) output: the classes of a classifier, if known."""
         out = next(o for o in self.model.graph.output if o.name == self.output_names[0])

@@ -59,8 +59,10 @@ RULES: Dict[str, OpRule] = {}
 
 # What to do about ops that are not handled; the error message quotes these.
 ADVICE = {
-    "Sigmoid": "not rate-codable with IF neurons; retrain with ReLU",
-    "Tanh": "not rate-codable with IF neurons; retrain with ReLU",
+    "Sigmoid": "not rate-codable with IF neurons inside the network (at the graph output it is dropped and "
+               "applies to the readout); retrain with ReLU",
+    "Tanh": "not rate-codable with IF neurons inside the network (at the graph output it is dropped and "
+            "applies to the readout); retrain with ReLU",
     "LeakyRelu": "negative slope is not rate-codable with IF neurons; retrain with ReLU",
     "Elu": "not rate-codable with IF neurons; retrain with ReLU",
     "Selu": "not rate-codable with IF neurons; retrain with ReLU",
@@ -68,8 +70,8 @@ ADVICE = {
     "HardSigmoid": "not rate-codable with IF neurons; retrain with ReLU",
     "BatchNormalization": "BatchNormalization whose input shape is unknown; export with static shapes",
     "PRelu": "negative slope is not rate-codable with IF neurons; retrain with ReLU",
-    "Softmax": "Softmax is only supported at the graph output (where it is dropped)",
-    "LogSoftmax": "LogSoftmax is only supported at the graph output (where it is dropped)",
+    "Softmax": "Softmax is only supported at the graph output (where it is dropped and applies to the readout)",
+    "LogSoftmax": "LogSoftmax is only supported at the graph output (where it is dropped and applies to the readout)",
     "MatMul": "MatMul is supported only as a dense layer: 2-D input times a constant 2-D weight",
     "Split": "Split whose sizes are not constant or whose input shape is unknown; export with static shapes",
 }
@@ -81,6 +83,20 @@ def rule(op: str, scale: str, group: str, check: Optional[Callable] = None, tran
     if op in RULES:
         raise ValueError(f"a rule for {op} is already registered")
     RULES[op] = OpRule(op, scale, group, check, transform, merge, keeps_spikes, passes_offset)
+
+
+# Elementwise monotone ops that may end a graph: the conversion drops them (graph/passes.py) and
+# the SNN's readout stands for their input (the logits); the Readout node records which (``head``).
+HEADS = ("Softmax", "LogSoftmax", "Sigmoid", "Tanh")
+
+
+def output_head(model: onnx.ModelProto) -> Optional[str]:
+    """The head op that writes the (first) graph output, through Identity/Dropout, or None."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = producer.get(model.graph.output[0].name)
+    while node is not None and node.op_type in ("Identity", "Dropout"):
+        node = producer.get(node.input[0])
+    return node.op_type if node is not None and node.op_type in HEADS else None
 
 
 def ops_in(group: str) -> Tuple[str, ...]:
@@ -350,6 +366,8 @@ def _check_readout(node, view):
         return f"mode={a.get('mode')!r}: must be 'membrane' or 'spikes'"
     if a.get("delay", 0) < 0:
         return f"delay={a.get('delay')}: must be >= 0"
+    if a.get("head", "") not in ("",) + HEADS:
+        return f"head={a.get('head')!r}: must be one of {', '.join(HEADS)}"
     return _check_neuron(node, view) if a.get("mode") == "spikes" else None
 
 

@@ -3,7 +3,7 @@
 Each pass takes and returns a ``gs.Graph``; ``clean_graph`` runs them in order and records the op
 counts after each (Polygraphy-style), so the report can say what changed.
 
-  fold constants -> drop Dropout/Identity -> drop the output Softmax -> batch-size shape arithmetic
+  fold constants -> drop Dropout/Identity -> drop the output head -> batch-size shape arithmetic
   -> Split to Slices -> MatMul+Add to Gemm -> canonicalise Gemm/Conv -> per-channel affine ops to BatchNorm
   -> merge BatchNorms -> absorb BatchNorm into Conv/Gemm -> remaining BatchNorm to a depthwise Conv
   [-> max pooling of the input current before the first neurons, with ``pool_currents``]
@@ -26,7 +26,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from . import external
-from .ops import NEURON_OPS, conv_transpose_channel
+from .ops import HEADS, NEURON_OPS, conv_transpose_channel
 from .view import downstream_of
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def clean_graph(model: onnx.ModelProto, pool_currents: bool = False) -> Tuple[on
     history = [{"pass": "input", "ops": _op_counts(graph)}]
     for name, fn in (("fold constants", fold_constants),
                      ("drop Dropout/Identity", drop_passthrough),
-                     ("drop output Softmax/LogSoftmax", drop_output_softmax),
+                     ("drop output head (Softmax, LogSoftmax, Sigmoid, Tanh)", drop_output_head),
                      ("batch-size shape arithmetic", batch_shape_reshape),
                      ("shape subgraphs to constants", fold_shape_subgraphs),
                      ("Split to Slices", split_to_slices),
@@ -111,10 +111,12 @@ def drop_passthrough(graph: gs.Graph) -> gs.Graph:
     return graph
 
 
-def drop_output_softmax(graph: gs.Graph) -> gs.Graph:
-    """Softmax/LogSoftmax producing the graph output keep the argmax: drop them, the logits become
-    the output (and keep their own name, which the original graph also has)."""
-    for node in [n for n in graph.nodes if n.op in ("Softmax", "LogSoftmax")]:
+def drop_output_head(graph: gs.Graph) -> gs.Graph:
+    """An elementwise monotone head producing the graph output (Softmax, LogSoftmax: the argmax;
+    Sigmoid, Tanh: each label's decision, logit > 0) maps the logits without changing what they
+    decide: drop it, the logits become the output (and keep their own name, which the original
+    graph also has). The Readout node records the head (``graph/ops.py output_head``)."""
+    for node in [n for n in graph.nodes if n.op in HEADS]:
         out = node.outputs[0]
         src = node.inputs[0]
         if out in graph.outputs and len(out.outputs) == 0 and src.inputs and src not in graph.outputs:

@@ -221,13 +221,17 @@ def _add_readout(model: onnx.ModelProto, output: str, options: SpikingOptions, n
     info.name = current
     mode = options.readout
     attrs = {"mode": mode, "delay": int(options.readout_delay)}
+    if options.head:
+        attrs["head"] = options.head
     if mode == "spikes":
         attrs.update(neuron)
     model.graph.node.append(helper.make_node(
         "Readout", [current], [output], name="output", domain=DOMAIN,
         doc_string=("The class is the output neuron with the most spikes" if mode == "spikes" else
                     "The class is the output with the highest membrane potential (accumulated input current)")
-        + (f" over steps {attrs['delay']}..T-1" if attrs["delay"] else " over all T steps"), **attrs))
+        + (f" over steps {attrs['delay']}..T-1" if attrs["delay"] else " over all T steps")
+        + (f". The original applies {options.head} to this output; the readout stands for its input (the "
+           f"logits), whose decisions the {options.head} keeps" if options.head else ""), **attrs))
 
 
 # --- the model-local functions ---------------------------------------------------------------------
@@ -286,10 +290,12 @@ def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
                              "'avg': average pooling. The body is the ANN's MaxPool.", opset))
     if "Readout" in used:
         out.append(_function("Readout", ["X"], [helper.make_node("Identity", ["X"], ["Y"])],
-                             ["mode", "delay", "threshold", "reset", "v_reset", "v_init"],
+                             ["mode", "delay", "head", "threshold", "reset", "v_reset", "v_init"],
                              "Output layer: class = argmax of the membrane potential (mode='membrane') or "
                              "of the spike counts of IF neurons (mode='spikes'), summed over steps "
-                             "delay..T-1. The body passes the ANN's output through.", opset))
+                             "delay..T-1. head: the op the original applied to this output (Softmax, "
+                             "LogSoftmax, Sigmoid, Tanh), dropped by the conversion. The body passes the "
+                             "ANN's output (the logits) through.", opset))
     return out
 
 

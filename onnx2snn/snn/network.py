@@ -29,6 +29,7 @@ from torch import nn
 from ..options import SimulationOptions
 from ..errors import Onnx2SnnError
 from ..graph.spiking import InputEncoding
+from ..tasks import Task, metrics_from_counts
 from . import cpu_memory
 from .synops import EventCounter, synaptic_operations, weighted_layer
 
@@ -40,6 +41,28 @@ TEMPORARIES = 2
 GPU_CHUNK_SHARE = 4
 CPU_CHUNK_BUDGET = 256 << 20
 CHECK_BLOCK = 4096  # samples read at a time when checking a (memory-mapped) input's range
+CLASSIFICATION = Task("classification", ())
+
+
+def step_counts(cum: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
+    """``tasks.counts`` of every step's accumulated readout ``cum`` (steps, batch, features) at
+    once: (steps,) correct decisions, or (steps, C, C) confusion matrices."""
+    if task.kind == "classification":
+        return (cum.argmax(-1) == labels).sum(1)
+    if task.kind == "multilabel":
+        return ((cum > 0).long() == labels.unsqueeze(0)).sum((1, 2))
+    steps, c = cum.shape[0], task.classes
+    predicted = cum.reshape(steps, cum.shape[1], c, -1).argmax(2)                 # (steps, batch, pixels)
+    index = labels.reshape(1, labels.shape[0], -1).long() * c + predicted
+    index = index + (torch.arange(steps, device=cum.device) * c * c).view(-1, 1, 1)
+    return torch.bincount(index.reshape(-1), minlength=steps * c * c).reshape(steps, c, c)
+
+
+def batch_score(last: np.ndarray, task: Task, b: int) -> float:
+    """A batch's headline count in samples (for the progress bar): correct samples, or the metric × b."""
+    if task.kind == "classification":
+        return int(last)
+    return float(metrics_from_counts(last, b, task)[task.metric if task.kind != "segmentation" else "pixel_accuracy"]) * b
 
 
 @dataclass
@@ -55,21 +78,34 @@ class Step:
 class SimulationResult:
     T: int
     n_samples: int
-    correct_per_step: Optional[np.ndarray]   # (T,) correct predictions after each step, if labelled
+    # with labels: what the task counts after each step, (T,) correct decisions (classification,
+    # multilabel) or (T, C, C) confusion matrices (segmentation); ``task`` says which (tasks.py)
+    correct_per_step: Optional[np.ndarray]
     outputs: np.ndarray                       # (N, classes) accumulated readout after T steps
     firing_rates: Dict[str, float]            # mean spikes per neuron per step, per neuron layer
     step_outputs: Optional[np.ndarray] = None  # (T, N, classes) readout increment of every step, if recorded
     # per weighted layer, with record_rates: SNN operations per inference (ACs, or MACs of the constant
     # input) and the ANN's MACs (snn/synops.py)
     synaptic_ops: Dict[str, dict] = field(default_factory=dict)
+    task: Optional[Task] = None                # what the labels are (None: class labels)
+
+    @property
+    def metrics_per_step(self) -> Optional[Dict[str, np.ndarray]]:
+        """Every metric of the task after each step (segmentation: mean IoU and pixel accuracy)."""
+        if self.correct_per_step is None:
+            return None
+        return metrics_from_counts(self.correct_per_step, self.n_samples, self.task or CLASSIFICATION)
 
     @property
     def accuracy_per_step(self) -> Optional[np.ndarray]:
-        return None if self.correct_per_step is None else self.correct_per_step / self.n_samples
+        """The task's headline metric after each step: accuracy, mean label accuracy or mean IoU."""
+        metrics = self.metrics_per_step
+        return None if metrics is None else metrics[(self.task or CLASSIFICATION).metric]
 
     @property
     def accuracy(self) -> Optional[float]:
-        return None if self.correct_per_step is None else float(self.correct_per_step[-1] / self.n_samples)
+        per_step = self.accuracy_per_step
+        return None if per_step is None else float(per_step[-1])
 
 
 class SpikingNetwork(nn.Module):
@@ -216,7 +252,8 @@ class SpikingNetwork(nn.Module):
                  device=None, poisson: bool = False, seed: int = 0, chunk: Optional[int] = None,
                  dtype: str = "float32", record_rates: bool = False, channels_last: Optional[bool] = None,
                  progress: Optional[Callable[[int, Optional[int]], None]] = None, readout_delay: Optional[int] = None,
-                 record_steps: bool = False, shard: Optional[Tuple[int, int]] = None) -> SimulationResult:
+                 record_steps: bool = False, shard: Optional[Tuple[int, int]] = None,
+                 task: Optional[Task] = None) -> SimulationResult:
         """Simulate every sample of ``x`` for ``T`` steps; accuracy after each step if ``labels``.
 
         The options are keyword-only. Their dataclass is ``Config.simulation`` (with ``batch_size``,
@@ -238,7 +275,9 @@ class SpikingNetwork(nn.Module):
         node's; the calibration's readout choice records with 0). ``record_steps``: also return
         every step's readout increment (memory T·N·classes). ``shard=(rank, world)``: under
         torch.distributed, simulate only batches rank, rank+world, … and sum the counts over the
-        ranks, so that every rank returns what one process would (``distributed.py``)."""
+        ranks, so that every rank returns what one process would (``distributed.py``). ``task``: what
+        ``labels`` are (``tasks.py``: class labels by default, multi-label 0/1 targets, or class maps
+        for a (C, H, W) output); the result's ``accuracy_per_step`` is its headline metric."""
         if shard is not None and record_steps:
             raise ValueError("record_steps is not available with shard")
         if poisson and self.encoding.poisson_refused:
@@ -268,7 +307,9 @@ class SpikingNetwork(nn.Module):
                 m.reset_stats()
                 m.count_spikes = record_rates
             net._counter = EventCounter() if record_rates else None
-            correct = np.zeros(T, np.int64) if labels is not None else None
+            task = task or CLASSIFICATION
+            per_step_shape = (T, task.classes, task.classes) if task.kind == "segmentation" else (T,)
+            correct = np.zeros(per_step_shape, np.int64) if labels is not None else None
             outputs, step_outputs = [], []
             readout_delay = self.readout_delay if readout_delay is None else readout_delay
             tc = chunk or net.auto_chunk(T, min(batch_size, n), device, element_size=torch.finfo(dt).bits // 8)
@@ -305,12 +346,12 @@ class SpikingNetwork(nn.Module):
                     cum = torch.cumsum(out, 0) if total is None else total + torch.cumsum(out, 0)
                     total = cum[-1]
                     if hits is not None:
-                        hits.append((cum.argmax(-1) == yb).sum(1))
+                        hits.append(step_counts(cum, yb, task))
                 batch_correct = None
                 if hits is not None:
-                    per_step = torch.cat(hits).cpu().numpy()
+                    per_step = torch.cat(hits).cpu().numpy().astype(np.int64)
                     correct += per_step
-                    batch_correct = int(per_step[-1])
+                    batch_correct = batch_score(per_step[-1], task, b)
                 outputs.append((index, total.cpu().numpy()))
                 if record_steps:
                     step_outputs.append(np.concatenate(batch_steps, 0))   # [T, b, K]
@@ -325,7 +366,8 @@ class SpikingNetwork(nn.Module):
             net._cache_input, net._static_cache = None, {}  # hold no batch after returning
             steps_array = np.concatenate(step_outputs, 1) if record_steps else None   # (T, N, K)
             outputs = np.concatenate([o for _, o in sorted(outputs, key=lambda io: io[0])])
-            return SimulationResult(T, n, correct, outputs, rates, steps_array, synops)
+            return SimulationResult(T, n, correct, outputs, rates, steps_array, synops,
+                                    None if task is CLASSIFICATION else task)
         finally:
             memory.close()
             if net is self:
