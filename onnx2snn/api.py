@@ -28,7 +28,7 @@ from .graph import clean_graph, external, load_model
 from .graph.annotate import KEY_CONFIG, annotate, read_metadata
 from .graph.spiking import to_spiking
 from .graph.view import GraphView
-from .graph.ops import check_supported, output_head
+from .graph.ops import RULES, check_supported, output_head
 from .lower import lower_model
 from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, layer_scales, plan_layers,
                         statistic_lambdas, usable_lambdas)
@@ -181,7 +181,19 @@ def channel_tensors(view: GraphView, tensors) -> List[str]:
     not the graph output (argmax needs one scale for every class); a Clip's bound needs one λ."""
     outputs = set(view.output_names)
     return [t for t in tensors if t not in outputs and t in view.producer and view.producer[t].op_type == "Relu"
-            and len(view.shapes.get(t, ())) >= 2]
+            and len(view.shapes.get(t, ())) >= 2 and _channels_of_a_layer(view, view.producer[t].input[0])]
+
+
+def _channels_of_a_layer(view: GraphView, tensor: str) -> bool:
+    """Is axis 1 of ``tensor`` the output channel axis of the weighted layer(s) it comes from? Not
+    after a layout op (a token-wise dense layer's Transpose back: axis 1 are the tokens)."""
+    node = view.producer.get(tensor)
+    while node is not None and node.op_type not in ("Conv", "Gemm", "ConvTranspose", "Add"):
+        rule = RULES.get(node.op_type)
+        if rule is None or rule.scale != "preserve":
+            return False
+        node = view.producer.get(node.input[0])
+    return node is not None
 
 
 def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, x_hold: Optional[np.ndarray],

@@ -350,9 +350,34 @@ def conv_transpose_decoder():
     return model(nodes, inits, (3, 4, 4)), (3, 4, 4)
 
 
+
+def token_mixer():
+    """MLP-Mixer's block without LayerNorm: x(6, 8) tokens × features -> MatMul(8->12) + Add (channel
+    MLP) -> Relu -> Transpose -> MatMul(6->6) + Add (token MLP, constant first) -> Relu -> Transpose
+    -> Add (residual) -> a 4-D token grid (2, 3, 12) -> MatMul(12->5) -> Relu -> ReduceMean over the
+    grid -> Flatten -> head"""
+    r = rng(23)
+    nodes = [node("MatMul", ["x", "w1"], ["m1"], "channel_mlp/MatMul"), node("Add", ["m1", "b1"], ["a1"], "channel_mlp/Add"),
+             node("Relu", ["a1"], ["r1"], "channel_relu"),
+             node("Transpose", ["r1"], ["t1"], "to_tokens", perm=[0, 2, 1]),
+             node("MatMul", ["t1", "w2"], ["m2"], "token_mlp/MatMul"), node("Add", ["b2", "m2"], ["a2"], "token_mlp/Add"),
+             node("Relu", ["a2"], ["r2"], "token_relu"),
+             node("Transpose", ["r2"], ["t2"], "back", perm=[0, 2, 1]),
+             node("Add", ["t2", "r1"], ["s"], "residual"),
+             node("Reshape", ["s", "grid"], ["g4"], "grid"),
+             node("MatMul", ["g4", "w3"], ["m3"], "grid_mlp/MatMul"),
+             node("Relu", ["m3"], ["r3"], "grid_relu"),
+             node("ReduceMean", ["r3"], ["pooled"], "pool_tokens", axes=[1, 2], keepdims=0)]
+    inits = [init("w1", r.normal(0, 0.5, (8, 12))), init("b1", r.normal(0, 0.2, 12)),
+             init("w2", r.normal(0, 0.5, (6, 6))), init("b2", r.normal(0, 0.2, (1, 6))),
+             i64("grid", [-1, 2, 3, 12]), init("w3", r.normal(0, 0.5, (12, 5)))]
+    head(r, "pooled", 5, inits, nodes)
+    return model(nodes, inits, (6, 8)), (6, 8)
+
+
 PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
                                     input_normalisation_bn_first, residual_blocks, nhwc_transpose,
                                     squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div,
                                     keras_flatten_shape_subgraph, mobilenet_v2_block, channel_split_shuffle,
                                     gather_channels_and_token, nearest_upsample_skip, upsample_opset9,
-                                    conv_transpose_decoder)}
+                                    conv_transpose_decoder, token_mixer)}

@@ -124,3 +124,31 @@ def test_max_pool_moves_before_the_first_neurons_only():
     np.testing.assert_allclose(graphs.ort_run(cleaned, x)[0], graphs.ort_run(m, x)[0], rtol=1e-6, atol=1e-6)
     plain, _ = clean_graph(load_model(m).model)
     assert [n.op_type for n in plain.graph.node][:3] == ["Conv", "Relu", "MaxPool"]
+
+
+def test_token_wise_dense_layers_become_1x1_convolutions_between_transposes():
+    """MatMul on (N, L, C) by a constant + its bias Add: Transpose -> Conv 1x1 -> Transpose, same numbers."""
+    from patterns import PATTERNS
+    m, shape = PATTERNS["token_mixer"]()
+    cleaned, _ = clean_graph(load_model(m).model)     # shape-inferred, as convert() passes it
+    counts = ops(cleaned)
+    assert counts.get("MatMul", 0) == 0 and counts["Conv"] == 3 and counts["Transpose"] == 2 + 2 * 3
+    x = np.random.default_rng(0).uniform(-1, 1, size=(5, *shape)).astype(np.float32)
+    (a,) = graphs.ort_run(m, x)
+    (b,) = graphs.ort_run(cleaned, x)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_constant_that_varies_across_tokens_is_still_refused():
+    """A position embedding (N, L, C) + const (L, C) is not a bias: refused, named."""
+    from onnx import helper
+    from onnx2snn import Onnx2SnnError, convert
+    r = graphs.rng(0)
+    nodes = [helper.make_node("Add", ["x", "pos"], ["p"], name="pos_embed"),
+             helper.make_node("MatMul", ["p", "w"], ["m"], name="dense"),
+             helper.make_node("Relu", ["m"], ["r"], name="relu"),
+             helper.make_node("ReduceMean", ["r"], ["y"], name="pool", axes=[1], keepdims=0)]
+    m = graphs.model(nodes, [graphs.init("pos", r.normal(0, 1, (4, 3))), graphs.init("w", r.normal(0, 1, (3, 2)))],
+                     (4, 3))
+    with pytest.raises(Onnx2SnnError, match=r"pos_embed \(Add\): Add of an activation and a constant that varies"):
+        convert(m, r.uniform(0, 1, (20, 4, 3)).astype(np.float32))

@@ -72,7 +72,8 @@ ADVICE = {
     "PRelu": "negative slope is not rate-codable with IF neurons; retrain with ReLU",
     "Softmax": "Softmax is only supported at the graph output (where it is dropped and applies to the readout)",
     "LogSoftmax": "LogSoftmax is only supported at the graph output (where it is dropped and applies to the readout)",
-    "MatMul": "MatMul is supported only as a dense layer: 2-D input times a constant 2-D weight",
+    "MatMul": "MatMul is supported only as a dense layer: an activation times a constant 2-D weight (a MatMul "
+              "of two activations is not rate-codable)",
     "Split": "Split whose sizes are not constant or whose input shape is unknown; export with static shapes",
 }
 

@@ -201,10 +201,18 @@ def _is_batch_size(t) -> bool:
 
 def matmul_add_to_gemm(graph: gs.Graph) -> gs.Graph:
     """MatMul(X (N,K), W const (K,M)) [+ Add(const (M,) or (1,M))], as tf2onnx and the dynamo exporter
-    write dense layers, becomes Gemm(X, Wᵀ, b, transB=1)."""
+    write dense layers, becomes Gemm(X, Wᵀ, b, transB=1). On an N-D X (N, …, K) — a token-wise dense
+    layer: ``nn.Linear`` on (N, L, C), MLP-Mixer's token and channel MLPs — it becomes a 1×…×1 Conv
+    between two Transposes (features to the channel axis and back): one weighted layer with one
+    scale per output feature, that normalisation, the spiking graph and the runtime know already."""
     for node in [n for n in graph.nodes if n.op == "MatMul"]:
         x, w = node.inputs
-        if not _is_const(w) or w.values.ndim != 2 or x.shape is None or len(x.shape) != 2:
+        if not _is_const(w) or w.values.ndim != 2 or x.shape is None:
+            continue
+        if 3 <= len(x.shape) <= 5:
+            _token_wise_dense(graph, node, x, w)
+            continue
+        if len(x.shape) != 2:
             continue
         out = node.outputs[0]
         bias = np.zeros(w.values.shape[1], np.float32)
@@ -223,6 +231,46 @@ def matmul_add_to_gemm(graph: gs.Graph) -> gs.Graph:
         node.outputs.clear()
         graph.nodes.append(gemm)
     return graph
+
+
+def _bias_add(graph: gs.Graph, out: gs.Variable, size: int):
+    """The Add of a constant bias of ``size`` values (one per feature of the last axis) that alone
+    reads ``out``, with the bias, or (None, None)."""
+    add = out.outputs[0] if len(out.outputs) == 1 and out not in graph.outputs else None
+    if add is None or add.op != "Add":
+        return None, None
+    other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
+    if not _is_const(other):
+        return None, None
+    values = np.asarray(other.values, np.float32)
+    if values.size not in (1, size) or (values.size == size and values.shape[-1] != size):
+        return None, None
+    return add, np.broadcast_to(values.reshape(-1), (size,)).copy()
+
+
+def _token_wise_dense(graph: gs.Graph, node: gs.Node, x, w) -> None:
+    rank = len(x.shape)
+    k, m = w.values.shape
+    out = node.outputs[0]
+    add, bias = _bias_add(graph, out, m)
+    if add is not None:
+        out = add.outputs[0]
+        add.inputs.clear()
+        add.outputs.clear()
+    forward = [0, rank - 1] + list(range(1, rank - 1))           # (N, …, K) -> (N, K, …)
+    back = [0] + list(range(2, rank)) + [1]                       # (N, M, …) -> (N, …, M)
+    moved = gs.Variable(f"{node.name}/features_first", dtype=np.float32)
+    conv_out = gs.Variable(f"{node.name}/conv_output", dtype=np.float32)
+    weight = np.ascontiguousarray(w.values.T.astype(np.float32)).reshape(m, k, *([1] * (rank - 2)))
+    graph.nodes += [
+        gs.Node("Transpose", f"{node.name}/to_channels", attrs={"perm": forward}, inputs=[x], outputs=[moved]),
+        gs.Node("Conv", node.name, attrs={"kernel_shape": [1] * (rank - 2)},
+                inputs=[moved, _const(node, "weight", weight),
+                        _const(node, "bias", bias if bias is not None else np.zeros(m, np.float32))],
+                outputs=[conv_out]),
+        gs.Node("Transpose", f"{node.name}/to_tokens", attrs={"perm": back}, inputs=[conv_out], outputs=[out])]
+    node.inputs.clear()
+    node.outputs.clear()
 
 
 def split_to_slices(graph: gs.Graph) -> gs.Graph:

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Issue 21's benchmark: models built around one vision idiom each (tools/make_idiom_models.py),
+converted for T = 8, 16, 32, 64 with 1000 calibration images and evaluated on 1000 test images
+with their task's metric (accuracy, mean label accuracy, mean IoU: onnx2snn/tasks.py).
+
+    python tools/make_idiom_models.py            # once: trains and exports to data/idioms/
+    python tools/benchmark_idioms.py [--models unet_mnist ...] [--T 8 16 32 64] [--write]
+
+Each T is a conversion of its own (thresholds and calibration for that T), as a user runs
+``onnx2snn MODEL CALIB --eval TEST -T <T>``. Targets (issue 21): classification and multi-label
+within 1.0 point of the ANN at T=32, segmentation mIoU within 2.0 points.
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import benchlib  # noqa: E402
+
+import onnx2snn  # noqa: E402
+from onnx2snn import tasks  # noqa: E402
+from onnx2snn.calibrate import run  # noqa: E402
+from onnx2snn.graph import load_model  # noqa: E402
+from onnx2snn.graph.ops import output_head  # noqa: E402
+
+MODELS = {   # name: (idiom, target gap in points at T=32)
+    "unet_mnist": ("U-Net segmentation: ConvTranspose, nearest upsampling, Concat skips, max pooling", 2.0),
+    "shufflenet_cifar": ("ShuffleNetV2 units: channel split (Slice), depthwise conv, channel shuffle", 1.0),
+    "sigmoid_mnist": ("CNN with a Sigmoid head, 4 binary attributes (multi-label)", 1.0),
+    "mixer_mnist": ("MLP-Mixer on 7x7 patches: token-wise MatMul + Add, Transposes, residual Adds", 1.0),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.path.join(HERE, "..", "data", "idioms"))
+    ap.add_argument("--models", nargs="*", default=list(MODELS))
+    ap.add_argument("--T", nargs="*", type=int, default=[8, 16, 32, 64])
+    ap.add_argument("--write", action="store_true", help="write the table into docs/BENCHMARKS.md")
+    a = ap.parse_args()
+    rows = []
+    for name in a.models:
+        path = os.path.join(a.data, name + ".onnx")
+        if not os.path.exists(path):
+            print(f"{name}: {path} missing; run tools/make_idiom_models.py first", flush=True)
+            continue
+        info = load_model(path)
+        calib = np.load(os.path.join(a.data, name + "_calib.npy"))
+        test = np.load(os.path.join(a.data, name + "_test.npz"))
+        x, y = test["x"], test["y"]
+        head = output_head(info.model)
+        task = tasks.infer_task(info.output_shape, y, len(x), head)
+        (ann_out,) = run(info.model, info.input_name, x, [info.output_names[0]], 100)
+        ann = tasks.score(ann_out, y, task, head)
+        for T in a.T:
+            cfg = onnx2snn.Config()
+            cfg.simulation.T = T
+            cfg.device = "cpu"
+            t0 = time.perf_counter()
+            conv = onnx2snn.convert(path, calib, cfg)
+            t1 = time.perf_counter()
+            r = onnx2snn.simulate(conv.network, x, y, config=cfg, task=task)
+            t2 = time.perf_counter()
+            snn = {k: float(v[-1]) for k, v in r.metrics_per_step.items()}
+            row = dict(model=name, T=T, metric=task.metric, ann=ann[task.metric], snn=snn[task.metric],
+                       extra="" if task.kind != "segmentation" else
+                       f"pixel acc. {100 * ann['pixel_accuracy']:.2f} → {100 * snn['pixel_accuracy']:.2f}",
+                       convert_s=t1 - t0, simulate_s=t2 - t1, readout="/".join(map(str, conv.readout)))
+            rows.append(row)
+            print(f"{name} T={T}: ANN {100 * row['ann']:.2f}  SNN {100 * row['snn']:.2f} {task.metric} "
+                  f"({row['extra']}) conversion {row['convert_s']:.0f} s, simulation {row['simulate_s']:.0f} s",
+                  flush=True)
+    if a.write and rows:
+        lines = [f"Measured {benchlib.machine('cpu')}.",
+                 "Command: `python tools/make_idiom_models.py && python tools/benchmark_idioms.py --write` "
+                 "(1000 calibration images, the first 1000 test images; one conversion per T, default options).",
+                 "", "| model | idiom | metric | T | ANN | SNN | gap (points) | readout | conversion s | simulation s |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            gap = 100 * (r["ann"] - r["snn"])
+            lines.append(f"| {r['model']} | {MODELS[r['model']][0]} | {r['metric'].replace('_', ' ')}"
+                         f"{' (' + r['extra'] + ')' if r['extra'] else ''} | {r['T']} | {100 * r['ann']:.2f} | "
+                         f"{100 * r['snn']:.2f} | {gap:+.2f} | {r['readout']} | {r['convert_s']:.0f} | "
+                         f"{r['simulate_s']:.0f} |")
+        lines += ["", "Targets at T=32 (issue 21): " + "; ".join(f"{m} within {g:.1f} points" for m, (_, g) in
+                                                                 MODELS.items()) + "."]
+        benchlib.write_section("Vision idioms (issue 21)", "\n".join(lines))
+        print("wrote docs/BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
