@@ -106,7 +106,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     # dropped now, not at Python's next full collection (above 2 GiB each copy of the weights counts)
     collect()
     view = GraphView(cleaned)
-    check_supported(view, label)
+    check_supported(view, label, signed=config.simulation.signed_spikes)
     plan = plan_layers(view)
     timings["clean"] = time.perf_counter() - t
 
@@ -193,6 +193,8 @@ def _channels_of_a_layer(view: GraphView, tensor: str) -> bool:
         if rule is None or rule.scale != "preserve":
             return False
         node = view.producer.get(node.input[0])
+    if node is not None and node.op_type == "Add":     # every branch of a residual Add
+        return all(_channels_of_a_layer(view, t) for t in view.data_inputs(node))
     return node is not None
 
 

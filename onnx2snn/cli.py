@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reset the membrane to V (default 0) after a spike, instead of subtracting the threshold")
     g.add_argument("--v-init", type=float, help="initial membrane potential / threshold (default 0.5; the seed used 0)")
     g.add_argument("--poisson", action="store_true", help="Poisson spike input (inputs must lie in [0, 1])")
+    g.add_argument("--signed-spikes", action="store_true",
+                   help="LeakyReLU as signed IF neurons: +1/-1 spikes, negative threshold = threshold / slope "
+                        "(Spiking-YOLO); without it LeakyReLU is refused")
     g.add_argument("--output", choices=["auto", "spikes", "membrane"],
                    help="classify by output spike counts or membrane potential; auto (default): whichever agrees "
                         "best with the ANN on held-back calibration images, with the readout delay")
@@ -142,6 +145,8 @@ def config_from_args(a: argparse.Namespace) -> Config:
         cfg.parser.per_channel = not a.no_per_channel
     if a.poisson:
         cfg.simulation.encoder.poisson = True
+    if a.signed_spikes:
+        cfg.simulation.signed_spikes = True
     if a.no_avg_pool_neuron or a.avg_pool_neuron:
         cfg.simulation.avg_pool.has_neuron = bool(a.avg_pool_neuron)
     if a.no_bias_calibration:

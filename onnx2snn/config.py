@@ -89,6 +89,8 @@ class SimulationConfig:
     # ("membrane"), or whichever agrees best with the ANN on held-back calibration images ("auto")
     output: str = "auto"
     readout_delay: Optional[int] = None  # output steps skipped before counting; None: chosen with "auto", else 0
+    # LeakyReLU as signed IF neurons (+1/-1 spikes, negative threshold θ/alpha: Spiking-YOLO); off: refused
+    signed_spikes: bool = False
     dtype: str = "float32"          # weights and currents: float32, or bfloat16/float16 (spikes exact)
     chunk: Optional[int] = None     # time steps per layer call; None: as many as fit in memory
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -152,6 +154,7 @@ class Config:
                '"float32", "bfloat16" or "float16"')
         _check(s.chunk is None or (_is_int(s.chunk) and s.chunk >= 1), "simulation.chunk", s.chunk,
                "null or an integer >= 1")
+        _check(isinstance(s.signed_spikes, bool), "simulation.signed_spikes", s.signed_spikes, "true or false")
         _check(isinstance(s.encoder.poisson, bool), "simulation.encoder.poisson", s.encoder.poisson, "true or false")
         _check(isinstance(s.avg_pool.has_neuron, bool), "simulation.avg_pool.has_neuron",
                s.avg_pool.has_neuron, "true or false")

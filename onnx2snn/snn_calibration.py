@@ -54,7 +54,7 @@ from .graph.spiking import KEY_OFFSET, KEY_V_INIT
 from .graph.view import GraphView
 from .normalize import Plan
 from .snn.network import SpikingNetwork
-from .snn.neurons import IFNeuron, if_step
+from .snn.neurons import IFNeuron, SignedIFNeuron, if_step
 from .snn.synops import sum_leading
 
 log = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def bias_targets(network: SpikingNetwork, model: onnx.ModelProto, plan: Plan) ->
     view = GraphView(model)
     neurons = {}
     for step, module in zip(network.steps, network.layers):
-        if isinstance(module, IFNeuron):
+        if isinstance(module, IFNeuron) and not isinstance(module, SignedIFNeuron):   # (signed: not calibrated)
             neurons.setdefault(step.output, module)               # a ReLU's neurons: named by its output
     targets, taken = [], set()
     for layer in plan.layers:

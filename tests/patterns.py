@@ -375,9 +375,27 @@ def token_mixer():
     return model(nodes, inits, (6, 8)), (6, 8)
 
 
+
+def leaky_relu_cnn():
+    """A YOLO-style backbone (with --signed-spikes): x(2,6,6) -> Conv(4) -> BN -> LeakyRelu(0.1) ->
+    AveragePool 2 -> Conv(4) -> LeakyRelu(0.2) -> GAP -> head"""
+    r = rng(24)
+    nodes = [node("Conv", ["x", "w0", "b0"], ["c0"], "conv0", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("BatchNormalization", ["c0", "bn.gamma", "bn.beta", "bn.mean", "bn.var"], ["n0"], "bn0"),
+             node("LeakyRelu", ["n0"], ["l0"], "leaky0", alpha=0.1),
+             node("AveragePool", ["l0"], ["p0"], "pool0", kernel_shape=[2, 2], strides=[2, 2]),
+             node("Conv", ["p0", "w1", "b1"], ["c1"], "conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("LeakyRelu", ["c1"], ["l1"], "leaky1", alpha=0.2),
+             node("GlobalAveragePool", ["l1"], ["g"], "gap")]
+    inits = [init("w0", r.normal(0, 0.5, (4, 2, 3, 3))), init("b0", r.normal(0, 0.2, 4)), *bn_params("bn", 4, r),
+             init("w1", r.normal(0, 0.5, (4, 4, 3, 3))), init("b1", r.normal(0, 0.2, 4))]
+    head(r, "g", 4, inits, nodes)
+    return model(nodes, inits, (2, 6, 6)), (2, 6, 6)
+
+
 PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
                                     input_normalisation_bn_first, residual_blocks, nhwc_transpose,
                                     squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div,
                                     keras_flatten_shape_subgraph, mobilenet_v2_block, channel_split_shuffle,
                                     gather_channels_and_token, nearest_upsample_skip, upsample_opset9,
-                                    conv_transpose_decoder, token_mixer)}
+                                    conv_transpose_decoder, token_mixer, leaky_relu_cnn)}

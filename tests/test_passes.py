@@ -152,3 +152,22 @@ def test_a_constant_that_varies_across_tokens_is_still_refused():
                      (4, 3))
     with pytest.raises(Onnx2SnnError, match=r"pos_embed \(Add\): Add of an activation and a constant that varies"):
         convert(m, r.uniform(0, 1, (20, 4, 3)).astype(np.float32))
+
+
+def test_a_relu_after_a_token_wise_residual_add_gets_one_lambda_not_one_per_token():
+    """(MLP-Mixer's last block: ReLU(x + channel_mlp(x)) on (N, L, C)): axis 1 there is tokens, on
+    both branches of the Add, so per-channel λ must not apply (it broke the normalisation once)."""
+    from onnx import helper
+    from patterns import PATTERNS
+    from onnx2snn import Config, convert
+    m, shape = PATTERNS["token_mixer"]()
+    nodes = list(m.graph.node)
+    k = next(i for i, n in enumerate(nodes) if n.name == "residual")
+    nodes[k + 1].input[0] = "s_relu"
+    nodes.insert(k + 1, helper.make_node("Relu", ["s"], ["s_relu"], name="residual_relu"))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    x = np.random.default_rng(0).uniform(0, 1, size=(40, *shape)).astype(np.float32)
+    conv = convert(m, x, Config())
+    assert conv.verification.agreement == 1.0
+    assert not any(isinstance(l.lambda_out, list) for l in conv.layers if "mlp" in l.node)

@@ -28,6 +28,7 @@ def test_pattern_converts_verifies_and_lowers(name):
     cfg.parser.robust_norm = False     # max norm on the test data itself: no clipping, SNN -> ANN
     cfg.simulation.output = "membrane"
     cfg.simulation.max_pool.rule = "gate"
+    cfg.simulation.signed_spikes = True   # (leaky_relu_cnn)
     conv = convert(m, x, cfg)
     assert max(conv.verification.errors.values()) <= 1e-4
     out_name = conv.snn_model.graph.output[0].name
@@ -98,7 +99,8 @@ def test_unsupported_activation_advice():
              helper.make_node("Gemm", ["l", "w2", "b2"], ["y"], name="fc2", transB=1)]
     m = graphs.model(nodes, [graphs.init("w", r.normal(size=(3, 5))), graphs.init("b", r.normal(size=3)),
                              graphs.init("w2", r.normal(size=(2, 3))), graphs.init("b2", r.normal(size=2))], (5,))
-    with pytest.raises(onnx2snn.Onnx2SnnError, match=r"leaky \(LeakyRelu\): negative slope .* retrain with ReLU"):
+    with pytest.raises(onnx2snn.Onnx2SnnError, match=r"leaky \(LeakyRelu\): a negative slope needs signed spikes.*"
+                                                      r"--signed-spikes .*retrain with ReLU"):
         convert(m, data((5,)))
 
 
@@ -108,7 +110,9 @@ def test_every_registered_handler_has_a_pattern():
     builds = list(PATTERNS.values()) + [lambda: (graphs.conv_bn_relu(), (1, 8, 8))]  # test_lowering's graph
     for build in builds:
         m, shape = build()
-        conv = convert(m, data(shape))
+        cfg = Config()
+        cfg.simulation.signed_spikes = True
+        conv = convert(m, data(shape), cfg)
         # ops of the cleaned ANN (Relu, Clip, MaxPool become spiking nodes) and of the spiking graph
         used |= {n.op_type for n in clean_graph(conv.source)[0].graph.node} | {n.op_type for n in conv.snn_model.graph.node}
     assert set(RULES) <= used, f"ops without a pattern test: {set(RULES) - used}"

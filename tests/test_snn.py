@@ -250,3 +250,21 @@ def test_static_part_computed_once_per_input():
     b = net(torch.from_numpy(x[3:6]), 2, static=True)
     hook.remove()
     assert len(calls) == 3 and not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.5])
+def test_signed_neurons_rate_code_leaky_relu(alpha):
+    """Constant inputs: +1 spikes at rate z, −1 spikes at rate alpha·|z| (within 1/T), spikes in {−1, 0, 1};
+    each sign integrates on its own membrane, so a fluctuating input of mean m gives LeakyReLU(m)."""
+    from onnx2snn.snn.neurons import SignedIFNeuron
+    T = 400
+    z = torch.tensor([[0.3, -0.5, -1.0, 0.9, 0.0, -0.02]])
+    n = SignedIFNeuron(alpha, v_threshold=1.0, v_init=0.5)
+    out = n(z, T, static=True)
+    assert set(out.unique().tolist()) <= {-1.0, 0.0, 1.0}
+    expected = torch.nn.functional.leaky_relu(z, alpha)
+    assert torch.all((out.mean(0) - expected).abs() <= 1.0 / T + 1e-6)
+    n.reset()
+    noise = torch.where(torch.arange(T) % 2 == 0, 0.8, -0.8).view(T, 1, 1)   # mean 0.3 / -0.5 ± 0.8 per step
+    out = n((z + noise)[:, :, :2], T, static=False)
+    assert torch.allclose(out.mean(0), expected[:, :2], atol=2.0 / T)

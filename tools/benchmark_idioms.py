@@ -31,6 +31,7 @@ MODELS = {   # name: (idiom, target gap in points at T=32)
     "unet_mnist": ("U-Net segmentation: ConvTranspose, nearest upsampling, Concat skips, max pooling", 2.0),
     "shufflenet_cifar": ("ShuffleNetV2 units: channel split (Slice), depthwise conv, channel shuffle", 1.0),
     "sigmoid_mnist": ("CNN with a Sigmoid head, 4 binary attributes (multi-label)", 1.0),
+    "leaky_cifar": ("CIFAR-10 CNN, LeakyReLU(0.1), max pooling: signed IF neurons (--signed-spikes)", 1.0),
     "mixer_mnist": ("MLP-Mixer on 7x7 patches: token-wise MatMul + Add, Transposes, residual Adds", 1.0),
 }
 
@@ -60,6 +61,7 @@ def main():
             cfg = onnx2snn.Config()
             cfg.simulation.T = T
             cfg.device = "cpu"
+            cfg.simulation.signed_spikes = name == "leaky_cifar"
             t0 = time.perf_counter()
             conv = onnx2snn.convert(path, calib, cfg)
             t1 = time.perf_counter()

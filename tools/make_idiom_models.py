@@ -12,6 +12,7 @@ Models (a few CPU minutes each on ../shared/data):
                     convolutions, Concat, channel shuffle (view/transpose/view), strided units
   mixer_mnist       an MLP-Mixer on 7x7 patches (no LayerNorm): token-wise dense layers (nn.Linear on
                     (N, L, C) exports as MatMul + Add), transposes, residual Adds, a mean over tokens
+  leaky_cifar       a CIFAR-10 CNN with LeakyReLU(0.1) (converts with --signed-spikes) and max pooling
   sigmoid_mnist     a CNN with a Sigmoid head for 4 binary attributes of the digit: even, >= 5,
                     has a closed loop (0, 4, 6, 8, 9), prime (2, 3, 5, 7); trained with BCE
 
@@ -115,6 +116,24 @@ class Mixer(nn.Module):
         return self.head(F.relu(self.blocks(tokens)).mean(1))
 
 
+class LeakyCNN(nn.Module):
+    """A YOLO-style CIFAR-10 backbone: Conv-BN-LeakyReLU(0.1) blocks, max pooling, GAP."""
+
+    def __init__(self):
+        super().__init__()
+        layers, cin = [], 3
+        for cout in (32, 64, 128):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1),
+                       nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1),
+                       nn.MaxPool2d(2)]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(128, 10)
+
+    def forward(self, x):
+        return self.head(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
+
+
 class AttributeCNN(nn.Module):
     def __init__(self):
         super().__init__()
@@ -167,13 +186,13 @@ def export(net, shape, path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(HERE, "..", "data", "idioms"))
-    ap.add_argument("--only", nargs="*", choices=["unet", "shufflenet", "sigmoid", "mixer"])
+    ap.add_argument("--only", nargs="*", choices=["unet", "shufflenet", "sigmoid", "mixer", "leaky"])
     ap.add_argument("--epochs", type=int, default=None, help="override every model's epochs")
     ap.add_argument("--train", type=int, default=20000, help="training images per model")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     import datasets
-    which = a.only or ["unet", "shufflenet", "sigmoid", "mixer"]
+    which = a.only or ["unet", "shufflenet", "sigmoid", "mixer", "leaky"]
     torch.set_num_threads(os.cpu_count() or 1)
     if {"unet", "sigmoid", "mixer"} & set(which):
         xtr, ytr, xte, yte = datasets.load("mnist")
@@ -192,6 +211,11 @@ def main():
                         torch.from_numpy(attributes(ytr[:a.train]).astype(np.float32)),
                         lambda p, t: F.binary_cross_entropy(p, t), a.epochs or 4, label=name)
             files, shape = ("sigmoid_mnist", xtr, attributes(yte[:1000]), xte), (1, 28, 28)
+        elif name == "leaky":
+            cx, cy, cxt, cyt = datasets.load("cifar10")
+            net = train(LeakyCNN(), torch.from_numpy(cx[:a.train]), torch.from_numpy(cy[:a.train]),
+                        nn.CrossEntropyLoss(), a.epochs or 4, label=name)
+            files, shape = ("leaky_cifar", cx, cyt[:1000], cxt), (3, 32, 32)
         else:
             cx, cy, cxt, cyt = datasets.load("cifar10")
             net = train(ShuffleNet(), torch.from_numpy(cx[:a.train]), torch.from_numpy(cy[:a.train]),

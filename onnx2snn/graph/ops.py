@@ -63,13 +63,13 @@ ADVICE = {
                "applies to the readout); retrain with ReLU",
     "Tanh": "not rate-codable with IF neurons inside the network (at the graph output it is dropped and "
             "applies to the readout); retrain with ReLU",
-    "LeakyRelu": "negative slope is not rate-codable with IF neurons; retrain with ReLU",
     "Elu": "not rate-codable with IF neurons; retrain with ReLU",
     "Selu": "not rate-codable with IF neurons; retrain with ReLU",
     "Gelu": "not rate-codable with IF neurons; retrain with ReLU",
     "HardSigmoid": "not rate-codable with IF neurons; retrain with ReLU",
     "BatchNormalization": "BatchNormalization whose input shape is unknown; export with static shapes",
-    "PRelu": "negative slope is not rate-codable with IF neurons; retrain with ReLU",
+    "PRelu": "a learned negative slope is not supported yet (LeakyRelu converts with --signed-spikes); "
+             "retrain with ReLU or LeakyReLU",
     "Softmax": "Softmax is only supported at the graph output (where it is dropped and applies to the readout)",
     "LogSoftmax": "LogSoftmax is only supported at the graph output (where it is dropped and applies to the readout)",
     "MatMul": "MatMul is supported only as a dense layer: an activation times a constant 2-D weight (a MatMul "
@@ -111,10 +111,16 @@ def unsupported_reason(node: onnx.NodeProto, view: GraphView) -> Optional[str]:
     return r.check(node, view) if r.check else None
 
 
-def unsupported_nodes(view: GraphView) -> List[Tuple[onnx.NodeProto, str]]:
-    """Every node that cannot be converted, with the reason."""
+SIGNED_ADVICE = ("a negative slope needs signed spikes (+1/-1, a threshold divided by the slope on the negative "
+                 "side): convert with --signed-spikes (simulation.signed_spikes), or retrain with ReLU")
+
+
+def unsupported_nodes(view: GraphView, signed: bool = True) -> List[Tuple[onnx.NodeProto, str]]:
+    """Every node that cannot be converted, with the reason; ``signed``: whether signed neurons
+    were asked for (LeakyRelu converts only then)."""
     return [(node, reason) for node in view.nodes
-            if node.op_type != "Constant" and (reason := unsupported_reason(node, view))]
+            if node.op_type != "Constant" and (reason := (SIGNED_ADVICE if node.op_type == "LeakyRelu" and not signed
+                                                          else unsupported_reason(node, view)))]
 
 
 NAMED_PER_REASON = 3      # nodes named per reason in the error; the rest are counted
@@ -137,8 +143,8 @@ def describe_unsupported(problems: List[Tuple[onnx.NodeProto, str]]) -> str:
     return "; ".join(parts)
 
 
-def check_supported(view: GraphView, label: str = "the model") -> None:
-    problems = unsupported_nodes(view)
+def check_supported(view: GraphView, label: str = "the model", signed: bool = True) -> None:
+    problems = unsupported_nodes(view, signed)
     text = describe_unsupported(problems)
     if len(view.output_names) != 1:
         text = "; ".join(filter(None, [text, f"graph outputs {view.output_names}: onnx2snn converts models "
@@ -384,7 +390,25 @@ def _check_clip(node, view):
 # In a spiking graph a ReLU or Clip is left only where its input is spikes already: the identity.
 rule("Relu", "preserve", "neuron", keeps_spikes=True)
 rule("Clip", "preserve", "neuron", check=_check_clip, keeps_spikes=True)
+def _check_leaky_relu(node, view):
+    alpha = view.attrs(node).get("alpha", 0.01)
+    if not (math.isfinite(alpha) and alpha > 0):
+        return f"LeakyRelu alpha={alpha}: signed neurons need a slope > 0 (their negative threshold is θ/alpha)"
+    return None
+
+
+def _check_signed_if(node, view):
+    alpha = view.attrs(node).get("alpha", 0.01)
+    if not (math.isfinite(alpha) and alpha > 0):
+        return f"alpha={alpha}: must be a finite number > 0"
+    return _check_neuron(node, view)
+
+
+# LeakyReLU is positively homogeneous too: normalisation treats it as a ReLU; its neurons are signed
+# (``SignedIF``, under --signed-spikes). On spikes already it stays: +1 -> 1, -1 -> -alpha.
+rule("LeakyRelu", "preserve", "neuron", check=_check_leaky_relu, keeps_spikes=True)
 rule("IF", "preserve", "spiking", check=_check_neuron, keeps_spikes=True)
+rule("SignedIF", "preserve", "spiking", check=_check_signed_if, keeps_spikes=True)
 rule("ClipIF", "preserve", "spiking", check=_check_neuron, keeps_spikes=True)
 rule("Readout", "preserve", "spiking", check=_check_readout)
 

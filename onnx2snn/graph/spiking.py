@@ -118,11 +118,14 @@ def to_spiking(model: onnx.ModelProto, options: Optional[SpikingOptions] = None)
     neuron_ops, subsampling = NEURON_OPS, SUBSAMPLING
     after_neurons = downstream_of(((n.op_type, n.input, n.output) for n in view.nodes), neuron_ops)
     nodes: List[onnx.NodeProto] = []
+    signed: Set[str] = set()        # spikes that may be -1 (from signed neurons): a ReLU of them is not the identity
     for node in view.nodes:
         op, data = node.op_type, view.data_inputs(node)
-        if op in neuron_ops and data[0] not in spikes:
+        if op in neuron_ops and (data[0] not in spikes or data[0] in signed):
             nodes.append(_if_node(node, view, neuron))
             spikes.add(node.output[0])
+            if nodes[-1].op_type == "SignedIF":
+                signed.add(node.output[0])
         elif op in neuron_ops:
             nodes.append(node)                      # on spikes (≥ 0, ≤ 1): the identity
             spikes.add(node.output[0])
@@ -134,8 +137,11 @@ def to_spiking(model: onnx.ModelProto, options: Optional[SpikingOptions] = None)
             if rule == "gate" and options.momentum is not None:
                 attrs["momentum"] = float(options.momentum)
             pool = _replace(node, "SpikeMaxPool", [node.input[0]], [node.output[0]], attrs)
-            nodes += _then_neurons(pool, neuron) if rule == "avg" and options.avg_pool_neurons else [pool]
+            nodes += (_then_neurons(pool, neuron, data[0] in signed) if rule == "avg" and options.avg_pool_neurons
+                      else [pool])
             spikes.add(node.output[0])
+            if data[0] in signed:
+                signed.add(node.output[0])
         elif op == "MaxPool":                       # of currents, each step's
             pool = onnx.NodeProto()
             pool.CopyFrom(node)
@@ -145,13 +151,17 @@ def to_spiking(model: onnx.ModelProto, options: Optional[SpikingOptions] = None)
                                "max pooling of each time step's current, before the neurons that follow")
             nodes.append(pool)
         elif op in subsampling and data[0] in spikes and options.avg_pool_neurons:
-            nodes += _then_neurons(node, neuron)
+            nodes += _then_neurons(node, neuron, data[0] in signed)
             spikes.add(node.output[0])
+            if data[0] in signed:
+                signed.add(node.output[0])
         else:
             nodes.append(node)
             rule = RULES.get(op)
             if rule is not None and rule.keeps_spikes and data and all(i in spikes for i in data):
                 spikes.add(node.output[0])
+                if any(i in signed for i in data):
+                    signed.add(node.output[0])
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -173,15 +183,17 @@ def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
     model.metadata_props.add(key=key, value=value)
 
 
-def _then_neurons(node: onnx.NodeProto, neuron: dict) -> List[onnx.NodeProto]:
+def _then_neurons(node: onnx.NodeProto, neuron: dict, signed: bool = False) -> List[onnx.NodeProto]:
     """Average pooling of spikes, then IF neurons (``simulation.avg_pool.has_neuron``): the pooling
-    writes ``<output>_pooled`` and an IF node turns it back into spikes under the output's name."""
+    writes ``<output>_pooled`` and an IF node turns it back into spikes under the output's name. Of
+    signed spikes: signed neurons with slope 1 (the identity on [-1, 1])."""
     pooled = onnx.NodeProto()
     pooled.CopyFrom(node)
     pooled.output[0] = node.output[0] + "_pooled"
-    return [pooled, helper.make_node("IF", [pooled.output[0]], [node.output[0]], name=node.name + "/IF",
-                                     domain=DOMAIN, doc_string="IF neurons after average pooling of spikes "
-                                     "(simulation.avg_pool.has_neuron)", **neuron)]
+    op, attrs = ("SignedIF", dict(neuron, alpha=1.0)) if signed else ("IF", neuron)
+    return [pooled, helper.make_node(op, [pooled.output[0]], [node.output[0]], name=node.name + "/" + op,
+                                     domain=DOMAIN, doc_string=f"{op} neurons after average pooling of spikes "
+                                     "(simulation.avg_pool.has_neuron)", **attrs)]
 
 
 def _if_node(node: onnx.NodeProto, view: GraphView, neuron: dict) -> onnx.NodeProto:
@@ -192,6 +204,9 @@ def _if_node(node: onnx.NodeProto, view: GraphView, neuron: dict) -> onnx.NodePr
     while inputs[-1] == "":                 # no trailing empty optional inputs
         inputs.pop()
     attrs = dict(neuron)
+    if node.op_type == "LeakyRelu":
+        attrs["alpha"] = float(view.attrs(node).get("alpha", 0.01))
+        return _replace(node, "SignedIF", inputs, [node.output[0]], attrs)
     if node.op_type == "Clip":
         _, hi, _ = clip_bounds(node, view)
         if hi is not None:
@@ -277,6 +292,15 @@ def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
         out.append(_function("ClipIF", NEURON_INPUTS, body, neuron_attrs + ["max"],
                              NEURON_DOC.replace("ReLU", "Clip(0, max)") + " At most one spike per step: the "
                              "upper bound comes free wherever max >= threshold.", opset))
+    if "SignedIF" in used:
+        body = helper.make_node("LeakyRelu", ["X"], ["Y"])
+        body.attribute.append(_ref("alpha", onnx.AttributeProto.FLOAT))
+        out.append(_function("SignedIF", NEURON_INPUTS, [body], neuron_attrs + ["alpha"],
+                             "Signed integrate-and-fire neurons with an imbalanced threshold (Spiking-YOLO, Kim "
+                             "et al., AAAI 2020): v += X + offset every step; +1 when v >= threshold, -1 when v <= "
+                             "-threshold/alpha; reset by subtraction takes threshold off after +1 and adds "
+                             "threshold/alpha after -1 (or sets v_reset). The signed spike rate stands for the "
+                             "body's LeakyRelu(alpha) of X; the body ignores v_init_map and offset.", opset))
     if "SpikeMaxPool" in used:
         pool = helper.make_node("MaxPool", ["X"], ["Y"])
         kinds = dict(kernel_shape=onnx.AttributeProto.INTS, strides=onnx.AttributeProto.INTS,

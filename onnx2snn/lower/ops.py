@@ -15,7 +15,7 @@ from ..errors import Onnx2SnnError
 from ..graph.ops import (SELECTIONS, clip_bounds, conv_arguments, conv_transpose_arguments, pad_arguments,
                          pool_arguments, reduce_axes, reshape_target, transpose_perm)
 from ..graph.spiking import offset_input, v_init_input
-from ..snn.neurons import IFNeuron, MembraneReadout
+from ..snn.neurons import IFNeuron, MembraneReadout, SignedIFNeuron
 from ..snn.pooling import MAX_POOL, GatedMaxPool, RunningMaxPool, torch_pads
 from .modules import AveragePool2d, ConstantMul, CroppedConvTranspose, Function, Padded, Passthrough, ReLU, Select
 from .registry import lowers
@@ -107,6 +107,26 @@ def _neuron(node, ctx):
 @lowers("IF")
 def lower_if(node, ctx):
     ctx.add(node, ReLU() if ctx.ann else _neuron(node, ctx), [node.input[0]], node.output[0])
+
+
+@lowers("SignedIF")
+def lower_signed_if(node, ctx):
+    a = ctx.view.attrs(node)
+    if ctx.ann:
+        module = Function(partial(F.leaky_relu, negative_slope=a["alpha"]), f"leaky_relu {a['alpha']}")
+    else:
+        base = _neuron(node, ctx)
+        module = SignedIFNeuron(a["alpha"], v_threshold=base.v_threshold, v_reset=base.v_reset, v_init=base.v_init,
+                                v_init_map=base.v_init_map, input_offset=base.input_offset)
+    ctx.add(node, module, [node.input[0]], node.output[0])
+
+
+@lowers("LeakyRelu")
+def lower_leaky_relu(node, ctx):
+    # Left in a spiking graph only where its input is spikes already: +1 -> 1, -1 -> -alpha (per step).
+    alpha = float(ctx.view.attrs(node).get("alpha", 0.01))
+    ctx.add(node, Function(partial(F.leaky_relu, negative_slope=alpha), f"leaky_relu {alpha}"), [node.input[0]],
+            node.output[0])
 
 
 @lowers("ClipIF")

@@ -128,6 +128,9 @@ class SpikingNetwork(nn.Module):
         self.defaults = SimulationOptions()   # what api.simulate runs with when given no config
         self.requires_grad_(False)  # an inference runtime: no autograd bookkeeping
         self._weighted = {i for i, m in enumerate(self.layers) if weighted_layer(m) is not None}
+        from .neurons import SignedIFNeuron
+        first_signed = next((i for i, m in enumerate(self.layers) if isinstance(m, SignedIFNeuron)), len(self.layers))
+        self._after_signed = {i for i in self._weighted if i > first_signed}   # may see −1 spikes
         self.fuse_pooling = True   # False: neurons and the pooling after them run apart (tests compare)
         self._counter: Optional[EventCounter] = None   # set while a simulation counts synaptic operations
         self._input_shapes: Dict[int, tuple] = {}
@@ -306,7 +309,7 @@ class SpikingNetwork(nn.Module):
             for m in net.neuron_layers().values():
                 m.reset_stats()
                 m.count_spikes = record_rates
-            net._counter = EventCounter() if record_rates else None
+            net._counter = EventCounter(net._after_signed) if record_rates else None
             task = task or CLASSIFICATION
             per_step_shape = (T, task.classes, task.classes) if task.kind == "segmentation" else (T,)
             correct = np.zeros(per_step_shape, np.int64) if labels is not None else None

@@ -72,8 +72,9 @@ def connections(module: nn.Module, counts: torch.Tensor) -> float:
 class EventCounter:
     """Sums the input of every weighted layer over steps and samples during a simulation."""
 
-    def __init__(self):
+    def __init__(self, signed=()):
         self.events: Dict[int, torch.Tensor] = {}   # step index -> per-sample input summed over steps and samples
+        self.signed = set(signed)    # layers that may take −1 spikes (after signed neurons): events are |spikes|
         self.static: Dict[int, bool] = {}
 
     def add(self, index: int, value: torch.Tensor, static: bool) -> None:
@@ -81,7 +82,7 @@ class EventCounter:
         same at every step, computed once per sample) is not summed: its layer does MACs once."""
         self.static[index] = static
         if not static:
-            summed = sum_leading(value)
+            summed = sum_leading(value.abs() if index in self.signed else value)
             self.events[index] = summed if index not in self.events else self.events[index] + summed
 
 

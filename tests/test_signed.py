@@ -1,0 +1,63 @@
+"""LeakyReLU as signed IF neurons under --signed-spikes (issue 21): a node of its own in the
+spiking graph (its body the LeakyRelu, so the file runs as the rescaled ANN), load() round trip,
+|spikes| counted as synaptic events, NIR refusing it by name, and refused without the flag."""
+import numpy as np
+import pytest
+import torch
+
+from onnx2snn import Config, Onnx2SnnError, convert, load
+from patterns import PATTERNS
+
+
+def converted():
+    m, shape = PATTERNS["leaky_relu_cnn"]()
+    x = np.random.default_rng(0).uniform(0, 1, size=(40, *shape)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T, cfg.simulation.signed_spikes = 16, True
+    return convert(m, x, cfg), x
+
+
+def test_signed_neurons_are_nodes_of_their_own_and_reload_identically(tmp_path):
+    conv, x = converted()
+    signed = [n for n in conv.snn_model.graph.node if n.op_type == "SignedIF"]
+    assert [n.name for n in signed] == ["leaky0", "leaky1"]
+    alpha = {a.name: a.f for a in signed[0].attribute}["alpha"]
+    assert alpha == pytest.approx(0.1) and "imbalanced threshold" in next(
+        f.doc_string for f in conv.snn_model.functions if f.name == "SignedIF")
+    assert conv.verification.agreement == 1.0
+    path = str(tmp_path / "m.snn.onnx")
+    conv.save(path)
+    np.testing.assert_array_equal(load(path).simulate(x, 16, device="cpu").outputs,
+                                  conv.network.simulate(x, 16, device="cpu").outputs)
+
+
+def test_synaptic_operations_count_negative_spikes_as_events():
+    """conv1's ACs are its fan-out times the |events| it receives, not the net (+1 − 1) count."""
+    from onnx2snn.snn.synops import connections, pooling_area
+    conv, x = converted()
+    index = next(i for i, s in enumerate(conv.network.steps) if s.name.startswith("conv1"))
+    inputs = []
+    hook = conv.network.layers[index].register_forward_hook(lambda mod, args, out: inputs.append(args[0]))
+    r = conv.network.simulate(x, 16, device="cpu", record_rates=True, batch_size=len(x))
+    hook.remove()
+    received = torch.cat(inputs, 0)
+    assert (received < 0).any(), "the pattern should send negative events"
+    module, area = conv.network.layers[index], pooling_area(conv.network.steps, index)
+    absolute = connections(module, received.abs().sum(0) / len(x)) * area
+    net = connections(module, received.sum(0) / len(x)) * area
+    row = r.synaptic_ops[conv.network.steps[index].name]
+    assert row["snn_ops"] == pytest.approx(absolute, rel=1e-5) and absolute > net
+
+
+def test_without_the_flag_leaky_relu_is_refused_naming_the_flag():
+    m, shape = PATTERNS["leaky_relu_cnn"]()
+    with pytest.raises(Onnx2SnnError, match=r"leaky0 \(LeakyRelu\), leaky1 \(LeakyRelu\).*|--signed-spikes"):
+        convert(m, np.random.default_rng(0).uniform(0, 1, size=(20, *shape)).astype(np.float32))
+
+
+def test_nir_export_refuses_signed_neurons_naming_them(tmp_path):
+    pytest.importorskip("nir")
+    from onnx2snn import export_nir
+    conv, _ = converted()
+    with pytest.raises(Onnx2SnnError, match=r"leaky0.*SignedIF.*NIR has no node"):
+        export_nir(conv.snn_model, str(tmp_path / "m.nir"))
