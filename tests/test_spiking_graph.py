@@ -24,7 +24,9 @@ def ops(model):
 def test_spiking_graph_is_valid_onnx_and_runs_as_the_ann(name, tmp_path):
     m, shape = PATTERNS[name]()
     x = data(shape)
-    conv = convert(m, x, graphs.seed_config())
+    cfg = graphs.seed_config()
+    cfg.simulation.signed_spikes = True       # (leaky_relu_cnn)
+    conv = convert(m, x, cfg)
     path = str(tmp_path / "m.snn.onnx")
     conv.save(path)
     written = onnx.load(path)
@@ -35,10 +37,11 @@ def test_spiking_graph_is_valid_onnx_and_runs_as_the_ann(name, tmp_path):
     (snn_as_ann,) = run(written, conv.input_name, x, [written.graph.output[0].name], 100)
     np.testing.assert_array_equal(snn_as_ann.reshape(len(x), -1).argmax(1), ann.reshape(len(x), -1).argmax(1))
     # every ReLU/Clip of the source is an IF node now (seed config: more after average pooling)
-    source_relus = sum(op in ("Relu", "Clip") for op in ops(conv.source))
+    source_relus = sum(op in ("Relu", "Clip", "LeakyRelu") for op in ops(conv.source))
     spiking = [n for n in written.graph.node if n.domain == DOMAIN]
-    assert sum(n.op_type in ("IF", "ClipIF") and not n.name.endswith("/IF") for n in spiking) == source_relus
-    assert "Relu" not in ops(written) and "Clip" not in ops(written)
+    assert sum(n.op_type in ("IF", "ClipIF", "SignedIF") and not n.name.endswith(("/IF", "/SignedIF"))
+               for n in spiking) == source_relus
+    assert "Relu" not in ops(written) and "Clip" not in ops(written) and "LeakyRelu" not in ops(written)
     assert [n.op_type for n in spiking].count("Readout") == 1
     assert written.graph.node[-1].op_type == "Readout"
     assert {f.name for f in written.functions} == {n.op_type for n in spiking}
