@@ -114,8 +114,8 @@ def test_selections_keep_spikes_binary(name):
 
 
 @pytest.mark.parametrize("make,fragment", [
-    (lambda: [helper.make_node("Resize", ["r", "", "scales"], ["y"], name="up", mode="linear")],
-     "up (Resize): Resize mode=linear"),
+    (lambda: [helper.make_node("Resize", ["r", "", "scales"], ["y"], name="up", mode="cubic")],
+     "up (Resize): Resize mode=cubic"),
     (lambda: [helper.make_node("Resize", ["r", "", "scales"], ["y"], name="up", mode="nearest",
                                coordinate_transformation_mode="tf_crop_and_resize")],
      "coordinate_transformation_mode=tf_crop_and_resize"),
@@ -131,3 +131,57 @@ def test_selections_that_cannot_convert_are_named(make, fragment):
     m = one_op_model(make(), inits, (2, 4, 4))
     with pytest.raises(Onnx2SnnError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         convert(m, np.random.default_rng(0).uniform(0, 1, size=(20, 2, 4, 4)).astype(np.float32))
+
+
+@pytest.mark.parametrize("coordinates", ["half_pixel", "pytorch_half_pixel", "asymmetric", "align_corners"])
+@pytest.mark.parametrize("scales", [(2.0, 2.0), (1.5, 3.0), (0.5, 1.6)])
+def test_linear_resize_matches_onnxruntime(coordinates, scales):
+    """Bilinear resizing is a fixed positive linear map: one interpolation matrix per axis."""
+    node = helper.make_node("Resize", ["r", "", "scales"], ["y"], name="resize", mode="linear",
+                            coordinate_transformation_mode=coordinates)
+    m = one_op_model([node], [f32("scales", [1, 1, *scales])], (2, 6, 5))
+    x = np.random.default_rng(0).uniform(-1, 1, size=(3, 2, 6, 5)).astype(np.float32)
+    (expected,) = run(m, "x", x, ["y"])
+    got = lower_model(clean_graph(m)[0], ann=True)(torch.from_numpy(x), 1, static=True)[0].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_bilinear_upsampling_converts_as_a_synapse():
+    """F.interpolate(mode="bilinear") between layers: the spikes pass through a fixed linear map
+    (analog, like average pooling); the conversion verifies and the SNN approaches the ANN."""
+    m, shape = PATTERNS["nearest_upsample_skip"]()
+    for n in m.graph.node:
+        if n.name == "up":
+            next(a for a in n.attribute if a.name == "mode").s = b"linear"
+    x = np.random.default_rng(0).uniform(0, 1, size=(40, *shape)).astype(np.float32)
+    cfg = graphs.seed_config()
+    cfg.parser.robust_norm, cfg.simulation.output = False, "membrane"
+    conv = convert(m, x, cfg)
+    assert max(conv.verification.errors.values()) <= 1e-4
+    (edited,) = run(conv.snn_model, "x", x, ["y"])
+    snn = conv.network.simulate(x, 400, device="cpu").outputs / 400
+    assert np.abs(snn - edited).max() <= 0.08 * max(1.0, np.abs(edited).max())
+
+
+def test_torch_chunk_exports_fold_to_constant_slices():
+    """x.chunk(2, dim=1) exports its split points from Shape arithmetic: folded to constants."""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(2, 6, 3, padding=1), nn.Linear(3 * 16, 4)
+
+        def forward(self, x):
+            a, b = torch.relu(self.conv(x)).chunk(2, dim=1)
+            return self.fc((a + b).flatten(1))
+
+    import io
+    buf = io.BytesIO()
+    torch.onnx.export(Net().eval(), (torch.zeros(1, 2, 4, 4),), buf, input_names=["x"], output_names=["y"],
+                      opset_version=17, dynamic_axes={"x": {0: "N"}, "y": {0: "N"}}, dynamo=False)
+    m = onnx.load_from_string(buf.getvalue())
+    x = np.random.default_rng(0).uniform(0, 1, size=(30, 2, 4, 4)).astype(np.float32)
+    conv = convert(m, x, graphs.seed_config())
+    ops = {n.op_type for n in conv.snn_model.graph.node}
+    assert "Slice" in ops and "Shape" not in ops and conv.verification.agreement == 1.0

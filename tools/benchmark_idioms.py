@@ -63,7 +63,13 @@ def main():
             cfg.device = "cpu"
             cfg.simulation.signed_spikes = name == "leaky_cifar"
             t0 = time.perf_counter()
-            conv = onnx2snn.convert(path, calib, cfg)
+            try:
+                conv = onnx2snn.convert(path, calib, cfg)
+            except onnx2snn.Onnx2SnnError as e:       # a refusal is a result too
+                print(f"{name} T={T}: refused: {e}", flush=True)
+                rows.append(dict(model=name, T=T, metric=task.metric, ann=ann[task.metric], snn=float("nan"),
+                                 extra="refused", convert_s=0.0, simulate_s=0.0, readout="-"))
+                continue
             t1 = time.perf_counter()
             r = onnx2snn.simulate(conv.network, x, y, config=cfg, task=task)
             t2 = time.perf_counter()

@@ -735,21 +735,64 @@ def _resize_arguments(node, view):
     return mode, coordinates, nearest, sizes, scales
 
 
-def _nearest_indices(size_in: int, size_out: int, scale: float, coordinates: str, nearest: str) -> np.ndarray:
-    """The input index each output index of one axis takes under ONNX nearest Resize, in float32 as
+def _source_coordinates(size_in: int, size_out: int, scale, coordinates: str) -> np.ndarray:
+    """Where in the input each output index of one axis samples (ONNX Resize), in float32 as
     onnxruntime computes it (4 / 1.6 is 2.5 there, a tie, and 2.4999… in float64)."""
     i = np.arange(size_out, dtype=np.float32)
     scale, half = np.float32(scale), np.float32(0.5)
     if coordinates == "half_pixel":
-        x = (i + half) / scale - half
-    elif coordinates == "pytorch_half_pixel":
-        x = (i + half) / scale - half if size_out > 1 else np.zeros_like(i)
-    elif coordinates == "asymmetric":
-        x = i / scale
-    elif coordinates == "align_corners":
-        x = i * np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.zeros_like(i)
-    else:                                     # tf_half_pixel_for_nn
-        x = (i + half) / scale
+        return (i + half) / scale - half
+    if coordinates == "pytorch_half_pixel":
+        return (i + half) / scale - half if size_out > 1 else np.zeros_like(i)
+    if coordinates == "asymmetric":
+        return i / scale
+    if coordinates == "align_corners":
+        return i * np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.zeros_like(i)
+    return (i + half) / scale                 # tf_half_pixel_for_nn
+
+
+def _linear_matrix(size_in: int, size_out: int, scale, coordinates: str) -> np.ndarray:
+    """(size_out, size_in): each output the linear interpolation of its two input neighbours
+    (coordinates clamped to the input, as onnxruntime does); rows sum to 1."""
+    x = np.clip(_source_coordinates(size_in, size_out, scale, coordinates), 0, size_in - 1)
+    low = np.floor(x).astype(np.int64)
+    high = np.minimum(low + 1, size_in - 1)
+    w_high = (x - low).astype(np.float32)
+    m = np.zeros((size_out, size_in), np.float32)
+    np.add.at(m, (np.arange(size_out), low), 1 - w_high)
+    np.add.at(m, (np.arange(size_out), high), w_high)
+    return m
+
+
+def resize_linear_maps(node, view: GraphView) -> List[Tuple[int, np.ndarray]]:
+    """A linear (bilinear, trilinear) Resize as one interpolation matrix per resized per-sample axis."""
+    _, coordinates, _, sizes, scales = _resize_arguments(node, view)
+    shape = view.shapes[node.input[0]]
+    out = []
+    for axis in range(1, len(shape)):
+        if sizes[axis] == shape[axis] and (not scales or scales[axis] == 1):
+            continue
+        scale = scales[axis] if scales else np.float32(sizes[axis]) / np.float32(shape[axis])
+        out.append((axis - 1, _linear_matrix(shape[axis], sizes[axis], scale, coordinates)))
+    return out
+
+
+def resize_mode(node, view: GraphView) -> str:
+    return view.attrs(node).get("mode", "nearest")
+
+
+def keeps_spikes(node, view: GraphView) -> bool:
+    """Is the output spikes wherever every data input is? The op's rule says, but for a linear
+    Resize (a weighted average of spikes, like average pooling: analog)."""
+    r = RULES.get(node.op_type)
+    if r is None or not r.keeps_spikes:
+        return False
+    return not (node.op_type in ("Resize", "Upsample") and resize_mode(node, view) == "linear")
+
+
+def _nearest_indices(size_in: int, size_out: int, scale: float, coordinates: str, nearest: str) -> np.ndarray:
+    """The input index each output index of one axis takes under ONNX nearest Resize."""
+    x = _source_coordinates(size_in, size_out, scale, coordinates)
     frac = x - np.floor(x)
     if nearest == "floor":
         k = np.floor(x)
@@ -777,11 +820,13 @@ def resize_selection(node, view: GraphView) -> Selection:
 def _check_resize(node, view):
     mode, coordinates, nearest, sizes, scales = _resize_arguments(node, view)
     a = view.attrs(node)
-    if mode != "nearest":
-        return (f"{node.op_type} mode={mode}: only nearest (which moves spikes) is supported yet; "
-                "export with mode='nearest'")
+    if mode not in ("nearest", "linear"):
+        return (f"{node.op_type} mode={mode}: only nearest (which moves spikes) and linear (a fixed positive "
+                "linear map) convert; export with mode='nearest' or 'bilinear'")
     if coordinates not in RESIZE_COORDINATES:
         return f"{node.op_type} coordinate_transformation_mode={coordinates} is not supported"
+    if mode == "linear" and view.attrs(node).get("exclude_outside", 0):
+        return f"{node.op_type} with exclude_outside is not supported"
     if nearest not in NEAREST_MODES:
         return f"{node.op_type} nearest_mode={nearest} is not supported"
     for key in ("axes", "antialias", "keep_aspect_ratio_policy"):
@@ -807,10 +852,25 @@ rule("Slice", "transform", "layout", check=_check_slice, transform=_selection_sc
      keeps_spikes=True)
 rule("Gather", "transform", "layout", check=_check_gather, transform=_selection_scale(gather_selection),
      keeps_spikes=True)
-rule("Resize", "transform", "layout", check=_check_resize, transform=_selection_scale(resize_selection),
-     keeps_spikes=True)
-rule("Upsample", "transform", "layout", check=_check_resize, transform=_selection_scale(resize_selection),
-     keeps_spikes=True)
+def _resize_scale(node, view, scale):
+    """Nearest: the scale selected as the values are. Linear: each output a convex combination of
+    inputs along the resized axes, so its scale is theirs where it is the same along those axes."""
+    if resize_mode(node, view) != "linear":
+        return resize_selection(node, view).apply(scale)
+    for axis, _ in resize_linear_maps(node, view):
+        if not np.all(scale.max(axis=axis, keepdims=True) == scale.min(axis=axis, keepdims=True)):
+            raise Onnx2SnnError(f"{node.name} ({node.op_type}): linear resizing of an input normalised at different "
+                                f"scales along axis {axis + 1}")
+    reduced = scale
+    for axis, _ in resize_linear_maps(node, view):
+        reduced = reduced.max(axis=axis, keepdims=True)
+    return np.broadcast_to(reduced, view.sample_shape(node.output[0]))
+
+
+# A nearest Resize moves spikes (a selection); a linear one is a fixed positive linear map of them —
+# a synapse, analog like average pooling (``keeps_spikes`` below), that the next layer takes.
+rule("Resize", "transform", "layout", check=_check_resize, transform=_resize_scale, keeps_spikes=True)
+rule("Upsample", "transform", "layout", check=_check_resize, transform=_resize_scale, keeps_spikes=True)
 SELECTIONS = {"Slice": slice_selection, "Gather": gather_selection, "Resize": resize_selection,
               "Upsample": resize_selection}
 

@@ -143,21 +143,36 @@ def batch_shape_reshape(graph: gs.Graph) -> gs.Graph:
 
 
 def fold_shape_subgraphs(graph: gs.Graph) -> gs.Graph:
-    """A Reshape whose target shape is computed from the input's shape (tf2onnx's Keras Flatten:
-    Shape → Slice → Concat(…, -1) → Cast → Reshape; other exporters' idioms alike) is folded
-    generally, not by pattern: onnxruntime evaluates every such shape for two batch sizes. A shape
-    that does not change is a constant; one whose first entry is the batch size and the rest does not
-    change becomes the constant [-1 (or 0), rest]. Anything else is left for the support check."""
-    candidates = [n for n in graph.nodes if n.op == "Reshape" and not _is_const(n.inputs[1])]
+    """Arguments computed from the input's shape — a Reshape target (tf2onnx's Keras Flatten:
+    Shape → Slice → Concat(…, -1) → Cast → Reshape), the starts and ends of the Slices
+    ``x.chunk(2, dim=1)`` exports (Shape → Gather → Add → Div → Mul → Slice), Resize sizes — are
+    folded generally, not by pattern: every tensor computed from Shape nodes alone that an op of
+    the network reads is evaluated by onnxruntime for two batch sizes. One that does not change is
+    a constant; a Reshape target whose first entry is the batch size and the rest does not change
+    becomes the constant [-1 (or 0), rest]. Anything else is left for the support check."""
     inputs = [t for t in graph.inputs if not _is_const(t)]
-    if not candidates or len(inputs) != 1 or inputs[0].shape is None or \
-            any(not isinstance(d, int) for d in inputs[0].shape[1:]):
+    if len(inputs) != 1 or inputs[0].shape is None or any(not isinstance(d, int) for d in inputs[0].shape[1:]):
+        return graph
+    derived = set()                    # tensors computed from Shape nodes (and constants) alone
+    for node in graph.toposort().nodes:
+        data = [t for t in node.inputs if not _is_const(t) and t.name]
+        if node.op == "Shape" or (data and all(t.name in derived for t in data)):
+            derived.update(t.name for t in node.outputs)
+    boundary = {}                      # derived tensor -> the nodes outside the shape arithmetic that read it
+    for node in graph.nodes:
+        if node.outputs and node.outputs[0].name in derived:
+            continue
+        for t in node.inputs:
+            if not _is_const(t) and t.name in derived:
+                boundary.setdefault(t.name, []).append(node)
+    if not boundary:
         return graph
     probe = graph.copy()
-    shapes = [probe.tensors()[n.inputs[1].name] for n in candidates]
-    for t in shapes:
-        t.dtype = t.dtype or np.int64
-    probe.outputs = shapes
+    tensors = probe.tensors()
+    names = sorted(boundary)
+    for n in names:
+        tensors[n].dtype = tensors[n].dtype or np.int64
+    probe.outputs = [tensors[n] for n in names]
     probe.cleanup()
     try:
         session = external.session_for(gs.export_onnx(probe), providers=["CPUExecutionProvider"])
@@ -166,18 +181,19 @@ def fold_shape_subgraphs(graph: gs.Graph) -> gs.Graph:
     except Exception as e:  # not evaluable on its own: leave it to the support check, which names the node
         log.info("shape subgraphs not folded: %s", str(e).splitlines()[0])
         return graph
-    for node, one, three in zip(candidates, *values):
-        one, three = np.asarray(one).reshape(-1), np.asarray(three).reshape(-1)
-        if one.shape != three.shape or not len(one):
-            continue
-        if np.array_equal(one, three):
-            shape = one
-        elif (one[0], three[0]) == (1, 3) and np.array_equal(one[1:], three[1:]):
-            rest = [int(v) for v in one[1:]]
-            shape = np.array([0 if -1 in rest else -1, *rest])
-        else:
-            continue
-        node.inputs[1] = gs.Constant(f"{node.name}.shape.{next(_fresh)}", np.asarray(shape, np.int64))
+    for name, one, three in zip(names, *values):
+        one, three = np.asarray(one), np.asarray(three)
+        for node in boundary[name]:
+            if one.shape == three.shape and np.array_equal(one, three):
+                value = one
+            elif (node.op == "Reshape" and one.ndim == 1 and one.shape == three.shape and len(one)
+                  and (one[0], three[0]) == (1, 3) and np.array_equal(one[1:], three[1:])):
+                rest = [int(v) for v in one[1:]]
+                value = np.array([0 if -1 in rest else -1, *rest], np.int64)
+            else:
+                continue
+            index = next(i for i, t in enumerate(node.inputs) if t.name == name)
+            node.inputs[index] = gs.Constant(f"{node.name}.{index}.{next(_fresh)}", np.asarray(value))
     return graph
 
 

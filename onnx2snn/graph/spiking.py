@@ -43,8 +43,8 @@ import onnx
 from onnx import helper
 
 from ..options import SpikingOptions
-from .ops import (NEURON_OPS, RULES, SUBSAMPLING, bias_of, clip_bounds, out_channels, passes_channel_offset,
-                  pool_arguments)
+from .ops import (NEURON_OPS, RULES, SUBSAMPLING, bias_of, clip_bounds, keeps_spikes, out_channels,
+                  passes_channel_offset, pool_arguments)
 from .view import GraphView, downstream_of
 
 DOMAIN = "onnx2snn"
@@ -158,7 +158,7 @@ def to_spiking(model: onnx.ModelProto, options: Optional[SpikingOptions] = None)
         else:
             nodes.append(node)
             rule = RULES.get(op)
-            if rule is not None and rule.keeps_spikes and data and all(i in spikes for i in data):
+            if rule is not None and keeps_spikes(node, view) and data and all(i in spikes for i in data):
                 spikes.add(node.output[0])
                 if any(i in signed for i in data):
                     signed.add(node.output[0])

@@ -130,3 +130,23 @@ class Select(nn.Module):
         parts = [f"axis {a}: {'%d..%d' % (s, s + n - 1) if s is not None else '%d indices' % n}"
                  for a, s, n in self.axes]
         return ", ".join(parts) + (f", reshape to (B, {self.shape})" if self.shape is not None else "")
+
+
+class AxisMaps(nn.Module):
+    """A fixed linear map along each of some axes (a linear Resize: one interpolation matrix per
+    resized axis, ``graph/ops.py resize_linear_maps``): ``x`` with that axis last, times Mᵀ."""
+
+    def __init__(self, maps):
+        super().__init__()
+        self.axes = [axis + 1 for axis, _ in maps]      # +1: the batch axis
+        for k, (_, m) in enumerate(maps):
+            self.register_buffer(f"map{k}", torch.tensor(m, dtype=torch.float32))
+
+    def forward(self, x):
+        for k, axis in enumerate(self.axes):
+            m = getattr(self, f"map{k}").to(x.dtype)
+            x = torch.movedim(torch.movedim(x, axis, -1) @ m.t(), -1, axis)
+        return x.contiguous()
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"axis {a}: {tuple(getattr(self, f'map{k}').shape[::-1])}" for k, a in enumerate(self.axes))

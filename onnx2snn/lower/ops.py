@@ -13,11 +13,11 @@ from torch import nn
 
 from ..errors import Onnx2SnnError
 from ..graph.ops import (SELECTIONS, clip_bounds, conv_arguments, conv_transpose_arguments, pad_arguments,
-                         pool_arguments, reduce_axes, reshape_target, transpose_perm)
+                         pool_arguments, reduce_axes, reshape_target, resize_linear_maps, resize_mode, transpose_perm)
 from ..graph.spiking import offset_input, v_init_input
 from ..snn.neurons import IFNeuron, MembraneReadout, SignedIFNeuron
 from ..snn.pooling import MAX_POOL, GatedMaxPool, RunningMaxPool, torch_pads
-from .modules import AveragePool2d, ConstantMul, CroppedConvTranspose, Function, Padded, Passthrough, ReLU, Select
+from .modules import AveragePool2d, AxisMaps, ConstantMul, CroppedConvTranspose, Function, Padded, Passthrough, ReLU, Select
 from .registry import lowers
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -282,6 +282,9 @@ def lower_pad(node, ctx):
 
 @lowers(*SELECTIONS)
 def lower_selection(node, ctx):
+    if node.op_type in ("Resize", "Upsample") and resize_mode(node, ctx.view) == "linear":
+        ctx.add(node, AxisMaps(resize_linear_maps(node, ctx.view)), [node.input[0]], node.output[0])
+        return
     selection = SELECTIONS[node.op_type](node, ctx.view)
     ctx.add(node, Select(selection.axes, selection.shape), [node.input[0]], node.output[0])
 
