@@ -291,7 +291,8 @@ def test_memory_bound_wins_over_the_images_a_pass_would_like(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["residual_blocks", "concat_bn_densenet", "nhwc_transpose", "depthwise_dilated_strided",
-                                  "token_mixer", "channel_split_shuffle", "conv_transpose_decoder"])
+                                  "token_mixer", "channel_split_shuffle", "conv_transpose_decoder",
+                                  "nearest_upsample_skip", "gather_channels_and_token"])
 def test_per_channel_thresholds_stay_exact_and_round_trip(name, tmp_path):
     """One λ per channel folds into the weights: the edited graph still verifies (convert checks
     every tensor), onnxruntime keeps the original's argmax, load() gives the same spikes, and the

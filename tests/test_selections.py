@@ -185,3 +185,16 @@ def test_torch_chunk_exports_fold_to_constant_slices():
     conv = convert(m, x, graphs.seed_config())
     ops = {n.op_type for n in conv.snn_model.graph.node}
     assert "Slice" in ops and "Shape" not in ops and conv.verification.agreement == 1.0
+
+
+@pytest.mark.parametrize("name", ["channel_split_shuffle", "nearest_upsample_skip"])
+def test_nir_export_refuses_selections_naming_the_node(name, tmp_path):
+    """NIR has no node for Slice, Resize and friends: refused with the node named, nothing written."""
+    pytest.importorskip("nir")
+    from onnx2snn import export_nir
+    m, shape = PATTERNS[name]()
+    conv = convert(m, np.random.default_rng(0).uniform(0, 1, size=(20, *shape)).astype(np.float32),
+                   graphs.seed_config())
+    with pytest.raises(Onnx2SnnError, match=r"\((Slice|Resize|Reshape|Transpose|Concat)\).*NIR|NIR has no"):
+        export_nir(conv.snn_model, str(tmp_path / "m.nir"))
+    assert not (tmp_path / "m.nir").exists()
