@@ -61,3 +61,26 @@ def test_nir_export_refuses_signed_neurons_naming_them(tmp_path):
     conv, _ = converted()
     with pytest.raises(Onnx2SnnError, match=r"leaky0.*SignedIF.*NIR has no node"):
         export_nir(conv.snn_model, str(tmp_path / "m.nir"))
+
+
+def test_a_prelu_with_one_slope_converts_as_a_leaky_relu_and_one_per_channel_is_refused():
+    from onnx import helper
+    import graphs
+    from patterns import f32
+    r = graphs.rng(0)
+
+    def net(slope):
+        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="fc", transB=1),
+                 helper.make_node("PRelu", ["g", "slope"], ["p"], name="prelu"),
+                 helper.make_node("Gemm", ["p", "w2", "b2"], ["y"], name="fc2", transB=1)]
+        return graphs.model(nodes, [graphs.init("w", r.normal(size=(3, 5))), graphs.init("b", r.normal(size=3)),
+                                    f32("slope", slope), graphs.init("w2", r.normal(size=(2, 3))),
+                                    graphs.init("b2", r.normal(size=2))], (5,))
+    cfg = Config()
+    cfg.simulation.signed_spikes = True
+    x = np.random.default_rng(0).uniform(-1, 1, size=(40, 5)).astype(np.float32)
+    conv = convert(net([0.25]), x, cfg)
+    node = next(n for n in conv.snn_model.graph.node if n.op_type == "SignedIF")
+    assert {a.name: a.f for a in node.attribute}["alpha"] == pytest.approx(0.25)
+    with pytest.raises(Onnx2SnnError, match=r"prelu \(PRelu\): a learned negative slope per channel"):
+        convert(net([0.1, 0.2, 0.3]), x, cfg)

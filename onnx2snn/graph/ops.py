@@ -68,8 +68,8 @@ ADVICE = {
     "Gelu": "not rate-codable with IF neurons; retrain with ReLU",
     "HardSigmoid": "not rate-codable with IF neurons; retrain with ReLU",
     "BatchNormalization": "BatchNormalization whose input shape is unknown; export with static shapes",
-    "PRelu": "a learned negative slope is not supported yet (LeakyRelu converts with --signed-spikes); "
-             "retrain with ReLU or LeakyReLU",
+    "PRelu": "a learned negative slope per channel is not supported yet (one slope, as nn.PReLU() learns, "
+             "converts with --signed-spikes); retrain with ReLU or LeakyReLU",
     "Softmax": "Softmax is only supported at the graph output (where it is dropped and applies to the readout)",
     "LogSoftmax": "LogSoftmax is only supported at the graph output (where it is dropped and applies to the readout)",
     "MatMul": "MatMul is supported only as a dense layer: an activation times a constant 2-D weight (a MatMul "

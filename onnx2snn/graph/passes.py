@@ -49,6 +49,7 @@ def clean_graph(model: onnx.ModelProto, pool_currents: bool = False) -> Tuple[on
                      ("batch-size shape arithmetic", batch_shape_reshape),
                      ("shape subgraphs to constants", fold_shape_subgraphs),
                      ("Split to Slices", split_to_slices),
+                     ("PRelu with one slope to LeakyRelu", prelu_to_leaky_relu),
                      ("MatMul+Add to Gemm", matmul_add_to_gemm),
                      ("canonicalise Gemm/Conv", canonicalise_linear),
                      ("affine ops to BatchNormalization", affine_to_batchnorm),
@@ -287,6 +288,18 @@ def _token_wise_dense(graph: gs.Graph, node: gs.Node, x, w) -> None:
         gs.Node("Transpose", f"{node.name}/to_tokens", attrs={"perm": back}, inputs=[conv_out], outputs=[out])]
     node.inputs.clear()
     node.outputs.clear()
+
+
+def prelu_to_leaky_relu(graph: gs.Graph) -> gs.Graph:
+    """A PRelu whose learned slope is one constant (``nn.PReLU()``'s default) is a LeakyRelu with that
+    slope, which signed neurons convert (--signed-spikes). A slope per channel stays (refused)."""
+    for node in [n for n in graph.nodes if n.op == "PRelu"]:
+        slope = node.inputs[1]
+        if not _is_const(slope) or np.unique(np.asarray(slope.values)).size != 1:
+            continue
+        node.op, node.attrs = "LeakyRelu", {"alpha": float(np.asarray(slope.values).reshape(-1)[0])}
+        node.inputs.pop()
+    return graph
 
 
 def split_to_slices(graph: gs.Graph) -> gs.Graph:
