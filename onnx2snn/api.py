@@ -136,9 +136,10 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     report = None
     if config.snn_calibration:
         t = time.perf_counter()
-        task = tasks.infer_task(info.output_shape or (info.classes or 1,), None, len(x_fit), head, config.task)
-        edited, report = calibrate_snn(edited, info, plan, x_fit, x_hold, calibration_options,
-                                       choose=config.simulation.output == "auto", task=task)
+        # the readout is chosen by agreement with the ANN's decisions, on the task the output suggests
+        task = (tasks.infer_task(info.output_shape or (info.classes or 1,), None, len(x_fit), head, config.task)
+                if config.simulation.output == "auto" else None)
+        edited, report = calibrate_snn(edited, info, plan, x_fit, x_hold, calibration_options, task)
         timings["snn_calibration"] = time.perf_counter() - t
 
     spiking = dataclasses.replace(config.spiking_options(), head=head)
@@ -199,18 +200,18 @@ def _channels_of_a_layer(view: GraphView, tensor: str) -> bool:
 
 
 def calibrate_snn(edited: onnx.ModelProto, info, plan: Plan, x_fit: np.ndarray, x_hold: Optional[np.ndarray],
-                  options: snn_calibration.CalibrationOptions, choose: bool, task: Optional[tasks.Task] = None):
-    """Bias calibration on the fit images (``options.bias``) and, with ``choose``, the readout
-    choice on the held-back ones (``snn_calibration.py``); returns the graph with the neurons'
-    input offsets and what was done (the readout chosen: ``report.readout``). ``task``: what the
-    readout choice compares with the ANN (its argmax by default; label decisions, class maps)."""
+                  options: snn_calibration.CalibrationOptions, task: Optional[tasks.Task] = None):
+    """Bias calibration on the fit images (``options.bias``) and, given a ``task``, the readout
+    choice on the held-back ones by agreement with the ANN's decisions for it (classes, label
+    decisions, class maps; ``snn_calibration.py``); returns the graph with the neurons' input
+    offsets and what was done (the readout chosen: ``report.readout``)."""
     # one heap for all the calibration's simulations: each would otherwise give its freed memory back
     # to the system when it ends (malloc_trim: 0.14 s a time on ResNet-20), only for the next to fault it in
     with cpu_memory.keep_freed_memory():
-        return _calibrate_snn(edited, info, plan, x_fit, x_hold, options, choose, task)
+        return _calibrate_snn(edited, info, plan, x_fit, x_hold, options, task)
 
 
-def _calibrate_snn(edited, info, plan, x_fit, x_hold, options, choose, task):
+def _calibrate_snn(edited, info, plan, x_fit, x_hold, options, task):
     T = options.T
     network = lower_model(edited, options.neurons, check=False)
     passes = snn_calibration.calibration_passes(network, x_fit, T, options)
@@ -223,10 +224,9 @@ def _calibrate_snn(edited, info, plan, x_fit, x_hold, options, choose, task):
                                              weight=1.0 / (k + 1))
         edited = snn_calibration.store_offsets(edited, report.offsets)
         edited = snn_calibration.store_v_init(edited, report.v_init_maps)
-    if choose:
-        task = task or tasks.Task("classification", (info.classes or 1,), agreement=True)
-        ann = run(info.model, info.input_name, x_read, [info.model.graph.output[0].name], options.batch_size)[0]
-        teacher = tasks.decisions(ann, task, output_head(info.model))
+    if task is not None:
+        teacher = tasks.decisions(ann_outputs(info.model, info.input_name, x_read, options.batch_size), task,
+                                  output_head(info.model))
         snn_calibration.choose_readout(network, x_read, teacher, T, options, report, task)
     return edited, report
 
@@ -264,9 +264,13 @@ def simulate(network: SpikingNetwork, x: np.ndarray, labels: Optional[np.ndarray
                             task=task, **options.kwargs(chunk=chunk or options.chunk))
 
 
+def ann_outputs(model: onnx.ModelProto, input_name: str, x: np.ndarray, batch_size: int = 100) -> np.ndarray:
+    """The (first) output of a model run by onnxruntime on ``x``, streamed in batches."""
+    return run(model, input_name, x, [model.graph.output[0].name], batch_size)[0]
+
+
 def ann_accuracy(model: onnx.ModelProto, input_name: str, x: np.ndarray, labels: np.ndarray,
                  batch_size: int = 100) -> float:
     """Accuracy of the original ANN with onnxruntime."""
-    output = model.graph.output[0].name
-    (logits,) = run(model, input_name, x, [output], batch_size)
+    logits = ann_outputs(model, input_name, x, batch_size)
     return float(np.mean(logits.reshape(len(x), -1).argmax(1) == labels))

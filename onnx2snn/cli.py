@@ -217,7 +217,9 @@ def follow(a: argparse.Namespace, group) -> int:
         x, y = load_labelled(a.eval, info.sample_shape)
         task = eval_task(info, y, len(x), config, a.eval)
         # the .snn.onnx's output is the logits (its head dropped): the decisions rank 0 takes from the original
-        y = teacher_labels(model, info.input_name, x, task, None, config.batch_size) if y is None else y
+        if y is None:   # agreement: the ANN's own decisions are the labels
+            from .tasks import decisions
+            y = decisions(api.ann_outputs(model, info.input_name, x, config.batch_size), task)
         api.simulate(network, x, y, config=config, record_rates=True, shard=(group.rank, group.world), task=task)
     return 0
 
@@ -229,14 +231,6 @@ def eval_task(info, y, n: int, cfg: Config, paths):
     shape = info.output_shape or (info.classes or 1,)
     return infer_task(shape, y, n, output_head(info.model), cfg.task,
                       where=f"the evaluation labels y of {' '.join(paths)!r}")
-
-
-def teacher_labels(model, input_name: str, x, task, head, batch_size: int):
-    """The ANN's own decisions on ``x``: the labels of an evaluation without labels (agreement)."""
-    from .calibrate import run
-    from .tasks import decisions
-    (out,) = run(model, input_name, x, [model.graph.output[0].name], batch_size)
-    return decisions(out, task, head)
 
 
 class Follower(Exception):
@@ -365,14 +359,13 @@ def evaluate(a: argparse.Namespace, conv, labelled, rep: dict, shard):
     """ANN and SNN metric (accuracy, mean label accuracy, mean IoU: ``tasks.py``) on the evaluation
     data, printed and added to ``rep``; without labels, the ANN's own decisions are the labels."""
     from . import api, report, tasks
-    from .calibrate import run
     from .graph.ops import output_head
     from .snn import synops
     cfg = conv.config  # the simulation options (the readout is the network's)
     x, y, task = labelled
     t = time.perf_counter()
     head = output_head(conv.source)
-    (ann_out,) = run(conv.source, conv.input_name, x, [conv.source.graph.output[0].name], cfg.batch_size)
+    ann_out = api.ann_outputs(conv.source, conv.input_name, x, cfg.batch_size)
     if y is None:
         y = tasks.decisions(ann_out, task, head)
     ann_metrics = tasks.score(ann_out, y, task, head)

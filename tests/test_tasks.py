@@ -9,9 +9,8 @@ import pytest
 from onnx import helper
 
 import graphs
-from onnx2snn import Config, Onnx2SnnError, cli, convert, load
+from onnx2snn import Onnx2SnnError, cli, convert, load
 from onnx2snn.tasks import Task, counts, decisions, infer_task, metrics_from_counts, score
-from patterns import f32
 
 
 def sigmoid_head(seed=0, labels=4):

@@ -11,6 +11,7 @@ Each T is a conversion of its own (thresholds and calibration for that T), as a 
 within 1.0 point of the ANN at T=32, segmentation mIoU within 2.0 points.
 """
 import argparse
+import json
 import os
 import sys
 import time
@@ -41,6 +42,9 @@ def main():
     ap.add_argument("--data", default=os.path.join(HERE, "..", "data", "idioms"))
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--T", nargs="*", type=int, default=[8, 16, 32, 64])
+    ap.add_argument("--test-images", type=int, default=1000, help="the first N test images (default 1000)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides, e.g. calibration.bias=false parser.per_channel=false")
     ap.add_argument("--write", action="store_true", help="write the table into docs/BENCHMARKS.md")
     a = ap.parse_args()
     rows = []
@@ -52,7 +56,7 @@ def main():
         info = load_model(path)
         calib = np.load(os.path.join(a.data, name + "_calib.npy"))
         test = np.load(os.path.join(a.data, name + "_test.npz"))
-        x, y = test["x"], test["y"]
+        x, y = test["x"][:a.test_images], test["y"][:a.test_images]
         head = output_head(info.model)
         task = tasks.infer_task(info.output_shape, y, len(x), head)
         (ann_out,) = run(info.model, info.input_name, x, [info.output_names[0]], 100)
@@ -62,6 +66,9 @@ def main():
             cfg.simulation.T = T
             cfg.device = "cpu"
             cfg.simulation.signed_spikes = name == "leaky_cifar"
+            for item in a.set:
+                key, _, value = item.partition("=")
+                cfg.set(key, json.loads(value))
             t0 = time.perf_counter()
             try:
                 conv = onnx2snn.convert(path, calib, cfg)

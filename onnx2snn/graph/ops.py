@@ -387,26 +387,23 @@ def _check_clip(node, view):
     return None
 
 
-# In a spiking graph a ReLU or Clip is left only where its input is spikes already: the identity.
-rule("Relu", "preserve", "neuron", keeps_spikes=True)
-rule("Clip", "preserve", "neuron", check=_check_clip, keeps_spikes=True)
-def _check_leaky_relu(node, view):
+def _check_slope(node, view):
     alpha = view.attrs(node).get("alpha", 0.01)
     if not (math.isfinite(alpha) and alpha > 0):
-        return f"LeakyRelu alpha={alpha}: signed neurons need a slope > 0 (their negative threshold is θ/alpha)"
+        return f"alpha={alpha}: signed neurons need a finite slope > 0 (their negative threshold is θ/alpha)"
     return None
 
 
 def _check_signed_if(node, view):
-    alpha = view.attrs(node).get("alpha", 0.01)
-    if not (math.isfinite(alpha) and alpha > 0):
-        return f"alpha={alpha}: must be a finite number > 0"
-    return _check_neuron(node, view)
+    return _check_slope(node, view) or _check_neuron(node, view)
 
 
+# In a spiking graph a ReLU or Clip is left only where its input is spikes already: the identity.
+rule("Relu", "preserve", "neuron", keeps_spikes=True)
+rule("Clip", "preserve", "neuron", check=_check_clip, keeps_spikes=True)
 # LeakyReLU is positively homogeneous too: normalisation treats it as a ReLU; its neurons are signed
 # (``SignedIF``, under --signed-spikes). On spikes already it stays: +1 -> 1, -1 -> -alpha.
-rule("LeakyRelu", "preserve", "neuron", check=_check_leaky_relu, keeps_spikes=True)
+rule("LeakyRelu", "preserve", "neuron", check=_check_slope, keeps_spikes=True)
 rule("IF", "preserve", "spiking", check=_check_neuron, keeps_spikes=True)
 rule("SignedIF", "preserve", "spiking", check=_check_signed_if, keeps_spikes=True)
 rule("ClipIF", "preserve", "spiking", check=_check_neuron, keeps_spikes=True)
@@ -825,7 +822,7 @@ def _check_resize(node, view):
                 "linear map) convert; export with mode='nearest' or 'bilinear'")
     if coordinates not in RESIZE_COORDINATES:
         return f"{node.op_type} coordinate_transformation_mode={coordinates} is not supported"
-    if mode == "linear" and view.attrs(node).get("exclude_outside", 0):
+    if mode == "linear" and a.get("exclude_outside", 0):
         return f"{node.op_type} with exclude_outside is not supported"
     if nearest not in NEAREST_MODES:
         return f"{node.op_type} nearest_mode={nearest} is not supported"
@@ -848,24 +845,24 @@ def _selection_scale(selection: Callable):
     return lambda node, view, scale: selection(node, view).apply(scale)
 
 
-rule("Slice", "transform", "layout", check=_check_slice, transform=_selection_scale(slice_selection),
-     keeps_spikes=True)
-rule("Gather", "transform", "layout", check=_check_gather, transform=_selection_scale(gather_selection),
-     keeps_spikes=True)
 def _resize_scale(node, view, scale):
     """Nearest: the scale selected as the values are. Linear: each output a convex combination of
     inputs along the resized axes, so its scale is theirs where it is the same along those axes."""
     if resize_mode(node, view) != "linear":
         return resize_selection(node, view).apply(scale)
     for axis, _ in resize_linear_maps(node, view):
-        if not np.all(scale.max(axis=axis, keepdims=True) == scale.min(axis=axis, keepdims=True)):
+        top = scale.max(axis=axis, keepdims=True)
+        if not np.all(top == scale.min(axis=axis, keepdims=True)):
             raise Onnx2SnnError(f"{node.name} ({node.op_type}): linear resizing of an input normalised at different "
                                 f"scales along axis {axis + 1}")
-    reduced = scale
-    for axis, _ in resize_linear_maps(node, view):
-        reduced = reduced.max(axis=axis, keepdims=True)
-    return np.broadcast_to(reduced, view.sample_shape(node.output[0]))
+        scale = top
+    return np.broadcast_to(scale, view.sample_shape(node.output[0]))
 
+
+rule("Slice", "transform", "layout", check=_check_slice, transform=_selection_scale(slice_selection),
+     keeps_spikes=True)
+rule("Gather", "transform", "layout", check=_check_gather, transform=_selection_scale(gather_selection),
+     keeps_spikes=True)
 
 # A nearest Resize moves spikes (a selection); a linear one is a fixed positive linear map of them —
 # a synapse, analog like average pooling (``keeps_spikes`` below), that the next layer takes.

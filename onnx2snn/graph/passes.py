@@ -231,16 +231,7 @@ def matmul_add_to_gemm(graph: gs.Graph) -> gs.Graph:
             continue
         if len(x.shape) != 2:
             continue
-        out = node.outputs[0]
-        bias = np.zeros(w.values.shape[1], np.float32)
-        add = out.outputs[0] if len(out.outputs) == 1 and out not in graph.outputs else None
-        if add is not None and add.op == "Add":
-            other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
-            if _is_const(other) and np.asarray(other.values).size in (1, bias.size):
-                bias = np.broadcast_to(np.asarray(other.values, np.float32).reshape(-1), bias.shape).copy()
-                out = add.outputs[0]
-                add.inputs.clear()
-                add.outputs.clear()
+        out, bias = _take_bias_add(graph, node.outputs[0], w.values.shape[1])
         gemm = gs.Node("Gemm", node.name, attrs={"transB": 1},
                        inputs=[x, _const(node, "weight", np.ascontiguousarray(w.values.T.astype(np.float32))),
                                _const(node, "bias", bias)], outputs=[out])
@@ -250,30 +241,27 @@ def matmul_add_to_gemm(graph: gs.Graph) -> gs.Graph:
     return graph
 
 
-def _bias_add(graph: gs.Graph, out: gs.Variable, size: int):
-    """The Add of a constant bias of ``size`` values (one per feature of the last axis) that alone
-    reads ``out``, with the bias, or (None, None)."""
+def _take_bias_add(graph: gs.Graph, out: gs.Variable, size: int):
+    """(the dense layer's output, its bias): where the only reader of the MatMul's ``out`` is an Add
+    of a constant of ``size`` values (one per feature of the last axis) or one value, that Add is
+    removed and its output and bias returned; else ``out`` and zeros."""
     add = out.outputs[0] if len(out.outputs) == 1 and out not in graph.outputs else None
     if add is None or add.op != "Add":
-        return None, None
+        return out, np.zeros(size, np.float32)
     other = add.inputs[1] if add.inputs[0] is out else add.inputs[0]
-    if not _is_const(other):
-        return None, None
-    values = np.asarray(other.values, np.float32)
-    if values.size not in (1, size) or (values.size == size and values.shape[-1] != size):
-        return None, None
-    return add, np.broadcast_to(values.reshape(-1), (size,)).copy()
+    values = np.asarray(other.values, np.float32) if _is_const(other) else None
+    if values is None or values.size not in (1, size) or (values.size == size and values.shape[-1] != size):
+        return out, np.zeros(size, np.float32)
+    result = add.outputs[0]
+    add.inputs.clear()
+    add.outputs.clear()
+    return result, np.broadcast_to(values.reshape(-1), (size,)).copy()
 
 
 def _token_wise_dense(graph: gs.Graph, node: gs.Node, x, w) -> None:
     rank = len(x.shape)
     k, m = w.values.shape
-    out = node.outputs[0]
-    add, bias = _bias_add(graph, out, m)
-    if add is not None:
-        out = add.outputs[0]
-        add.inputs.clear()
-        add.outputs.clear()
+    out, bias = _take_bias_add(graph, node.outputs[0], m)
     forward = [0, rank - 1] + list(range(1, rank - 1))           # (N, …, K) -> (N, K, …)
     back = [0] + list(range(2, rank)) + [1]                       # (N, M, …) -> (N, …, M)
     moved = gs.Variable(f"{node.name}/features_first", dtype=np.float32)
@@ -283,7 +271,7 @@ def _token_wise_dense(graph: gs.Graph, node: gs.Node, x, w) -> None:
         gs.Node("Transpose", f"{node.name}/to_channels", attrs={"perm": forward}, inputs=[x], outputs=[moved]),
         gs.Node("Conv", node.name, attrs={"kernel_shape": [1] * (rank - 2)},
                 inputs=[moved, _const(node, "weight", weight),
-                        _const(node, "bias", bias if bias is not None else np.zeros(m, np.float32))],
+                        _const(node, "bias", bias)],
                 outputs=[conv_out]),
         gs.Node("Transpose", f"{node.name}/to_tokens", attrs={"perm": back}, inputs=[conv_out], outputs=[out])]
     node.inputs.clear()

@@ -93,15 +93,15 @@ def _initializer(node, ctx, name: Optional[str], what: str) -> Optional[torch.Te
     return torch.from_numpy(np.array(value, np.float32))
 
 
-def _neuron(node, ctx):
-    """IF neurons with the node's attributes; a per-neuron v_init from its second input, an input
-    offset from its third (unless the lowering added it to a bias upstream: ``ctx.bias``)."""
+def _neuron(node, ctx, kind=IFNeuron, **extra):
+    """IF neurons (``kind``) with the node's attributes; a per-neuron v_init from its second input,
+    an input offset from its third (unless the lowering added it to a bias upstream: ``ctx.bias``)."""
     a = ctx.view.attrs(node)
     v_init_map = _initializer(node, ctx, v_init_input(node), "v_init")
     offset = None if node.name in ctx.folded.neurons else _initializer(node, ctx, offset_input(node), "offset")
     v_reset = None if a.get("reset", "subtract") == "subtract" else float(a.get("v_reset", 0.0))
-    return IFNeuron(v_threshold=a.get("threshold", 1.0), v_reset=v_reset, v_init=a.get("v_init", 0.0),
-                    v_init_map=v_init_map, input_offset=offset)
+    return kind(v_threshold=a.get("threshold", 1.0), v_reset=v_reset, v_init=a.get("v_init", 0.0),
+                v_init_map=v_init_map, input_offset=offset, **extra)
 
 
 @lowers("IF")
@@ -115,9 +115,7 @@ def lower_signed_if(node, ctx):
     if ctx.ann:
         module = Function(partial(F.leaky_relu, negative_slope=a["alpha"]), f"leaky_relu {a['alpha']}")
     else:
-        base = _neuron(node, ctx)
-        module = SignedIFNeuron(a["alpha"], v_threshold=base.v_threshold, v_reset=base.v_reset, v_init=base.v_init,
-                                v_init_map=base.v_init_map, input_offset=base.input_offset)
+        module = _neuron(node, ctx, SignedIFNeuron, alpha=a["alpha"])
     ctx.add(node, module, [node.input[0]], node.output[0])
 
 
