@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--v-init", type=float, help="initial membrane potential / threshold (default 0.5; the seed used 0)")
     g.add_argument("--poisson", action="store_true", help="Poisson spike input (inputs must lie in [0, 1])")
     g.add_argument("--signed-spikes", action="store_true",
-                   help="LeakyReLU as signed IF neurons: +1/-1 spikes, negative threshold = threshold / slope "
-                        "(Spiking-YOLO); without it LeakyReLU is refused")
+                   help="LeakyReLU and PReLU as signed IF neurons: +1/-1 spikes, negative threshold = threshold / slope "
+                        "(Spiking-YOLO); without it they are refused")
     g.add_argument("--output", choices=["auto", "spikes", "membrane"],
                    help="classify by output spike counts or membrane potential; auto (default): whichever agrees "
                         "best with the ANN on held-back calibration images, with the readout delay")

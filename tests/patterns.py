@@ -393,9 +393,28 @@ def leaky_relu_cnn():
     return model(nodes, inits, (2, 6, 6)), (2, 6, 6)
 
 
+def prelu_cnn():
+    """PReLU with a slope per channel (with --signed-spikes): x(2,6,6) -> Conv(4) -> BN -> PRelu
+    (slope (4,1,1)) -> AveragePool 2 -> Conv(3) -> PRelu (slope (1,3,1,1), a batch axis) -> GAP -> head"""
+    r = rng(25)
+    nodes = [node("Conv", ["x", "w0", "b0"], ["c0"], "conv0", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("BatchNormalization", ["c0", "bn.gamma", "bn.beta", "bn.mean", "bn.var"], ["n0"], "bn0"),
+             node("PRelu", ["n0", "slope0"], ["l0"], "prelu0"),
+             node("AveragePool", ["l0"], ["p0"], "pool0", kernel_shape=[2, 2], strides=[2, 2]),
+             node("Conv", ["p0", "w1", "b1"], ["c1"], "conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             node("PRelu", ["c1", "slope1"], ["l1"], "prelu1"),
+             node("GlobalAveragePool", ["l1"], ["g"], "gap")]
+    inits = [init("w0", r.normal(0, 0.5, (4, 2, 3, 3))), init("b0", r.normal(0, 0.2, 4)), *bn_params("bn", 4, r),
+             init("slope0", np.array([0.05, 0.1, 0.25, 0.5]).reshape(4, 1, 1)),
+             init("w1", r.normal(0, 0.5, (3, 4, 3, 3))), init("b1", r.normal(0, 0.2, 3)),
+             init("slope1", np.array([0.3, 0.1, 0.2]).reshape(1, 3, 1, 1))]
+    head(r, "g", 3, inits, nodes)
+    return model(nodes, inits, (2, 6, 6)), (2, 6, 6)
+
+
 PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
                                     input_normalisation_bn_first, residual_blocks, nhwc_transpose,
                                     squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div,
                                     keras_flatten_shape_subgraph, mobilenet_v2_block, channel_split_shuffle,
                                     gather_channels_and_token, nearest_upsample_skip, upsample_opset9,
-                                    conv_transpose_decoder, token_mixer, leaky_relu_cnn)}
+                                    conv_transpose_decoder, token_mixer, leaky_relu_cnn, prelu_cnn)}

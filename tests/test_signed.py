@@ -63,7 +63,7 @@ def test_nir_export_refuses_signed_neurons_naming_them(tmp_path):
         export_nir(conv.snn_model, str(tmp_path / "m.nir"))
 
 
-def test_a_prelu_with_one_slope_converts_as_a_leaky_relu_and_one_per_channel_is_refused():
+def test_a_prelu_with_one_slope_converts_as_a_leaky_relu_and_one_per_channel_as_prelu_neurons():
     from onnx import helper
     import graphs
     from patterns import f32
@@ -82,5 +82,33 @@ def test_a_prelu_with_one_slope_converts_as_a_leaky_relu_and_one_per_channel_is_
     conv = convert(net([0.25]), x, cfg)
     node = next(n for n in conv.snn_model.graph.node if n.op_type == "SignedIF")
     assert {a.name: a.f for a in node.attribute}["alpha"] == pytest.approx(0.25)
-    with pytest.raises(Onnx2SnnError, match=r"prelu \(PRelu\): a learned negative slope per channel"):
-        convert(net([0.1, 0.2, 0.3]), x, cfg)
+    conv = convert(net([0.1, 0.2, 0.3]), x, cfg)
+    node = next(n for n in conv.snn_model.graph.node if n.op_type == "PReluIF")
+    assert node.input[3] == "slope" and conv.verification.agreement == 1.0
+    neuron = conv.network.neuron_layers()["prelu"]
+    np.testing.assert_allclose(neuron.negative_threshold().reshape(-1), 1 / np.array([0.1, 0.2, 0.3]), rtol=1e-6)
+    with pytest.raises(Onnx2SnnError, match=r"prelu \(PRelu\): slope -0.2..0.3: signed neurons need finite slopes > 0"):
+        convert(net([0.1, -0.2, 0.3]), x, cfg)
+    with pytest.raises(Onnx2SnnError, match=r"prelu \(PRelu\):.*--signed-spikes"):
+        convert(net([0.1, 0.2, 0.3]), x)
+
+
+def test_prelu_neurons_fire_minus_one_at_their_channel_threshold_and_reload_identically(tmp_path):
+    """A constant input −z in channel c gives −1 spikes at rate slope[c]·z/θ (each channel its own
+    negative threshold); the file's PReluIF node reloads as the same network."""
+    from onnx2snn.snn.neurons import SignedIFNeuron
+    slope = torch.tensor([0.1, 0.5]).reshape(2, 1, 1)
+    neuron = SignedIFNeuron(slope_map=slope)
+    z = torch.full((1, 2, 1, 1), -0.8)
+    rates = neuron(z, 400, static=True).mean(0).reshape(-1)
+    np.testing.assert_allclose(rates.numpy(), [-0.08, -0.4], atol=0.01)
+    m, shape = PATTERNS["prelu_cnn"]()
+    x = np.random.default_rng(1).uniform(0, 1, size=(30, *shape)).astype(np.float32)
+    cfg = Config()
+    cfg.simulation.T, cfg.simulation.signed_spikes = 16, True
+    conv = convert(m, x, cfg)
+    assert [n.op_type for n in conv.snn_model.graph.node if n.name.startswith("prelu")] == ["PReluIF"] * 2
+    path = str(tmp_path / "m.snn.onnx")
+    conv.save(path)
+    np.testing.assert_array_equal(load(path).simulate(x, 16, device="cpu").outputs,
+                                  conv.network.simulate(x, 16, device="cpu").outputs)

@@ -68,8 +68,6 @@ ADVICE = {
     "Gelu": "not rate-codable with IF neurons; retrain with ReLU",
     "HardSigmoid": "not rate-codable with IF neurons; retrain with ReLU",
     "BatchNormalization": "BatchNormalization whose input shape is unknown; export with static shapes",
-    "PRelu": "a learned negative slope per channel is not supported yet (one slope, as nn.PReLU() learns, "
-             "converts with --signed-spikes); retrain with ReLU or LeakyReLU",
     "Softmax": "Softmax is only supported at the graph output (where it is dropped and applies to the readout)",
     "LogSoftmax": "LogSoftmax is only supported at the graph output (where it is dropped and applies to the readout)",
     "MatMul": "MatMul is supported only as a dense layer: an activation times a constant 2-D weight (a MatMul "
@@ -111,6 +109,8 @@ def unsupported_reason(node: onnx.NodeProto, view: GraphView) -> Optional[str]:
     return r.check(node, view) if r.check else None
 
 
+SIGNED_ACTIVATIONS = ("LeakyRelu", "PRelu")     # ANN ops that convert only with signed neurons
+SIGNED_NEURONS = ("SignedIF", "PReluIF")        # their spiking-graph nodes: spikes may be -1
 SIGNED_ADVICE = ("a negative slope needs signed spikes (+1/-1, a threshold divided by the slope on the negative "
                  "side): convert with --signed-spikes (simulation.signed_spikes), or retrain with ReLU")
 
@@ -119,7 +119,7 @@ def unsupported_nodes(view: GraphView, signed: bool = True) -> List[Tuple[onnx.N
     """Every node that cannot be converted, with the reason; ``signed``: whether signed neurons
     were asked for (LeakyRelu converts only then)."""
     return [(node, reason) for node in view.nodes
-            if node.op_type != "Constant" and (reason := (SIGNED_ADVICE if node.op_type == "LeakyRelu" and not signed
+            if node.op_type != "Constant" and (reason := (SIGNED_ADVICE if node.op_type in SIGNED_ACTIVATIONS and not signed
                                                           else unsupported_reason(node, view)))]
 
 
@@ -398,6 +398,37 @@ def _check_signed_if(node, view):
     return _check_slope(node, view) or _check_neuron(node, view)
 
 
+def prelu_slope(node, view) -> Optional[np.ndarray]:
+    """A PRelu's (or PReluIF's) constant slope, shaped (C, 1, ...) to broadcast over one sample, or
+    None. (Its last input: PRelu(X, slope), PReluIF(X, v_init_map, offset, slope).)"""
+    slope = view.const(node.input[-1]) if len(node.input) > 1 else None
+    shape = view.sample_shape(node.input[0])
+    while slope is not None and slope.ndim > 1 and slope.shape[0] == 1 and shape and slope.ndim > len(shape):
+        slope = slope[0]                                    # a leading batch axis of 1
+    if slope is None or shape is None or slope.ndim > len(shape):
+        return None
+    full = np.ones(len(shape), dtype=int)
+    full[len(shape) - slope.ndim:] = slope.shape
+    if any(d != 1 for i, d in enumerate(full) if i != 0) or full[0] not in (1, shape[0]):
+        return None                 # a slope that varies along a spatial axis is not per channel
+    return np.broadcast_to(slope.reshape(full), (shape[0], *[1] * (len(shape) - 1))).astype(np.float32)
+
+
+def _check_prelu(node, view):
+    slope = prelu_slope(node, view)
+    if slope is None:
+        return ("PRelu needs a constant slope, one per channel (axis 1) or one for all, and a known input "
+                "shape")
+    if not (np.isfinite(slope).all() and (slope > 0).all()):
+        return (f"slope {float(slope.min()):g}..{float(slope.max()):g}: signed neurons need finite slopes > 0 "
+                "(their negative threshold is θ/slope)")
+    return None
+
+
+def _check_prelu_if(node, view):
+    return _check_prelu(node, view) or _check_neuron(node, view)
+
+
 # In a spiking graph a ReLU or Clip is left only where its input is spikes already: the identity.
 rule("Relu", "preserve", "neuron", keeps_spikes=True)
 rule("Clip", "preserve", "neuron", check=_check_clip, keeps_spikes=True)
@@ -406,6 +437,10 @@ rule("Clip", "preserve", "neuron", check=_check_clip, keeps_spikes=True)
 rule("LeakyRelu", "preserve", "neuron", check=_check_slope, keeps_spikes=True)
 rule("IF", "preserve", "spiking", check=_check_neuron, keeps_spikes=True)
 rule("SignedIF", "preserve", "spiking", check=_check_signed_if, keeps_spikes=True)
+# PReLU, a slope per channel: positively homogeneous per channel, so per-channel scales pass too;
+# ``PReluIF`` neurons, a negative threshold per channel.
+rule("PRelu", "preserve", "neuron", check=_check_prelu, keeps_spikes=True)
+rule("PReluIF", "preserve", "spiking", check=_check_prelu_if, keeps_spikes=True)
 rule("ClipIF", "preserve", "spiking", check=_check_neuron, keeps_spikes=True)
 rule("Readout", "preserve", "spiking", check=_check_readout)
 

@@ -280,7 +280,7 @@ def _token_wise_dense(graph: gs.Graph, node: gs.Node, x, w) -> None:
 
 def prelu_to_leaky_relu(graph: gs.Graph) -> gs.Graph:
     """A PRelu whose learned slope is one constant (``nn.PReLU()``'s default) is a LeakyRelu with that
-    slope, which signed neurons convert (--signed-spikes). A slope per channel stays (refused)."""
+    slope, which signed neurons convert (--signed-spikes). A slope per channel stays: PReluIF neurons."""
     for node in [n for n in graph.nodes if n.op == "PRelu"]:
         slope = node.inputs[1]
         if not _is_const(slope) or np.unique(np.asarray(slope.values)).size != 1:

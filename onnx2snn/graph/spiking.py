@@ -43,7 +43,7 @@ import onnx
 from onnx import helper
 
 from ..options import SpikingOptions
-from .ops import (NEURON_OPS, RULES, SUBSAMPLING, bias_of, clip_bounds, keeps_spikes, out_channels,
+from .ops import (NEURON_OPS, RULES, SIGNED_NEURONS, SUBSAMPLING, bias_of, clip_bounds, keeps_spikes, out_channels,
                   passes_channel_offset, pool_arguments)
 from .view import GraphView, downstream_of
 
@@ -124,7 +124,7 @@ def to_spiking(model: onnx.ModelProto, options: Optional[SpikingOptions] = None)
         if op in neuron_ops and (data[0] not in spikes or data[0] in signed):
             nodes.append(_if_node(node, view, neuron))
             spikes.add(node.output[0])
-            if nodes[-1].op_type == "SignedIF":
+            if nodes[-1].op_type in SIGNED_NEURONS:
                 signed.add(node.output[0])
         elif op in neuron_ops:
             nodes.append(node)                      # on spikes (≥ 0, ≤ 1): the identity
@@ -207,6 +207,9 @@ def _if_node(node: onnx.NodeProto, view: GraphView, neuron: dict) -> onnx.NodePr
     if node.op_type == "LeakyRelu":
         attrs["alpha"] = float(view.attrs(node).get("alpha", 0.01))
         return _replace(node, "SignedIF", inputs, [node.output[0]], attrs)
+    if node.op_type == "PRelu":             # the slope, an initializer, stays its last input
+        inputs = (inputs + ["", ""])[:3] + [node.input[1]]
+        return _replace(node, "PReluIF", inputs, [node.output[0]], attrs)
     if node.op_type == "Clip":
         _, hi, _ = clip_bounds(node, view)
         if hi is not None:
@@ -301,6 +304,13 @@ def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
                              "-threshold/alpha; reset by subtraction takes threshold off after +1 and adds "
                              "threshold/alpha after -1 (or sets v_reset). The signed spike rate stands for the "
                              "body's LeakyRelu(alpha) of X; the body ignores v_init_map and offset.", opset))
+    if "PReluIF" in used:
+        out.append(_function("PReluIF", NEURON_INPUTS + ["slope"],
+                             [helper.make_node("PRelu", ["X", "slope"], ["Y"])], neuron_attrs,
+                             "Signed integrate-and-fire neurons as SignedIF, with a negative slope per channel "
+                             "(a PReLU's): +1 when v >= threshold, -1 when v <= -threshold/slope[c]. The signed "
+                             "spike rate stands for the body's PRelu(X, slope); the body ignores v_init_map and "
+                             "offset.", opset))
     if "SpikeMaxPool" in used:
         pool = helper.make_node("MaxPool", ["X"], ["Y"])
         kinds = dict(kernel_shape=onnx.AttributeProto.INTS, strides=onnx.AttributeProto.INTS,

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import Onnx2SnnError
-from ..graph.ops import (SELECTIONS, clip_bounds, conv_arguments, conv_transpose_arguments, pad_arguments,
+from ..graph.ops import (SELECTIONS, clip_bounds, prelu_slope, conv_arguments, conv_transpose_arguments, pad_arguments,
                          pool_arguments, reduce_axes, reshape_target, resize_linear_maps, resize_mode, transpose_perm)
 from ..graph.spiking import offset_input, v_init_input
 from ..snn.neurons import IFNeuron, MembraneReadout, SignedIFNeuron
@@ -117,6 +117,28 @@ def lower_signed_if(node, ctx):
     else:
         module = _neuron(node, ctx, SignedIFNeuron, alpha=a["alpha"])
     ctx.add(node, module, [node.input[0]], node.output[0])
+
+
+@lowers("PReluIF")
+def lower_prelu_if(node, ctx):
+    slope = torch.from_numpy(np.ascontiguousarray(prelu_slope(node, ctx.view)))
+    if ctx.ann:
+        module = Function(partial(_prelu, slope=slope), f"prelu, slope per channel ({slope.numel()})")
+    else:
+        module = _neuron(node, ctx, SignedIFNeuron, slope_map=slope)
+    ctx.add(node, module, [node.input[0]], node.output[0])
+
+
+@lowers("PRelu")
+def lower_prelu(node, ctx):
+    # Left in a spiking graph only where its input is spikes already (as LeakyRelu).
+    slope = torch.from_numpy(np.ascontiguousarray(prelu_slope(node, ctx.view)))
+    ctx.add(node, Function(partial(_prelu, slope=slope), f"prelu, slope per channel ({slope.numel()})"),
+            [node.input[0]], node.output[0])
+
+
+def _prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    return torch.where(x >= 0, x, x * slope.to(x.device, x.dtype))
 
 
 @lowers("LeakyRelu")

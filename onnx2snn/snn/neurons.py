@@ -189,7 +189,7 @@ class IFNeuron(nn.Module):
 
 
 class SignedIFNeuron(IFNeuron):
-    """Signed IF neurons standing for LeakyReLU(alpha), with Spiking-YOLO's imbalanced threshold
+    """Signed IF neurons standing for LeakyReLU(alpha) or PReLU (a slope per channel), with Spiking-YOLO's imbalanced threshold
     (Kim et al., AAAI 2020): +1 spikes at threshold θ, −1 spikes at θ/alpha. Each sign has its own
     membrane potential — v integrates z and fires +1 at θ, v_neg integrates −z and fires −1 at
     θ/alpha, both reset by subtraction (or set to ``v_reset``·their threshold) and both start at
@@ -200,9 +200,19 @@ class SignedIFNeuron(IFNeuron):
     once before it was replaced — these by up to 0.019, in the second layer.) The
     plain torch loop (no fused kernel); spike counts count |spikes|."""
 
-    def __init__(self, alpha: float = 0.01, **kwargs):
+    def __init__(self, alpha: float = 0.01, slope_map: Optional[torch.Tensor] = None, **kwargs):
+        """``alpha``: the negative slope; ``slope_map``: one slope per channel instead (a PRelu's,
+        shaped to broadcast over one sample, e.g. (C, 1, 1))."""
         super().__init__(**kwargs)
         self.alpha = float(alpha)
+        self.register_buffer("slope_map", None if slope_map is None else
+                             torch.as_tensor(slope_map, dtype=torch.float32))
+
+    def negative_threshold(self):
+        """θ/alpha: a number, or a tensor that broadcasts over one step's [B, C, ...] (per channel)."""
+        if self.slope_map is None:
+            return self.v_threshold / self.alpha
+        return self.v_threshold / self.slope_map
 
     def reset(self) -> None:
         super().reset()
@@ -227,9 +237,13 @@ class SignedIFNeuron(IFNeuron):
         return counts
 
     def _signed_loop(self, z, out, counts, n_steps: int, static: bool) -> None:
-        v, theta, negative = self.v, self.v_threshold, self.v_threshold / self.alpha
+        v, theta, negative = self.v, self.v_threshold, self.negative_threshold()
         if self.v_neg is None:
             self.v_neg = v * (negative / theta)          # v_init of its own threshold (or the per-neuron map)
+        per_channel = torch.is_tensor(negative)
+        if per_channel:
+            negative = negative.to(device=v.device, dtype=v.dtype)
+            negative_reset = None if self.v_reset is None else (self.v_reset * negative).expand_as(v)
         w = self.v_neg
         for t in range(n_steps):
             current = z if static else z[t]
@@ -241,7 +255,10 @@ class SignedIFNeuron(IFNeuron):
                 w.sub_(down.to(v.dtype) * negative)
             else:
                 v.masked_fill_(up, self.v_reset * theta)
-                w.masked_fill_(down, self.v_reset * negative)
+                if per_channel:
+                    torch.where(down, negative_reset, w, out=w)
+                else:
+                    w.masked_fill_(down, self.v_reset * negative)
             spikes = up.to(z.dtype) - down.to(z.dtype)
             if out is not None:
                 out[t] = spikes
@@ -249,6 +266,10 @@ class SignedIFNeuron(IFNeuron):
                 counts.add_(spikes)
 
     def extra_repr(self) -> str:
+        if self.slope_map is not None:
+            s = self.slope_map
+            return (f"slope per channel ({s.numel()}: {float(s.min()):g}..{float(s.max()):g}; negative threshold "
+                    f"threshold/slope), " + super().extra_repr())
         return f"alpha={self.alpha:g} (negative threshold {self.v_threshold / self.alpha:g}), " + super().extra_repr()
 
 
