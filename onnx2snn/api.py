@@ -139,6 +139,8 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
         # the readout is chosen by agreement with the ANN's decisions, on the task the output suggests
         task = (tasks.infer_task(info.output_shape or (info.classes or 1,), None, len(x_fit), head, config.task)
                 if config.simulation.output == "auto" else None)
+        if task is not None and task.kind == "regression":
+            task = None       # no decisions to agree on: the membrane readout (signed), no delay
         edited, report = calibrate_snn(edited, info, plan, x_fit, x_hold, calibration_options, task)
         timings["snn_calibration"] = time.perf_counter() - t
 

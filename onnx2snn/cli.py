@@ -59,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval", metavar="DATA", nargs="+",
                    help="evaluation data: an .npz with x and y, a folder with x.npy and y.npy, the two .npy files "
                         "X Y (memory-mapped, streamed per batch), or X.npy alone (the SNN's agreement with the "
-                        "ANN); y: class labels (N,), 0/1 multi-label targets (N, K) or class maps (N, H, W) for a "
-                        "(C, H, W) output; reports ANN vs SNN metric after every step")
-    p.add_argument("--task", choices=["classification", "multilabel", "segmentation"],
+                        "ANN); y: class labels (N,), 0/1 multi-label targets (N, K), class maps (N, H, W) for a "
+                        "(C, H, W) output, or float targets shaped as the output (regression: relative L2 error); "
+                        "reports ANN vs SNN metric after every step")
+    p.add_argument("--task", choices=["classification", "multilabel", "segmentation", "regression"],
                    help="what the output means (default: from the label and output shapes and the output head)")
     p.add_argument("-T", "--timesteps", type=int, help="simulation time steps (default 100)")
     p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
@@ -167,17 +168,19 @@ class LiveAccuracy:
     """The progress bar's callback: images done, and the SNN's accuracy so far at the final T (the
     seed printed it as it went, so that a long run can be stopped early)."""
 
-    def __init__(self, bar):
-        self.bar, self.done, self.correct = bar, 0, 0
+    def __init__(self, bar, name: str = "acc"):
+        self.bar, self.done, self.correct, self.name = bar, 0, 0, name
 
     def __call__(self, n: int, correct) -> None:
         self.done += n
         if correct is not None:
             self.correct += correct
-            self.bar.set_postfix_str(f"SNN acc {100 * self.correct / self.done:.2f} %", refresh=False)
+            self.bar.set_postfix_str(f"SNN {self.name} {100 * self.correct / self.done:.2f} %", refresh=False)
         self.bar.update(n)
 
 
+PROGRESS_NAME = {"classification": "acc", "multilabel": "label acc", "segmentation": "pixel acc",
+                 "regression": "rel. L2"}
 LONG_RUN = 1e12   # element-steps above which the CLI says how much work a simulation is (hours on a CPU)
 
 
@@ -384,7 +387,7 @@ def evaluate(a: argparse.Namespace, conv, labelled, rep: dict, shard):
     t = time.perf_counter()
     try:
         result = api.simulate(conv.network, x, y, config=cfg, record_rates=True,
-                              progress=LiveAccuracy(bar) if bar else None, shard=shard, task=task)
+                              progress=LiveAccuracy(bar, PROGRESS_NAME[task.kind]) if bar else None, shard=shard, task=task)
     finally:
         if bar:
             bar.close()
@@ -433,7 +436,8 @@ def write_outputs(a: argparse.Namespace, conv, rep: dict, out_dir: str, nir_name
         if result is not None:
             try:
                 written += plots.write_plots(tmp, result.accuracy_per_step, ann, result.firing_rates, model_stem(a.model),
-                                             rep.get("metric", "accuracy").replace("_", " "))
+                                             rep.get("metric", "accuracy").replace("_", " "),
+                                             lower_is_better=result.task is not None and result.task.lower_is_better)
             except ImportError:
                 print("note: no plots (matplotlib is not installed: pip install 'onnx2snn[plot]')")
         umask = os.umask(0)

@@ -171,8 +171,8 @@ class Config:
         _check(_is_int(self.seed) and 0 <= self.seed < 2 ** 63, "seed", self.seed, "an integer in [0, 2**63)")
         _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.device is None or isinstance(self.device, str), "device", self.device, 'null or a device such as "cpu"')
-        _check(self.task in (None, "classification", "multilabel", "segmentation"), "task", self.task,
-               'null, "classification", "multilabel" or "segmentation"')
+        _check(self.task in (None, "classification", "multilabel", "segmentation", "regression"), "task", self.task,
+               'null, "classification", "multilabel", "segmentation" or "regression"')
         return self
 
     @property

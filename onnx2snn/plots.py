@@ -13,7 +13,8 @@ RATES_PNG = "firing_rates.png"
 
 
 def write_plots(folder: str, accuracy_per_step: Sequence[float], ann_accuracy: float,
-                firing_rates: Dict[str, float], title: str, metric: str = "accuracy") -> List[str]:
+                firing_rates: Dict[str, float], title: str, metric: str = "accuracy",
+                lower_is_better: bool = False) -> List[str]:
     """Write both figures into ``folder``; returns their file names."""
     import matplotlib
     matplotlib.use("Agg")            # files only: no display needed
@@ -25,10 +26,13 @@ def write_plots(folder: str, accuracy_per_step: Sequence[float], ann_accuracy: f
     ax.axhline(100 * ann_accuracy, label=f"ANN {100 * ann_accuracy:.2f} %", color="tab:gray", linestyle="--")
     ax.set(xlabel="time steps T", ylabel=f"{metric} (%)", title=f"{title}: {metric} after each time step")
     late = list(accuracy_per_step)[len(accuracy_per_step) // 4:] or list(accuracy_per_step)
-    low = min(100 * min(late), 100 * ann_accuracy)
-    ax.set_ylim(max(0.0, low - 2), min(100.0, 100 * max(max(accuracy_per_step), ann_accuracy) + 1))
+    if lower_is_better:              # an error (regression): from 0 to the late steps' worst
+        ax.set_ylim(0.0, 100 * max(max(late), ann_accuracy) * 1.1 + 1)
+    else:
+        low = min(100 * min(late), 100 * ann_accuracy)
+        ax.set_ylim(max(0.0, low - 2), min(100.0, 100 * max(max(accuracy_per_step), ann_accuracy) + 1))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper right" if lower_is_better else "lower right")
     fig.tight_layout()
     fig.savefig(os.path.join(folder, ACCURACY_PNG))
     plt.close(fig)

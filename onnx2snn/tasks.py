@@ -8,15 +8,22 @@ task               labels ``y`` (per sample)            output (per sample)     
 classification     an integer class                     (K,)                    accuracy (argmax)
 multilabel         K values in {0, 1}                   (K,)                    mean label accuracy
 segmentation       an (H, W) class map                  (C, H, W)               pixel accuracy, mean IoU
+regression         the output's values (floats)         any                     relative L2 error
 =================  ===================================  ======================  ==========================
 
 Without labels (``--eval X.npy`` alone) the ANN's own decisions are the labels: the metric is then
-the SNN's agreement with the ANN (its argmax, its label decisions, its class map). A multi-label
+the SNN's agreement with the ANN (its argmax, its label decisions, its class map), or, for an output
+that makes no class decision (one feature or channel, or a dense map under a Sigmoid/Tanh head: an
+autoencoder, a regression), the relative L2 error ‖ŷ − y‖/‖y‖ of the SNN's output estimate against
+the ANN's output — lower is better, the one metric here that is. The SNN's estimate after step t is
+its membrane readout averaged over the steps counted so far, times the output scale, with the
+dropped head applied (``snn/network.py``). A multi-label
 decision is "logit > 0" — the output before the Sigmoid head the conversion dropped (so "> 0.5"
 after it) — which a membrane readout can state; spike counts cannot go below 0.
 
 Counts are what add up over batches and ranks: correct decisions per step (classification,
-multilabel) or a per-step confusion matrix (segmentation), turned into metrics by
+multilabel), a per-step confusion matrix (segmentation) or per-step sums of squared error and of
+squared targets (regression), turned into metrics by
 ``metrics_from_counts``. Torch-free.
 """
 from __future__ import annotations
@@ -28,8 +35,10 @@ import numpy as np
 
 from .errors import Onnx2SnnError
 
-TASKS = ("classification", "multilabel", "segmentation")
-HEADLINE = {"classification": "accuracy", "multilabel": "label_accuracy", "segmentation": "mean_iou"}
+TASKS = ("classification", "multilabel", "segmentation", "regression")
+HEADLINE = {"classification": "accuracy", "multilabel": "label_accuracy", "segmentation": "mean_iou",
+            "regression": "relative_l2"}
+BOUNDED = ("Sigmoid", "Tanh")      # heads that make an output a score per label, or a dense bounded map
 # decision threshold on the original model's output, by the head the conversion dropped
 HEAD_THRESHOLD = {"Sigmoid": 0.5}
 
@@ -48,26 +57,36 @@ class Task:
     def metric(self) -> str:
         return HEADLINE[self.kind]
 
+    @property
+    def lower_is_better(self) -> bool:
+        return self.kind == "regression"
+
     def describe(self) -> str:
-        what = {"accuracy": "accuracy", "label_accuracy": "mean label accuracy", "mean_iou": "mean IoU"}[self.metric]
-        return f"{what} (agreement with the ANN)" if self.agreement else what
+        what = {"accuracy": "accuracy", "label_accuracy": "mean label accuracy", "mean_iou": "mean IoU",
+                "relative_l2": "relative L2 error"}[self.metric]
+        if self.agreement:
+            return f"{what} against the ANN's output" if self.lower_is_better else f"{what} (agreement with the ANN)"
+        return what
 
 
 def infer_task(output_shape: Sequence[int], labels: Optional[np.ndarray], n: int, head: Optional[str] = None,
                override: Optional[str] = None, where: str = "the evaluation labels") -> Task:
     """The task of an evaluation from the shapes (``override``: --task). ``labels`` None: agreement
     with the ANN, on the task the output's shape and head suggest (a Sigmoid or Tanh head:
-    multilabel; a (C, H, W) output: segmentation; else classification)."""
+    multilabel; (K,) with K >= 2: classification; (C, ...) with C >= 2: segmentation; else —
+    one feature or channel, a dense map under a Sigmoid/Tanh head — regression)."""
     out = tuple(int(d) for d in output_shape)
     if override is not None and override not in TASKS:
         raise Onnx2SnnError(f"--task {override!r}: expected one of {', '.join(TASKS)}")
     if labels is None:
-        kind = override or ("multilabel" if head in ("Sigmoid", "Tanh") else
-                            "segmentation" if len(out) == 3 else "classification")
+        kind = override or _kind_of_output(out, head)
         return _checked(Task(kind, out, agreement=True), None, n, where)
     per_sample = tuple(labels.shape[1:])
     if override:
         kind = override
+    elif per_sample == out and np.issubdtype(labels.dtype, np.floating) and (
+            len(out) != 1 or not np.isin(np.unique(labels), (0, 1)).all()):
+        kind = "regression"             # values, not 0/1 targets per label
     elif per_sample == () and len(labels) == n:
         kind = "classification"
     elif len(out) >= 2 and per_sample == out[1:]:
@@ -77,8 +96,18 @@ def infer_task(output_shape: Sequence[int], labels: Optional[np.ndarray], n: int
     else:
         raise Onnx2SnnError(f"{where} have shape {tuple(labels.shape)}, which fits no task for a model output of "
                             f"per-sample shape {out}: expected ({n},) class labels, ({n}, {', '.join(map(str, out))}) "
-                            f"0/1 labels (multi-label), or ({n}, H, W) class maps for a (C, H, W) output")
+                            f"0/1 labels (multi-label) or float targets (regression), or ({n}, H, W) class "
+                            f"maps for a (C, H, W) output")
     return _checked(Task(kind, out), labels, n, where)
+
+
+def _kind_of_output(out: Tuple[int, ...], head: Optional[str]) -> str:
+    """The task an output's shape and head suggest, when no labels say."""
+    if len(out) == 1 and head in BOUNDED:
+        return "multilabel"
+    if out and out[0] >= 2 and head not in BOUNDED:
+        return "classification" if len(out) == 1 else "segmentation"
+    return "regression"
 
 
 def _checked(task: Task, labels: Optional[np.ndarray], n: int, where: str) -> Task:
@@ -89,10 +118,14 @@ def _checked(task: Task, labels: Optional[np.ndarray], n: int, where: str) -> Ta
         raise Onnx2SnnError(f"{task.kind} needs a (K,) model output; this one is per sample {out}")
     if labels is None:
         return task
-    expected = {"classification": (n,), "multilabel": (n, *out), "segmentation": (n, *out[1:])}[task.kind]
+    expected = {"classification": (n,), "multilabel": (n, *out), "segmentation": (n, *out[1:]),
+                "regression": (n, *out)}[task.kind]
     if tuple(labels.shape) != expected:
         raise Onnx2SnnError(f"{where} have shape {tuple(labels.shape)}; {task.kind} of this model expects {expected}")
-    if task.kind == "multilabel":
+    if task.kind == "regression":
+        if not np.issubdtype(labels.dtype, np.number) or not np.isfinite(labels).all():
+            raise Onnx2SnnError(f"{where}: regression targets must be finite numbers")
+    elif task.kind == "multilabel":
         if not np.isin(np.unique(np.asarray(labels)), (0, 1)).all():
             raise Onnx2SnnError(f"{where}: multi-label targets must be 0 or 1")
     else:
@@ -108,6 +141,8 @@ def decisions(outputs: np.ndarray, task: Task, head: Optional[str] = None) -> np
     """The decisions an output array (N, ...) makes: class per sample, 0/1 per label, class per
     pixel. ``head``: the op the original output ends with (Sigmoid: "> 0.5", else "> 0")."""
     outputs = np.asarray(outputs).reshape(len(outputs), *task.output_shape)
+    if task.kind == "regression":
+        return outputs.astype(np.float64)       # the values are the "decisions"
     if task.kind == "multilabel":
         return (outputs > HEAD_THRESHOLD.get(head, 0.0)).astype(np.int64)
     return outputs.argmax(1)
@@ -115,7 +150,11 @@ def decisions(outputs: np.ndarray, task: Task, head: Optional[str] = None) -> np
 
 def counts(predicted: np.ndarray, labels: np.ndarray, task: Task) -> np.ndarray:
     """What adds up over batches: correct decisions (classification, multilabel), or the C×C
-    confusion matrix (rows: label, columns: prediction) of a segmentation."""
+    confusion matrix (rows: label, columns: prediction) of a segmentation, or [Σ squared error,
+    Σ squared target] of a regression."""
+    if task.kind == "regression":
+        y = np.asarray(labels, np.float64).reshape(predicted.shape)
+        return np.array([np.sum((predicted - y) ** 2), np.sum(y ** 2)])
     if task.kind == "segmentation":
         c = task.classes
         return np.bincount((labels.reshape(-1) * c + predicted.reshape(-1)).astype(np.int64),
@@ -130,6 +169,8 @@ def metrics_from_counts(total: np.ndarray, n: int, task: Task) -> Dict[str, np.n
         return {"accuracy": total / max(1, n)}
     if task.kind == "multilabel":
         return {"label_accuracy": total / max(1, n * task.classes)}
+    if task.kind == "regression":
+        return {"relative_l2": np.sqrt(total[..., 0] / np.maximum(total[..., 1], np.finfo(np.float64).tiny))}
     diag = np.diagonal(total, axis1=-2, axis2=-1).astype(np.float64)
     union = total.sum(-1) + total.sum(-2) - diag
     present = union > 0

@@ -44,6 +44,15 @@ def test_the_task_follows_the_shapes_and_the_head():
     assert infer_task((3, 8, 8), None, 5).kind == "segmentation"
     with pytest.raises(Onnx2SnnError, match=r"shape \(5, 7\), which fits no task .* per-sample shape \(4,\)"):
         infer_task((4,), np.zeros((5, 7), np.int64), 5)
+    # outputs that make no class decision: one feature, a dense bounded map; float targets
+    assert infer_task((1,), None, 5) == Task("regression", (1,), agreement=True)
+    assert infer_task((1, 8, 8), None, 5, head="Sigmoid").kind == "regression"
+    assert infer_task((3, 8, 8), None, 5, head="Tanh").kind == "regression"
+    assert infer_task((4,), np.full((5, 4), 0.3), 5).kind == "regression"
+    assert infer_task((3, 8, 8), np.zeros((5, 3, 8, 8), np.float32), 5).kind == "regression"
+    assert infer_task((4,), np.ones((5, 4), np.float32), 5).kind == "multilabel"      # 0/1 floats: labels
+    with pytest.raises(Onnx2SnnError, match="regression targets must be finite"):
+        infer_task((2,), np.full((5, 2), np.nan), 5)
     with pytest.raises(Onnx2SnnError, match="multi-label targets must be 0 or 1"):
         infer_task((4,), np.full((5, 4), 2), 5)
     with pytest.raises(Onnx2SnnError, match=r"label 3 is outside the model's classes \[0, 3\)"):
@@ -79,6 +88,33 @@ def test_snn_counts_per_step_are_the_tasks_counts_of_its_readout():
     bits = np.random.default_rng(2).integers(0, 2, size=r.outputs.shape)
     r2 = conv.network.simulate(x, 10, bits, device="cpu", task=multi, batch_size=5)
     assert r2.correct_per_step[-1] == int(np.sum((r2.outputs > 0) == bits))
+
+
+def denoiser(seed=0):
+    """x(2,6,6) -> Conv(4) -> Relu -> Conv1x1(1) -> Sigmoid -> y (N, 1, 6, 6): a dense map, no classes."""
+    m = segmenter(seed, classes=1)
+    m.graph.node[-1].output[0] = "logits"
+    m.graph.node.append(helper.make_node("Sigmoid", ["logits"], ["y"], name="sigmoid"))
+    return m
+
+
+def test_regression_error_per_step_is_the_relative_l2_of_the_scaled_readout_under_its_head():
+    """The runtime's per-step sums are tasks.counts of sigmoid(readout / steps · output scale)."""
+    m = denoiser()
+    x = np.random.default_rng(0).uniform(0, 1, size=(30, 2, 6, 6)).astype(np.float32)
+    conv = convert(m, x, graphs.seed_config())
+    assert conv.network.output_head == "Sigmoid" and conv.network.output_scale != 1.0
+    from onnx2snn.calibrate import run
+    (y,) = run(m, "x", x, ["y"])
+    task = infer_task((1, 6, 6), None, len(x), "Sigmoid")
+    r = conv.network.simulate(x, 40, y, device="cpu", task=task, batch_size=7)
+    assert r.correct_per_step.shape == (40, 2)
+    estimate = 1 / (1 + np.exp(-r.outputs.astype(np.float64) / 40 * conv.network.output_scale))
+    np.testing.assert_allclose(r.correct_per_step[-1], counts(decisions(estimate, task), y, task), rtol=1e-9)
+    error = r.accuracy_per_step
+    assert error[-1] < 0.05 and error[-1] < error[0]
+    reloaded = load(conv.snn_model).simulate(x, 40, y, device="cpu", task=task)
+    assert reloaded.accuracy == pytest.approx(r.accuracy)
 
 
 @pytest.mark.parametrize("op", ["Sigmoid", "Tanh"])
@@ -148,6 +184,15 @@ def test_cli_without_labels_measures_agreement_with_the_ann(tmp_path, monkeypatc
     assert rep["agreement_with_ann"] is True and rep["task"] == "classification"
     assert rep["ann_accuracy"] == 1.0 and rep["snn_accuracy"] >= 0.7
     assert "accuracy (agreement with the ANN) after each time step" in capsys.readouterr().out
+
+
+def test_cli_regression_without_labels_reports_the_relative_l2_error(tmp_path, monkeypatch, capsys):
+    x = np.random.default_rng(0).uniform(0, 1, size=(120, 2, 6, 6)).astype(np.float32)
+    rep = _run(tmp_path, monkeypatch, denoiser(), x)
+    assert rep["task"] == "regression" and rep["metric"] == "relative_l2" and rep["agreement_with_ann"] is True
+    assert rep["ann_accuracy"] == 0.0 and rep["snn_accuracy"] < 0.05
+    assert rep["accuracy_per_step"][-1] < rep["accuracy_per_step"][0]
+    assert "relative L2 error against the ANN's output after each time step" in capsys.readouterr().out
 
 
 def test_labels_that_fit_no_task_are_one_line(tmp_path, monkeypatch, capsys):

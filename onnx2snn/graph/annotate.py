@@ -167,3 +167,9 @@ def format_scale(value) -> str:
 
 def read_metadata(model: onnx.ModelProto) -> dict:
     return {p.key: p.value for p in model.metadata_props}
+
+
+def output_scale(model: onnx.ModelProto) -> float:
+    """The factor from the file's output (its readout, per step) to the original's: λ of the output layer."""
+    meta = read_metadata(model)
+    return float(meta.get(KEY_OUTPUT_SCALE, meta.get(OLD_KEY_OUTPUT_SCALE, 1.0)))

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from torch import nn
 
+from ..graph.annotate import output_scale
 from ..graph.ops import bias_of, check_supported
 from ..graph.spiking import FoldedOffsets, fold_offsets, input_encoding, is_spiking, to_spiking
 from ..options import SpikingOptions
@@ -35,6 +36,7 @@ class LowerContext:
         self.modules: List[nn.Module] = []
         self.elements = 0
         self.readout_delay: Optional[int] = None    # set by the Readout node
+        self.output_head: Optional[str] = None      # likewise: the head the conversion dropped
         # The neurons' input offsets, added to the biases ahead of them where exact (not in the
         # ANN: its function bodies ignore the offsets)
         self.folded = FoldedOffsets() if ann else fold_offsets(view)
@@ -65,8 +67,10 @@ def lower_model(model: onnx.ModelProto, options: Optional[SpikingOptions] = None
         if node.op_type != "Constant":
             LOWERINGS[node.op_type](node, ctx)
     steps, modules = fuse_scaled_adds(ctx.steps, ctx.modules, view.output_names[0])
-    return SpikingNetwork(steps, modules, view.input_name, view.output_names[0], ctx.elements,
-                          ctx.readout_delay or 0, input_encoding(model))
+    network = SpikingNetwork(steps, modules, view.input_name, view.output_names[0], ctx.elements,
+                             ctx.readout_delay or 0, input_encoding(model))
+    network.output_scale, network.output_head = output_scale(model), ctx.output_head
+    return network
 
 
 def fuse_scaled_adds(steps: List[Step], modules: List[nn.Module], output: str):

@@ -180,6 +180,7 @@ def lower_readout(node, ctx):
     else:
         module = _neuron(node, ctx) if a.get("mode") == "spikes" else MembraneReadout()
     ctx.readout_delay = int(a.get("delay", 0))
+    ctx.output_head = a.get("head") or None
     ctx.add(node, module, [node.input[0]], node.output[0])
 
 

@@ -44,9 +44,22 @@ CHECK_BLOCK = 4096  # samples read at a time when checking a (memory-mapped) inp
 CLASSIFICATION = Task("classification", ())
 
 
-def step_counts(cum: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
+HEADS = {"Sigmoid": torch.sigmoid, "Tanh": torch.tanh}    # a dropped head, applied to a regression's estimate
+
+
+def step_counts(cum: torch.Tensor, labels: torch.Tensor, task: Task, counted: Optional[torch.Tensor] = None,
+                scale: float = 1.0, head: Optional[str] = None) -> torch.Tensor:
     """``tasks.counts`` of every step's accumulated readout ``cum`` (steps, batch, features) at
-    once: (steps,) correct decisions, or (steps, C, C) confusion matrices."""
+    once: (steps,) correct decisions, (steps, C, C) confusion matrices, or (steps, 2) sums of
+    squared error and squared target of a regression, whose estimate is the readout per step
+    ``counted`` (steps, the readout's steps so far) times the output ``scale``, ``head`` applied."""
+    if task.kind == "regression":
+        estimate = cum.double() * (scale / counted.clamp(min=1).double()).view(-1, 1, 1)
+        if head is not None:
+            estimate = _head(estimate, head, task.output_shape)
+        y = labels.reshape(1, labels.shape[0], -1).double()
+        error = ((estimate - y) ** 2).sum((1, 2))
+        return torch.stack([error, (y ** 2).sum().expand_as(error)], 1)
     if task.kind == "classification":
         return (cum.argmax(-1) == labels).sum(1)
     if task.kind == "multilabel":
@@ -56,6 +69,15 @@ def step_counts(cum: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Te
     index = labels.reshape(1, labels.shape[0], -1).long() * c + predicted
     index = index + (torch.arange(steps, device=cum.device) * c * c).view(-1, 1, 1)
     return torch.bincount(index.reshape(-1), minlength=steps * c * c).reshape(steps, c, c)
+
+
+def _head(estimate: torch.Tensor, head: str, shape) -> torch.Tensor:
+    if head in HEADS:
+        return HEADS[head](estimate)
+    steps, b = estimate.shape[:2]            # Softmax / LogSoftmax over the output's axis 1
+    per_class = estimate.reshape(steps, b, shape[0] if shape else 1, -1)
+    f = torch.log_softmax if head == "LogSoftmax" else torch.softmax
+    return f(per_class, 2).reshape(estimate.shape)
 
 
 def batch_score(last: np.ndarray, task: Task, b: int) -> float:
@@ -122,6 +144,9 @@ class SpikingNetwork(nn.Module):
         # Output steps the readout skips: the Readout node's ``delay``, so any simulate() call reads
         # the network out as it was calibrated.
         self.readout_delay = int(readout_delay)
+        # What the readout stands for (a regression's estimate): the original output is the readout
+        # per step times ``output_scale``, then ``output_head`` (Sigmoid, Tanh, …; the Readout's ``head``).
+        self.output_scale, self.output_head = 1.0, None
         # The input it takes (graph/spiking.py's record): simulate() refuses Poisson input where it
         # would run another network than the one converted.
         self.encoding = encoding or InputEncoding()
@@ -311,8 +336,9 @@ class SpikingNetwork(nn.Module):
                 m.count_spikes = record_rates
             net._counter = EventCounter(net._after_signed) if record_rates else None
             task = task or CLASSIFICATION
-            per_step_shape = (T, task.classes, task.classes) if task.kind == "segmentation" else (T,)
-            correct = np.zeros(per_step_shape, np.int64) if labels is not None else None
+            per_step_shape = {"segmentation": (T, task.classes, task.classes), "regression": (T, 2)}.get(task.kind, (T,))
+            count_type = np.float64 if task.kind == "regression" else np.int64
+            correct = np.zeros(per_step_shape, count_type) if labels is not None else None
             outputs, step_outputs = [], []
             readout_delay = self.readout_delay if readout_delay is None else readout_delay
             tc = chunk or net.auto_chunk(T, min(batch_size, n), device, element_size=torch.finfo(dt).bits // 8)
@@ -349,10 +375,11 @@ class SpikingNetwork(nn.Module):
                     cum = torch.cumsum(out, 0) if total is None else total + torch.cumsum(out, 0)
                     total = cum[-1]
                     if hits is not None:
-                        hits.append(step_counts(cum, yb, task))
+                        counted = (torch.arange(t0 + 1, t0 + n_steps + 1, device=device) - readout_delay).clamp(min=0)
+                        hits.append(step_counts(cum, yb, task, counted, self.output_scale, self.output_head))
                 batch_correct = None
                 if hits is not None:
-                    per_step = torch.cat(hits).cpu().numpy().astype(np.int64)
+                    per_step = torch.cat(hits).cpu().numpy().astype(count_type)
                     correct += per_step
                     batch_correct = batch_score(per_step[-1], task, b)
                 outputs.append((index, total.cpu().numpy()))
