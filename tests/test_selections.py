@@ -161,6 +161,19 @@ def test_bilinear_upsampling_converts_as_a_synapse():
     (edited,) = run(conv.snn_model, "x", x, ["y"])
     snn = conv.network.simulate(x, 400, device="cpu").outputs / 400
     assert np.abs(snn - edited).max() <= 0.08 * max(1.0, np.abs(edited).max())
+    # asked for (avg_pool.has_neuron), IF neurons after the resize turn its weighted averages back
+    # into binary spikes, as after average pooling: the interpolation weights are >= 0 and sum to 1
+    cfg.simulation.avg_pool.has_neuron = True
+    conv = convert(m, x, cfg)
+    after = [n for n in conv.snn_model.graph.node if n.name == "up/IF"]
+    assert len(after) == 1 and after[0].input[0].endswith("_pooled")
+    seen = []
+    neuron = conv.network.layers[next(i for i, st in enumerate(conv.network.steps) if st.name == "up/IF")]
+    hook = neuron.register_forward_hook(lambda mod, args, out: seen.append(out))
+    snn = conv.network.simulate(x, 400, device="cpu").outputs / 400
+    hook.remove()
+    assert set(torch.cat([o.reshape(-1) for o in seen]).unique().tolist()) <= {0.0, 1.0}
+    assert np.abs(snn - edited).max() <= 0.1 * max(1.0, np.abs(edited).max())
 
 
 def test_torch_chunk_exports_fold_to_constant_slices():

@@ -44,7 +44,7 @@ from onnx import helper
 
 from ..options import SpikingOptions
 from .ops import (NEURON_OPS, RULES, SIGNED_NEURONS, SUBSAMPLING, bias_of, clip_bounds, keeps_spikes, out_channels,
-                  passes_channel_offset, pool_arguments)
+                  passes_channel_offset, pool_arguments, resize_mode)
 from .view import GraphView, downstream_of
 
 DOMAIN = "onnx2snn"
@@ -150,7 +150,7 @@ def to_spiking(model: onnx.ModelProto, options: Optional[SpikingOptions] = None)
                                if data[0] not in after_neurons else
                                "max pooling of each time step's current, before the neurons that follow")
             nodes.append(pool)
-        elif op in subsampling and data[0] in spikes and options.avg_pool_neurons:
+        elif (op in subsampling or _linear_resize(node, view)) and data[0] in spikes and options.avg_pool_neurons:
             nodes += _then_neurons(node, neuron, data[0] in signed)
             spikes.add(node.output[0])
             if data[0] in signed:
@@ -183,8 +183,14 @@ def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
     model.metadata_props.add(key=key, value=value)
 
 
+def _linear_resize(node: onnx.NodeProto, view: GraphView) -> bool:
+    """A bilinear Resize: like average pooling, a weighted average of spikes (weights >= 0 summing
+    to 1), which IF neurons with threshold 1 turn back into spikes where asked."""
+    return node.op_type in ("Resize", "Upsample") and resize_mode(node, view) == "linear"
+
+
 def _then_neurons(node: onnx.NodeProto, neuron: dict, signed: bool = False) -> List[onnx.NodeProto]:
-    """Average pooling of spikes, then IF neurons (``simulation.avg_pool.has_neuron``): the pooling
+    """Average pooling (or a bilinear Resize) of spikes, then IF neurons (``simulation.avg_pool.has_neuron``): the pooling
     writes ``<output>_pooled`` and an IF node turns it back into spikes under the output's name. Of
     signed spikes: signed neurons with slope 1 (the identity on [-1, 1])."""
     pooled = onnx.NodeProto()
