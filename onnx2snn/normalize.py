@@ -37,7 +37,7 @@ from .calibrate import TensorStats
 from .errors import Onnx2SnnError
 from .graph import external
 from .graph.annotate import NODE_LAMBDA, NODE_LAMBDA_IN, NODE_STATISTIC, OLD_KEY_LAYERS, read_metadata
-from .graph.ops import NEURON_OPS, RULES, clip_bounds, conv_transpose_channel
+from .graph.ops import NEURON_OPS, RULES, clip_bounds, constant_add_inputs, conv_transpose_channel
 from .graph.scales import channel_scale, compress, uniform
 from .graph.view import GraphView
 
@@ -65,6 +65,9 @@ class Plan:
     scales: Dict[str, np.ndarray] = field(default_factory=dict)            # tensor -> scale array
     factors: List[Tuple[str, int, np.ndarray]] = field(default_factory=list)  # (Add node, input, s_in/λ)
     clips: Dict[str, float] = field(default_factory=dict)                  # Clip node -> new max
+    # Add node -> (constant input, the Add's output scale): a constant added to an activation (a
+    # position embedding) is a current at that scale, c <- c / scale
+    constants: Dict[str, Tuple[int, np.ndarray]] = field(default_factory=dict)
 
     @property
     def stat_tensors(self) -> List[str]:
@@ -183,7 +186,7 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
     """Fill in λ per layer (from ``lambdas``, per activation tensor), the scale of every tensor,
     the Add factors and Clip bounds."""
     by_node = {l.node: l for l in plan.layers}
-    plan.scales.clear(), plan.factors.clear(), plan.clips.clear()  # idempotent: a second call redoes, never adds
+    plan.scales.clear(), plan.factors.clear(), plan.clips.clear(), plan.constants.clear()  # idempotent: redone, never added
     scale = plan.scales
     scale[view.input_name] = uniform(1.0, len(_sample_shape(view, view.input_name)))
 
@@ -218,6 +221,8 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
                 _sample_shape(view, t)   # a clear error where a branch's shape is unknown
             scale[out], factors = RULES[node.op_type].merge(node, view, ins, statistic(stat)[0] if stat else None)
             plan.factors.extend((node.name, index, factor) for index, factor in factors)
+            for index in constant_add_inputs(node, view):
+                plan.constants[node.name] = (index, scale[out])
         elif kind == "preserve":
             scale[out] = ins[0]
             if node.op_type == "Clip":
@@ -276,6 +281,11 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
                                                             factor.astype(np.float32))],
                                    outputs=[scaled]))
         add.inputs[index] = scaled
+    for add_name, (index, target) in plan.constants.items():
+        add = nodes[add_name]
+        # (the per-sample scale broadcasts from the right, as the constant does onto (N, *sample))
+        rescaled = np.asarray(add.inputs[index].values, np.float64) / np.asarray(target, np.float64)
+        add.inputs[index] = gs.Constant(f"{add_name}.constant.snn{next(_fresh)}", rescaled.astype(np.float32))
     for clip_name, bound in plan.clips.items():
         clip = nodes[clip_name]
         if len(clip.inputs) > 2:

@@ -375,6 +375,29 @@ def token_mixer():
     return model(nodes, inits, (6, 8)), (6, 8)
 
 
+def position_embedding():
+    """A ViT's stem without attention: x(1,8,8) -> patch Conv(6, 4x4, stride 4) -> Reshape (N, 6, 4) ->
+    Transpose -> (N, 4 tokens, 6) + a position embedding (1, 4, 6) -> token-wise MatMul(6->8) + Add
+    -> Relu -> + a second embedding (4, 8), after the neurons -> MatMul(8->5) -> Relu -> ReduceMean
+    over tokens -> head"""
+    r = rng(26)
+    nodes = [node("Conv", ["x", "wp", "bp"], ["p"], "patch", kernel_shape=[4, 4], strides=[4, 4]),
+             node("Reshape", ["p", "tokens_shape"], ["pt"], "tokens"),
+             node("Transpose", ["pt"], ["t"], "to_tokens", perm=[0, 2, 1]),
+             node("Add", ["t", "pos"], ["e"], "add_position"),
+             node("MatMul", ["e", "w1"], ["m1"], "fc1/MatMul"), node("Add", ["m1", "b1"], ["a1"], "fc1/Add"),
+             node("Relu", ["a1"], ["r1"], "relu1"),
+             node("Add", ["pos2", "r1"], ["e2"], "add_position2"),
+             node("MatMul", ["e2", "w2"], ["m2"], "fc2/MatMul"),
+             node("Relu", ["m2"], ["r2"], "relu2"),
+             node("ReduceMean", ["r2"], ["pooled"], "pool_tokens", axes=[1], keepdims=0)]
+    inits = [init("wp", r.normal(0, 0.5, (6, 1, 4, 4))), init("bp", r.normal(0, 0.2, 6)),
+             i64("tokens_shape", [0, 6, 4]), init("pos", r.normal(0, 0.5, (1, 4, 6))),
+             init("w1", r.normal(0, 0.5, (6, 8))), init("b1", r.normal(0, 0.2, 8)),
+             init("pos2", r.normal(0, 0.5, (4, 8))), init("w2", r.normal(0, 0.5, (8, 5)))]
+    head(r, "pooled", 5, inits, nodes)
+    return model(nodes, inits, (1, 8, 8)), (1, 8, 8)
+
 
 def leaky_relu_cnn():
     """A YOLO-style backbone (with --signed-spikes): x(2,6,6) -> Conv(4) -> BN -> LeakyRelu(0.1) ->
@@ -417,4 +440,5 @@ PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool
                                     squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div,
                                     keras_flatten_shape_subgraph, mobilenet_v2_block, channel_split_shuffle,
                                     gather_channels_and_token, nearest_upsample_skip, upsample_opset9,
-                                    conv_transpose_decoder, token_mixer, leaky_relu_cnn, prelu_cnn)}
+                                    conv_transpose_decoder, token_mixer, leaky_relu_cnn, prelu_cnn,
+                                    position_embedding)}

@@ -139,19 +139,37 @@ def test_token_wise_dense_layers_become_1x1_convolutions_between_transposes():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_a_constant_that_varies_across_tokens_is_still_refused():
-    """A position embedding (N, L, C) + const (L, C) is not a bias: refused, named."""
+def test_a_constant_that_varies_across_tokens_is_a_current_at_the_adds_scale():
+    """A position embedding (N, L, C) + const (L, C) is not a bias: it stays an Add of a constant,
+    divided by the scale of the Add (the input's here: λ = 1), and the rescaled graph keeps the
+    original's outputs up to the output scale; a constant with a batch axis of its own is refused."""
     from onnx import helper
     from onnx2snn import Onnx2SnnError, convert
+    from onnx2snn.calibrate import run
     r = graphs.rng(0)
-    nodes = [helper.make_node("Add", ["x", "pos"], ["p"], name="pos_embed"),
-             helper.make_node("MatMul", ["p", "w"], ["m"], name="dense"),
-             helper.make_node("Relu", ["m"], ["r"], name="relu"),
-             helper.make_node("ReduceMean", ["r"], ["y"], name="pool", axes=[1], keepdims=0)]
-    m = graphs.model(nodes, [graphs.init("pos", r.normal(0, 1, (4, 3))), graphs.init("w", r.normal(0, 1, (3, 2)))],
-                     (4, 3))
-    with pytest.raises(Onnx2SnnError, match=r"pos_embed \(Add\): Add of an activation and a constant that varies"):
-        convert(m, r.uniform(0, 1, (20, 4, 3)).astype(np.float32))
+
+    def net(pos_shape):
+        nodes = [helper.make_node("Add", ["x", "pos"], ["p"], name="pos_embed"),
+                 helper.make_node("MatMul", ["p", "w"], ["m"], name="dense"),
+                 helper.make_node("Relu", ["m"], ["r"], name="relu"),
+                 helper.make_node("MatMul", ["r", "w2"], ["m2"], name="dense2"),
+                 helper.make_node("Add", ["m2", "pos2"], ["q"], name="pos_embed2"),
+                 helper.make_node("Relu", ["q"], ["q2"], name="relu2"),
+                 helper.make_node("ReduceMean", ["q2"], ["y"], name="pool", axes=[1], keepdims=0)]
+        return graphs.model(nodes, [graphs.init("pos", r.normal(0, 1, pos_shape)),
+                                    graphs.init("w", r.normal(0, 1, (3, 2))), graphs.init("w2", r.normal(0, 1, (2, 2))),
+                                    graphs.init("pos2", r.normal(0, 1, (1, 4, 2)))], (4, 3))
+    x = r.uniform(0, 1, (20, 4, 3)).astype(np.float32)
+    m = net((4, 3))
+    conv = convert(m, x, graphs.seed_config())
+    adds = {n.name: n for n in conv.snn_model.graph.node if n.op_type == "Add"}
+    assert set(adds) == {"pos_embed", "pos_embed2"} and conv.verification.agreement == 1.0
+    (orig,) = run(m, "x", x, ["y"])
+    (edited,) = run(conv.snn_model, "x", x, ["y"])
+    np.testing.assert_allclose(edited * conv.layers[-1].lambda_out, orig, rtol=1e-4, atol=1e-5)
+    with pytest.raises(Onnx2SnnError, match=r"pos_embed \(Add\): Add of a constant of shape \(2, 4, 3\) that does "
+                                            r"not broadcast over one sample"):
+        convert(net((2, 4, 3)), x)
 
 
 def test_a_relu_after_a_token_wise_residual_add_gets_one_lambda_not_one_per_token():

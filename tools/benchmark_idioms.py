@@ -37,12 +37,46 @@ MODELS = {   # name: (idiom, target gap in points at T=32)
 }
 
 
+DATASET = {"shufflenet_cifar": "cifar10", "leaky_cifar": "cifar10", "mixer_mnist": "mnist"}
+
+
+def full_test_set(name, saved):
+    """The whole test set of a classification model's dataset, as make_idiom_models.py preprocessed
+    its first 1000 (checked against the saved ones)."""
+    if name not in DATASET:
+        raise SystemExit(f"--test-set shared: {name}'s labels are derived (class maps, attributes); use the saved set")
+    sys.path.insert(0, os.path.join(HERE, "..", "..", "shared", "tools"))
+    import datasets
+    _, _, x, y = datasets.load(DATASET[name])
+    if not np.array_equal(x[:len(saved["x"])], saved["x"]):
+        raise SystemExit(f"{name}: ../shared's test images differ from the saved ones")
+    return x, y
+
+
+def gap_standard_error(ann_out, snn_out, y, task, head):
+    """The standard error of the ANN−SNN gap, from the paired per-sample differences (classification:
+    correct or not; multi-label: the share of right labels); None for a segmentation (mIoU is not a
+    mean over samples)."""
+    if task.kind not in ("classification", "multilabel"):
+        return None
+    per = []
+    for out in (ann_out, snn_out):
+        d = tasks.decisions(out, task, head if out is ann_out else None)
+        right = (d == y) if task.kind == "classification" else (d == y).mean(1)
+        per.append(np.asarray(right, np.float64))
+    diff = per[0] - per[1]
+    return float(diff.std(ddof=1) / np.sqrt(len(diff)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.path.join(HERE, "..", "data", "idioms"))
     ap.add_argument("--models", nargs="*", default=list(MODELS))
     ap.add_argument("--T", nargs="*", type=int, default=[8, 16, 32, 64])
     ap.add_argument("--test-images", type=int, default=1000, help="the first N test images (default 1000)")
+    ap.add_argument("--test-set", choices=["saved", "shared"], default="saved",
+                    help="saved: the 1000 test images make_idiom_models.py wrote (the issue's protocol); shared: "
+                         "the full test set of the model's dataset from ../shared/data (classification models)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides, e.g. calibration.bias=false parser.per_channel=false")
     ap.add_argument("--write", action="store_true", help="write the table into docs/BENCHMARKS.md")
@@ -57,6 +91,8 @@ def main():
         calib = np.load(os.path.join(a.data, name + "_calib.npy"))
         test = np.load(os.path.join(a.data, name + "_test.npz"))
         x, y = test["x"][:a.test_images], test["y"][:a.test_images]
+        if a.test_set == "shared":
+            x, y = full_test_set(name, test)        # (--test-images does not cut it)
         head = output_head(info.model)
         task = tasks.infer_task(info.output_shape, y, len(x), head)
         (ann_out,) = run(info.model, info.input_name, x, [info.output_names[0]], 100)
@@ -81,29 +117,38 @@ def main():
             r = onnx2snn.simulate(conv.network, x, y, config=cfg, task=task)
             t2 = time.perf_counter()
             snn = {k: float(v[-1]) for k, v in r.metrics_per_step.items()}
-            row = dict(model=name, T=T, metric=task.metric, ann=ann[task.metric], snn=snn[task.metric],
+            row = dict(model=name, T=T, metric=task.metric, ann=ann[task.metric], snn=snn[task.metric], n=len(x),
+                       se=gap_standard_error(ann_out, r.outputs, y, task, head),
                        extra="" if task.kind != "segmentation" else
                        f"pixel acc. {100 * ann['pixel_accuracy']:.2f} → {100 * snn['pixel_accuracy']:.2f}",
                        convert_s=t1 - t0, simulate_s=t2 - t1, readout="/".join(map(str, conv.readout)))
             rows.append(row)
             print(f"{name} T={T}: ANN {100 * row['ann']:.2f}  SNN {100 * row['snn']:.2f} {task.metric} "
+                  f"(gap ± {100 * row['se']:.2f} s.e., {len(x)} images) "
                   f"({row['extra']}) conversion {row['convert_s']:.0f} s, simulation {row['simulate_s']:.0f} s",
                   flush=True)
     if a.write and rows:
         lines = [f"Measured {benchlib.machine('cpu')}.",
-                 "Command: `python tools/make_idiom_models.py && python tools/benchmark_idioms.py --write` "
-                 "(1000 calibration images, the first 1000 test images; one conversion per T, default options).",
-                 "", "| model | idiom | metric | T | ANN | SNN | gap (points) | readout | conversion s | simulation s |",
-                 "|---|---|---|---|---|---|---|---|---|---|"]
+                 "Command: `python tools/make_idiom_models.py && python tools/benchmark_idioms.py "
+                 + " ".join(sys.argv[1:]) + "` (1000 calibration images; one conversion per T, default options; "
+                 + ("the full test set from ../shared/data" if a.test_set == "shared" else
+                    f"the first {a.test_images} test images") + ").",
+                 "", "| model | idiom | metric | T | test images | ANN | SNN | gap (points) | ± s.e. | readout | "
+                 "conversion s | simulation s |",
+                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             gap = 100 * (r["ann"] - r["snn"])
+            se = "-" if r.get("se") is None else f"{100 * r['se']:.2f}"
             lines.append(f"| {r['model']} | {MODELS[r['model']][0]} | {r['metric'].replace('_', ' ')}"
-                         f"{' (' + r['extra'] + ')' if r['extra'] else ''} | {r['T']} | {100 * r['ann']:.2f} | "
-                         f"{100 * r['snn']:.2f} | {gap:+.2f} | {r['readout']} | {r['convert_s']:.0f} | "
+                         f"{' (' + r['extra'] + ')' if r['extra'] else ''} | {r['T']} | {r.get('n', '-')} | "
+                         f"{100 * r['ann']:.2f} | {100 * r['snn']:.2f} | {gap:+.2f} | "
+                         f"{se} | {r['readout']} | "
+                         f"{r['convert_s']:.0f} | "
                          f"{r['simulate_s']:.0f} |")
         lines += ["", "Targets at T=32 (issue 21): " + "; ".join(f"{m} within {g:.1f} points" for m, (_, g) in
                                                                  MODELS.items()) + "."]
-        benchlib.write_section("Vision idioms (issue 21)", "\n".join(lines))
+        benchlib.write_section("Vision idioms (issue 21)" + (": full test sets" if a.test_set == "shared" else ""),
+                               "\n".join(lines))
         print("wrote docs/BENCHMARKS.md")
 
 

@@ -492,9 +492,34 @@ rule("SpikeMaxPool", "preserve", "spiking", check=_check_spike_max_pool, keeps_s
 # --- merges ---------------------------------------------------------------------------------------
 
 def _check_add(node, view):
-    if len(view.data_inputs(node)) != 2:
-        return "Add of an activation and a constant that varies across positions (only per-channel constants fold)"
+    data = view.data_inputs(node)
+    if len(data) == 2:
+        return None
+    if len(data) != 1:
+        return "Add of constants only"
+    # an activation plus a constant that varies across positions (a position embedding; per-channel
+    # constants fold into a bias before this): a constant current, rescaled by the Add's scale
+    const = next(view.const(i) for i in node.input if i not in data)
+    shape = view.sample_shape(data[0])
+    if shape is None or not _broadcasts_per_sample(const.shape, shape):
+        return f"Add of a constant of shape {tuple(const.shape)} that does not broadcast over one sample"
     return None
+
+
+def _broadcasts_per_sample(const_shape, sample_shape) -> bool:
+    """Does a constant broadcast onto ``(N, *sample_shape)`` without changing its shape (and with
+    one value for the whole batch)?"""
+    full = (1, *sample_shape)
+    if len(const_shape) > len(full):
+        return False
+    return all(d in (1, s) for d, s in zip(const_shape[::-1], full[::-1])) and (
+        len(const_shape) < len(full) or const_shape[0] == 1)
+
+
+def constant_add_inputs(node, view) -> List[int]:
+    """The inputs of an Add that are constants (a position embedding beside an activation)."""
+    data = view.data_inputs(node)
+    return [i for i, name in enumerate(node.input) if name not in data] if len(data) == 1 else []
 
 
 def _add_scales(node, view, scales, lam):

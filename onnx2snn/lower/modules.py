@@ -68,6 +68,21 @@ class ConstantMul(nn.Module):
         return f"constant of shape {tuple(self.const.shape)}"
 
 
+class ConstantAdd(nn.Module):
+    """x + c for a constant c that may vary across positions (a position embedding), added to the
+    current of every step; c is a buffer."""
+
+    def __init__(self, const):
+        super().__init__()
+        self.register_buffer("const", torch.as_tensor(const))
+
+    def forward(self, x):
+        return x + self.const
+
+    def extra_repr(self) -> str:
+        return f"constant of shape {tuple(self.const.shape)}"
+
+
 class ScaledAdd(nn.Module):
     """a + b · c in one pass (``torch.addcmul``): an Add whose second input is a synaptic-factor Mul
     that nothing else reads, fused at lowering (``lower.fuse_scaled_adds``)."""

@@ -17,7 +17,7 @@ from ..graph.ops import (SELECTIONS, clip_bounds, prelu_slope, conv_arguments, c
 from ..graph.spiking import offset_input, v_init_input
 from ..snn.neurons import IFNeuron, MembraneReadout, SignedIFNeuron
 from ..snn.pooling import MAX_POOL, GatedMaxPool, RunningMaxPool, torch_pads
-from .modules import AveragePool2d, AxisMaps, ConstantMul, CroppedConvTranspose, Function, Padded, Passthrough, ReLU, Select
+from .modules import AveragePool2d, AxisMaps, ConstantAdd, ConstantMul, CroppedConvTranspose, Function, Padded, Passthrough, ReLU, Select
 from .registry import lowers
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -247,6 +247,11 @@ def lower_spike_max_pool(node, ctx):
 
 @lowers("Add")
 def lower_add(node, ctx):
+    data = ctx.view.data_inputs(node)
+    if len(data) == 1:          # a constant current (a position embedding), rescaled: every step
+        const = np.array(next(ctx.view.const(i) for i in node.input if i != data[0]), np.float32)
+        ctx.add(node, ConstantAdd(const), data, node.output[0])
+        return
     ctx.add(node, Function(torch.add, "add"), list(node.input), node.output[0])
 
 
