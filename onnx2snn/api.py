@@ -30,7 +30,8 @@ from .graph.spiking import to_spiking
 from .graph.view import GraphView
 from .graph.ops import RULES, check_supported, output_head
 from .lower import lower_model
-from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, layer_scales, plan_layers,
+from .normalize import (Lambdas, LayerScale, Plan, apply_scales, assign_scales, foldable_channel_scales,
+                        layer_scales, plan_layers,
                         statistic_lambdas, usable_lambdas)
 from .snn import cpu_memory
 from .snn.network import SimulationResult, SpikingNetwork
@@ -181,10 +182,12 @@ def choose_lambdas(cleaned: onnx.ModelProto, input_name: str, stats: Dict[str, T
 
 def channel_tensors(view: GraphView, tensors) -> List[str]:
     """The activations that may take one λ per channel: ReLU outputs with a channel axis that are
-    not the graph output (argmax needs one scale for every class); a Clip's bound needs one λ."""
+    not the graph output (argmax needs one scale for every class), and whose scale every layer
+    downstream can absorb (``normalize.foldable_channel_scales``); a Clip's bound needs one λ."""
     outputs = set(view.output_names)
-    return [t for t in tensors if t not in outputs and t in view.producer and view.producer[t].op_type == "Relu"
+    candidates = [t for t in tensors if t not in outputs and t in view.producer and view.producer[t].op_type == "Relu"
             and len(view.shapes.get(t, ())) >= 2 and _channels_of_a_layer(view, view.producer[t].input[0])]
+    return foldable_channel_scales(view, candidates)
 
 
 def _channels_of_a_layer(view: GraphView, tensor: str) -> bool:

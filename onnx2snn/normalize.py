@@ -142,12 +142,20 @@ def _full(s: np.ndarray, shape) -> np.ndarray:
     return np.broadcast_to(s, shape)
 
 
-def _channel_vector(s: np.ndarray, shape, what: str) -> np.ndarray:
+class ScaleNotFoldable(Onnx2SnnError):
+    """A layer's input scale varies where its weights cannot absorb it (across positions)."""
+
+    def __init__(self, message: str, tensor: str):
+        super().__init__(message)
+        self.tensor = tensor
+
+
+def _channel_vector(s: np.ndarray, shape, what: str, tensor: str = "") -> np.ndarray:
     """The per-channel (axis 0 of the per-sample shape) values of a scale; it must not vary
     spatially."""
     c = compress(s)
     if any(d != 1 for d in c.shape[1:]):
-        raise Onnx2SnnError(f"{what}: the input's scale varies across spatial positions; cannot normalise")
+        raise ScaleNotFoldable(f"{what}: the input's scale varies across spatial positions; cannot normalise", tensor)
     return np.broadcast_to(c.reshape(-1), (shape[0],)) if c.ndim else np.full(shape[0], float(c))
 
 
@@ -207,7 +215,7 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
             if node.op_type == "Gemm":
                 lam_in = _full(ins[0], in_shape).reshape(-1)
             else:
-                lam_in = _channel_vector(ins[0], in_shape, f"{node.name} ({node.op_type})")
+                lam_in = _channel_vector(ins[0], in_shape, f"{node.name} ({node.op_type})", data[0])
             if layer.stat_tensor is None:
                 layer.lambda_out, layer.statistic = float(np.max(lam_in)), "inherited"
             else:
@@ -238,6 +246,46 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
         else:
             raise RuntimeError(f"no scale rule for {node.op_type} ({node.name})")
     return plan
+
+
+def foldable_channel_scales(view: GraphView, candidates: List[str]) -> List[str]:
+    """The ``candidates`` (activation tensors) that may take one λ per channel (axis 1): those whose
+    scale every weighted layer downstream can fold into its weights. A Conv can only where the
+    channels still lie on its input's axis 1 — a per-feature scale that a Transpose moved to a
+    spatial axis (a Mixer's channel MLP feeding its token MLP) cannot be folded into weights shared
+    across positions, while a channel shuffle (Reshape, Transpose, Reshape) only permutes channels.
+    Found by assigning distinct trial scales per channel (the scale arrays move exactly as the
+    tensors do) and dropping the candidates upstream of a layer that cannot take them."""
+    kept = list(candidates)
+    while kept:
+        plan = plan_layers(view)
+        trial: Lambdas = {t: (1.0, "trial") for t in plan.stat_tensors}
+        for t in kept:
+            channels = view.shapes[t][1]
+            trial[t] = (1.0 + np.arange(channels) / channels, "trial")
+        try:
+            assign_scales(view, plan, trial)
+            return kept
+        except ScaleNotFoldable as e:
+            upstream = _ancestors(view, e.tensor)
+            if not upstream & set(kept):
+                return kept           # not a per-channel scale's doing: the conversion says so later
+            kept = [t for t in kept if t not in upstream]
+    return kept
+
+
+def _ancestors(view: GraphView, tensor: str) -> set:
+    """``tensor`` and every tensor it is computed from."""
+    out, todo = set(), [tensor]
+    while todo:
+        t = todo.pop()
+        if t in out:
+            continue
+        out.add(t)
+        node = view.producer.get(t)
+        if node is not None:
+            todo.extend(i for i in node.input if i)
+    return out
 
 
 # --- applying them -----------------------------------------------------------------------------

@@ -132,7 +132,12 @@ def test_token_wise_dense_layers_become_1x1_convolutions_between_transposes():
     m, shape = PATTERNS["token_mixer"]()
     cleaned, _ = clean_graph(load_model(m).model)     # shape-inferred, as convert() passes it
     counts = ops(cleaned)
-    assert counts.get("MatMul", 0) == 0 and counts["Conv"] == 3 and counts["Transpose"] == 2 + 2 * 3
+    # 2 + 2 * 3 Transposes, less the two pairs that cancel between consecutive token-wise layers once
+    # their ReLUs moved ahead of the Transposes back
+    assert counts.get("MatMul", 0) == 0 and counts["Conv"] == 3 and counts["Transpose"] == 2 + 2 * 3 - 4
+    relus = [n for n in cleaned.graph.node if n.op_type == "Relu"]
+    producers = {o: n for n in cleaned.graph.node for o in n.output}
+    assert all(producers[r.input[0]].op_type == "Conv" for r in relus)      # features on axis 1
     x = np.random.default_rng(0).uniform(-1, 1, size=(5, *shape)).astype(np.float32)
     (a,) = graphs.ort_run(m, x)
     (b,) = graphs.ort_run(cleaned, x)
@@ -173,8 +178,9 @@ def test_a_constant_that_varies_across_tokens_is_a_current_at_the_adds_scale():
 
 
 def test_a_relu_after_a_token_wise_residual_add_gets_one_lambda_not_one_per_token():
-    """(MLP-Mixer's last block: ReLU(x + channel_mlp(x)) on (N, L, C)): axis 1 there is tokens, on
-    both branches of the Add, so per-channel λ must not apply (it broke the normalisation once)."""
+    """(MLP-Mixer's last block: ReLU(x + channel_mlp(x)) on (N, L, C)): axis 1 there is tokens on
+    one branch of the Add and not on the other, so per-channel λ must not apply (it broke the
+    normalisation once)."""
     from onnx import helper
     from patterns import PATTERNS
     from onnx2snn import Config, convert
@@ -188,4 +194,27 @@ def test_a_relu_after_a_token_wise_residual_add_gets_one_lambda_not_one_per_toke
     x = np.random.default_rng(0).uniform(0, 1, size=(40, *shape)).astype(np.float32)
     conv = convert(m, x, Config())
     assert conv.verification.agreement == 1.0
-    assert not any(isinstance(l.lambda_out, list) for l in conv.layers if "mlp" in l.node)
+    assert np.asarray(conv.plan.scales["s_relu"]).size == 1
+    # the token MLP's own neurons see its features (the tokens) on axis 1: one λ per token there; the
+    # channel MLP's, whose features a Transpose moves onto the token MLP's positions, one λ
+    per_channel = {l.node: isinstance(l.lambda_out, list) for l in conv.layers}
+    assert per_channel["token_mlp/MatMul"] and not per_channel["channel_mlp/MatMul"]
+
+
+def test_per_channel_scales_go_only_where_every_layer_downstream_can_fold_them():
+    """A channel shuffle (Reshape, Transpose, Reshape) permutes channels: per-channel λ passes it; a
+    Transpose that makes the features a Conv's spatial axis does not."""
+    from patterns import PATTERNS
+    from onnx2snn.graph import load_model
+    from onnx2snn.graph.view import GraphView
+    from onnx2snn.normalize import foldable_channel_scales
+    for name, expect in (("channel_split_shuffle", None), ("token_mixer", {"channel_relu/channels_first": False})):
+        m, _ = PATTERNS[name]()
+        cleaned, _ = clean_graph(load_model(m).model)
+        view = GraphView(cleaned)
+        relus = [n.output[0] for n in view.nodes if n.op_type == "Relu"]
+        kept = foldable_channel_scales(view, relus)
+        if expect is None:
+            assert kept == relus
+        for t, allowed in (expect or {}).items():
+            assert (t in kept) == allowed

@@ -56,6 +56,8 @@ def clean_graph(model: onnx.ModelProto, pool_currents: bool = False) -> Tuple[on
                      ("merge consecutive BatchNormalization", merge_batchnorms),
                      ("absorb BatchNormalization", absorb_batchnorm),
                      ("remaining BatchNormalization to depthwise Conv", batchnorm_to_linear),
+                     ("ReLU ahead of Transpose", relu_before_transpose),
+                     ("cancel inverse Transposes", cancel_inverse_transposes),
                      *([("max pooling of the constant current before the first neurons", pool_before_neurons)]
                        if pool_currents else [])):
         before = {n.name for n in graph.nodes}
@@ -276,6 +278,46 @@ def _token_wise_dense(graph: gs.Graph, node: gs.Node, x, w) -> None:
         gs.Node("Transpose", f"{node.name}/to_tokens", attrs={"perm": back}, inputs=[conv_out], outputs=[out])]
     node.inputs.clear()
     node.outputs.clear()
+
+
+def relu_before_transpose(graph: gs.Graph) -> gs.Graph:
+    """Relu(Transpose(x)) -> Transpose(Relu(x)) where the Transpose feeds only the Relu: the same
+    values, and the neurons then see the layer's output with its channels on axis 1 — a token-wise
+    dense layer's features (its 1×1 Conv's output channels) — so that they can take one λ per
+    channel there, as a convolution's neurons do (api.channel_tensors)."""
+    for relu in [n for n in graph.nodes if n.op == "Relu"]:
+        t = relu.inputs[0].inputs[0] if relu.inputs[0].inputs else None
+        if t is None or t.op != "Transpose" or len(t.outputs[0].outputs) != 1 or t.outputs[0] in graph.outputs:
+            continue
+        x, y = t.inputs[0], relu.outputs[0]
+        rectified = gs.Variable(f"{relu.name}/channels_first", dtype=np.float32)
+        relu.inputs[0], relu.outputs[0] = x, rectified
+        t.inputs[0], t.outputs[0] = rectified, y
+    return graph
+
+
+def cancel_inverse_transposes(graph: gs.Graph) -> gs.Graph:
+    """Transpose(Transpose(x, p), q) with q∘p the identity, the first read by the second only, is x:
+    two token-wise dense layers in a row (a Mixer's token MLP after its channel MLP) keep their
+    features on axis 1 between them."""
+    for second in [n for n in graph.nodes if n.op == "Transpose"]:
+        first = second.inputs[0].inputs[0] if second.inputs and second.inputs[0].inputs else None
+        if first is None or first.op != "Transpose" or len(first.outputs[0].outputs) != 1 or \
+                first.outputs[0] in graph.outputs:
+            continue
+        p, q = first.attrs.get("perm"), second.attrs.get("perm")
+        if p is None or q is None or [p[i] for i in q] != list(range(len(p))):
+            continue
+        x, y = first.inputs[0], second.outputs[0]
+        if y in graph.outputs:
+            continue              # (the graph output keeps its name: leave this pair)
+        for consumer in list(y.outputs):
+            for i, t in enumerate(list(consumer.inputs)):
+                if t is y:
+                    consumer.inputs[i] = x
+        second.outputs.clear()
+        first.outputs.clear()
+    return graph
 
 
 def prelu_to_leaky_relu(graph: gs.Graph) -> gs.Graph:
