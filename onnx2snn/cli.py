@@ -15,7 +15,7 @@ import time
 
 
 from . import __version__
-from .config import Config
+from .config import Config, InvalidConfigValue
 from . import viewer
 from .errors import Onnx2SnnError
 from .paths import model_stem, require_file
@@ -128,15 +128,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# (config key, the flag that sets it, its argparse name): an invalid value is reported as typed
+VALUE_FLAGS = (
+    ("simulation.T", "-T", "timesteps"), ("device", "--device", "device"), ("batch_size", "--batch-size", "batch_size"),
+    ("seed", "--seed", "seed"), ("parser.percentile", "--percentile", "percentile"),
+    ("simulation.v_init", "--v-init", "v_init"), ("simulation.output", "--output", "output"),
+    ("simulation.reset", "--reset-to-zero", "reset_to_zero"), ("simulation.max_pool.momentum", "--momentum", "momentum"),
+    ("simulation.chunk", "--chunk", "chunk"), ("simulation.dtype", "--dtype", "dtype"),
+    ("parser.threshold", "--threshold", "threshold"), ("calibration.T", "--calibration-T", "calibration_T"),
+    ("simulation.readout_delay", "--readout-delay", "readout_delay"), ("task", "--task", "task"),
+)
+
+
 def config_from_args(a: argparse.Namespace) -> Config:
     cfg = Config.load(a.config) if a.config else Config()
-    overrides = {
-        "simulation.T": a.timesteps, "device": a.device, "batch_size": a.batch_size, "seed": a.seed,
-        "parser.percentile": a.percentile, "simulation.v_init": a.v_init, "simulation.output": a.output,
-        "simulation.reset": a.reset_to_zero, "simulation.max_pool.momentum": a.momentum,
-        "simulation.chunk": a.chunk, "simulation.dtype": a.dtype, "parser.threshold": a.threshold,
-        "calibration.T": a.calibration_T, "simulation.readout_delay": a.readout_delay, "task": a.task,
-    }
+    overrides = {key: getattr(a, name) for key, _, name in VALUE_FLAGS}
     for key, value in overrides.items():
         if value is not None:
             cfg.set(key, value)
@@ -161,7 +167,13 @@ def config_from_args(a: argparse.Namespace) -> Config:
         cfg.simulation.max_pool.if_spatial_avg = a.max_pool == "avg"
         if a.max_pool in ("max", "gate"):
             cfg.simulation.max_pool.rule = a.max_pool
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except InvalidConfigValue as e:
+        flag = next((f for key, f, _ in VALUE_FLAGS if key == e.key and overrides[key] is not None), None)
+        if flag is None:
+            raise                # (a value from --config was checked, naming the file, when it was read)
+        raise Onnx2SnnError(f"{flag} {e.value!r}: expected {e.expected} (config key {e.key})") from None
 
 
 class LiveAccuracy:

@@ -293,6 +293,15 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+class InvalidConfigValue(Onnx2SnnError):
+    """A config value outside what its key takes; ``key``, ``value`` and ``expected`` let the CLI
+    name the flag the user typed instead of the key."""
+
+    def __init__(self, key: str, value, expected: str):
+        super().__init__(f"invalid config value {key} = {value!r}: expected {expected}")
+        self.key, self.value, self.expected = key, value, expected
+
+
 def _check(ok: bool, key: str, value, expected: str) -> None:
     if not ok:
-        raise Onnx2SnnError(f"invalid config value {key} = {value!r}: expected {expected}")
+        raise InvalidConfigValue(key, value, expected)

@@ -89,6 +89,23 @@ def test_help_and_option_errors_do_not_import_the_runtime(tmp_path):
     assert p.stdout.strip() == f"onnx2snn {onnx2snn.__version__}"
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "5"])
+def test_an_invalid_value_names_the_flag_typed_or_the_config_file(tmp_path, capsys, value):
+    """--reset-to-zero nan is reported as --reset-to-zero, not as the config key alone; the same value
+    in a --config file names the file. Nothing is written, exit 1."""
+    from onnx2snn import cli as cli_module
+    rc = cli_module.main([MODEL, CALIB, "--reset-to-zero", value, "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.startswith(f"onnx2snn: error: --reset-to-zero {float(value)!r}: expected") and \
+        "(config key simulation.reset)" in err and len(err.splitlines()) == 1
+    config = tmp_path / "c.toml"
+    config.write_text(f"[simulation]\nreset = {value}\n")
+    rc = cli_module.main([MODEL, CALIB, "--config", str(config), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and f"config file {str(config)!r}: invalid config value simulation.reset" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_progress_callback_gets_correct_counts():
     """simulate(progress=...) is told, per batch, how many samples were right after T steps."""
     test = np.load(TEST)
