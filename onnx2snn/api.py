@@ -108,6 +108,9 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     collect()
     view = GraphView(cleaned)
     check_supported(view, label, signed=config.simulation.signed_spikes)
+    input_warnings = diagnose.calibration_warnings(            # (all zeros or one value: refused here)
+        x, f"calibration {os.fspath(calibration)!r}" if isinstance(calibration, (str, os.PathLike)) else
+        "the calibration array")
     plan = plan_layers(view)
     timings["clean"] = time.perf_counter() - t
 
@@ -124,7 +127,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     t = time.perf_counter()
     assign_scales(view, plan, lambdas)
     outputs = set(view.output_names)
-    warnings = diagnose.calibration_warnings(x) + diagnose.layer_warnings(
+    warnings = input_warnings + diagnose.layer_warnings(
         plan.layers, stats, any(l.stat_tensor in outputs for l in plan.layers))
     del view                 # its numpy copy of every weight, not needed from here on
     edited = apply_scales(cleaned, plan)

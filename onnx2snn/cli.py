@@ -325,7 +325,9 @@ def convert_once(a: argparse.Namespace, cfg: Config, group):
         if a.eval:      # checked against the model before any conversion work
             x, y = load_labelled(a.eval, info.sample_shape)
             labelled = (x, y, eval_task(info, y, len(x), cfg, a.eval))
+        input_warnings = compare_with_evaluation(a, info, labelled[0]) if a.eval else []
         conv = api.convert(info, a.calib, cfg)
+        conv.warnings[:0] = input_warnings
     except BaseException as e:
         if group is not None:
             distributed.broadcast(("error", str(e)))
@@ -337,6 +339,16 @@ def convert_once(a: argparse.Namespace, cfg: Config, group):
             raise Onnx2SnnError(f"{a.model!r}: models above 2 GiB are not yet supported under torchrun")
         distributed.broadcast(("ok", conv.snn_model.SerializeToString(), conv.config.to_json()))
     return conv, labelled
+
+
+def compare_with_evaluation(a: argparse.Namespace, info, x_eval) -> list:
+    """Calibration inputs that cannot describe the evaluation inputs are refused before any work
+    (``diagnose.compare_inputs``); a smaller mismatch is a warning."""
+    from . import diagnose
+    from .data import load_calibration
+    x = load_calibration(a.calib, info.sample_shape)
+    diagnose.calibration_warnings(x, f"calibration {a.calib!r}")      # (all zeros: refused as such first)
+    return diagnose.compare_inputs(x, x_eval, repr(a.calib), repr(" ".join(a.eval)))
 
 
 def print_conversion(a: argparse.Namespace, conv) -> None:

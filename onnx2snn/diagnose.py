@@ -4,29 +4,78 @@ orders of magnitude, an output that no weighted layer writes. Each is one line; 
 as ``warning: …`` and report.json lists them."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
 from .calibrate import TensorStats
+from .errors import Onnx2SnnError
 
 JUMP = 100.0        # λ of a layer this many times its input's (or less by as much): suspicious
 BLOCK = 4096
 
 
-def calibration_warnings(x: np.ndarray) -> List[str]:
-    """All zeros, or every sample the same: statistics from it say nothing about real inputs."""
+def calibration_warnings(x: np.ndarray, label: str = "the calibration array") -> List[str]:
+    """Every sample the same: statistics from it fit one input, not the data. All zeros, or one
+    value everywhere, cannot be calibrated from at all: refused."""
     lo, hi, first, same = np.inf, -np.inf, np.asarray(x[:1]), True
     for start in range(0, len(x), BLOCK):
         block = np.asarray(x[start:start + BLOCK])
         lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
         same = same and bool(np.all(block == first))
-    if lo == hi == 0:
-        return ["the calibration array is all zeros: every scale will be a guess; give real training inputs"]
+    if lo == hi:
+        what = "all zeros" if lo == 0 else f"the constant {lo:g} everywhere"
+        raise Onnx2SnnError(f"{label} is {what}: no scale can be calibrated from it; give real training inputs, "
+                            "preprocessed as the model expects")
     if same and len(x) > 1:
         return [f"all {len(x)} calibration samples are identical: the scales fit one input, not the data"]
-    if lo == hi:
-        return [f"the calibration array is constant ({lo:g}): give real training inputs"]
+    return []
+
+
+REFUSE_FACTOR = 20.0     # calibration and evaluation inputs this many times apart in range: not one distribution
+WARN_FACTOR = 3.0
+
+
+def channel_ranges(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per channel (axis 1; one for 1-D samples): min, max and mean over the array, in blocks."""
+    lo = hi = total = None
+    count = 0
+    for start in range(0, len(x), BLOCK):
+        block = np.asarray(x[start:start + BLOCK], np.float64)
+        flat = np.moveaxis(block, 1, 0).reshape(block.shape[1], -1) if block.ndim > 2 else block.reshape(1, -1)
+        b_lo, b_hi, b_sum = flat.min(1), flat.max(1), flat.sum(1)
+        lo = b_lo if lo is None else np.minimum(lo, b_lo)
+        hi = b_hi if hi is None else np.maximum(hi, b_hi)
+        total = b_sum if total is None else total + b_sum
+        count += flat.shape[1]
+    return lo, hi, total / max(count, 1)
+
+
+def compare_inputs(calibration: np.ndarray, evaluation: np.ndarray, calibration_label: str,
+                   evaluation_label: str) -> List[str]:
+    """Calibration inputs must describe the inputs the SNN will see: per channel, their magnitudes
+    (largest |value|) REFUSE_FACTOR or more apart are refused (0-255 against 0-1, a stray 1e30),
+    WARN_FACTOR or more warned about, as are means further apart than half the evaluation range."""
+    c_lo, c_hi, c_mean = channel_ranges(calibration)
+    e_lo, e_hi, e_mean = channel_ranges(evaluation)
+    c_mag, e_mag = np.maximum(abs(c_lo), abs(c_hi)), np.maximum(abs(e_lo), abs(e_hi))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where((c_mag == 0) & (e_mag == 0), 1.0, np.maximum(c_mag / e_mag, e_mag / c_mag))
+    k = int(np.argmax(factor))
+    where = f" (channel {k})" if len(factor) > 1 else ""
+    text = (f"the calibration inputs {calibration_label} span [{c_lo[k]:.4g}, {c_hi[k]:.4g}]{where} but the "
+            f"evaluation inputs {evaluation_label} [{e_lo[k]:.4g}, {e_hi[k]:.4g}]: {factor[k]:.3g}× apart")
+    if factor[k] >= REFUSE_FACTOR:
+        raise Onnx2SnnError(text + "; they cannot come from one distribution: preprocess both as the model was "
+                            "trained (e.g. both 0-1)")
+    if factor[k] >= WARN_FACTOR:
+        return [text + "; the scales fit the calibration data, not the evaluation data"]
+    shift = np.abs(c_mean - e_mean) > 0.5 * np.maximum(e_hi - e_lo, np.finfo(np.float64).tiny)
+    if shift.any():
+        k = int(np.argmax(shift))
+        where = f" (channel {k})" if len(shift) > 1 else ""
+        return [f"the calibration inputs' mean {c_mean[k]:.4g}{where} is more than half the evaluation range from "
+                f"the evaluation inputs' {e_mean[k]:.4g}: preprocessed alike?"]
     return []
 
 

@@ -229,10 +229,31 @@ def _warnings(capsys, args):
     return [l for l in out.splitlines() if l.startswith("warning: ")]
 
 
-def test_all_zero_calibration_warns(work, capsys):
-    np.save(work / "zeros.npy", np.zeros((30, *SHAPE), np.float32))
-    lines = _warnings(capsys, ["m.onnx", "zeros.npy", "-q", "-T", "4", "-o", "z"])
-    assert any("all zeros" in l for l in lines)
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_constant_calibration_is_refused_with_or_without_eval(work, capsys, value):
+    """Nothing can be calibrated from zeros (or one value everywhere): refused, naming the file."""
+    np.save(work / "flat.npy", np.full((30, *SHAPE), value, np.float32))
+    what = "all zeros" if value == 0 else "the constant 0.5 everywhere"
+    refused(work, capsys, ["m.onnx", "flat.npy", "-q", "-T", "4", "-o", "z"], "calibration 'flat.npy' is " + what)
+    refused(work, capsys, ["m.onnx", "flat.npy", "--eval", "test.npz", "-q", "-T", "4", "-o", "z"],
+            "calibration 'flat.npy' is " + what)
+
+
+@pytest.mark.parametrize("factor, fragment", [(255.0, "255× apart"), (1e30, "1e+30× apart")])
+def test_calibration_that_cannot_describe_the_evaluation_data_is_refused(work, capsys, factor, fragment):
+    """0-255 calibration for 0-1 evaluation inputs, or absurd values: refused before any work, with both ranges."""
+    x = np.load(work / "calib.npy")
+    np.save(work / "far.npy", (x * factor).astype(np.float32))
+    refused(work, capsys, ["m.onnx", "far.npy", "--eval", "test.npz", "-q", "-T", "4", "-o", "f"],
+            "the calibration inputs 'far.npy' span [", "the evaluation inputs 'test.npz' [", fragment,
+            "cannot come from one distribution")
+
+
+def test_calibration_a_few_times_off_the_evaluation_data_warns(work, capsys):
+    x = np.load(work / "calib.npy")
+    np.save(work / "off.npy", (x * 4).astype(np.float32))
+    lines = _warnings(capsys, ["m.onnx", "off.npy", "--eval", "test.npz", "-q", "-T", "4", "-o", "o"])
+    assert any("the calibration inputs 'off.npy'" in l and "× apart" in l for l in lines)
 
 
 def test_identical_samples_warn(work, capsys):
@@ -259,10 +280,10 @@ def test_calibration_on_another_scale_warns(work, capsys):
 
 def test_warnings_are_in_the_report(work, capsys):
     import json
-    np.save(work / "zeros.npy", np.zeros((30, *SHAPE), np.float32))
-    assert cli.main(["m.onnx", "zeros.npy", "-q", "-T", "4", "-o", "r"]) == 0
+    np.save(work / "same.npy", np.repeat(np.random.default_rng(2).uniform(0, 1, (1, *SHAPE)), 30, 0).astype(np.float32))
+    assert cli.main(["m.onnx", "same.npy", "-q", "-T", "4", "-o", "r"]) == 0
     rep = json.loads((work / "r" / "report.json").read_text())
-    assert any("all zeros" in w for w in rep["warnings"])
+    assert any("identical" in w for w in rep["warnings"])
 
 
 def test_output_not_from_a_weighted_layer_warns(work, capsys):
