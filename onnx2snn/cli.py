@@ -395,6 +395,11 @@ def evaluate(a: argparse.Namespace, conv, labelled, rep: dict, shard):
     ann_out = api.ann_outputs(conv.source, conv.input_name, x, cfg.batch_size)
     if y is None:
         y = tasks.decisions(ann_out, task, head)
+    elif task.kind == "classification":
+        from .diagnose import label_warnings
+        for line in label_warnings(task.classes, y):
+            print(f"warning: {line}")
+            rep["warnings"].append(line)
     ann_metrics = tasks.score(ann_out, y, task, head)
     ann = ann_metrics[task.metric]
     del ann_out

@@ -97,3 +97,13 @@ def layer_warnings(layers, stats: Dict[str, TensorStats], output_from_weighted: 
         out.append("the graph output is not written by a weighted layer (Conv/Gemm) through scale-preserving ops; "
                    "its readout reads the spikes or pooled spikes as they come")
     return out
+
+
+def label_warnings(output_features: int, labels: np.ndarray) -> List[str]:
+    """Class labels that use at most half of the output's features: is the output the logits (a
+    graph cut at a Flatten of 32 features, evaluated on labels 0-9, converts and reads 0 %)?"""
+    used = int(np.max(labels)) + 1 if len(labels) else 0
+    if used and 2 * used <= output_features:
+        return [f"the model's output has {output_features} features but the labels use classes 0-{used - 1} only: is "
+                "the output the class logits? (evaluating on a subset of the classes reads like this too)"]
+    return []

@@ -297,6 +297,11 @@ def test_output_not_from_a_weighted_layer_warns(work, capsys):
     onnx.save(m, work / "flat.onnx")
     lines = _warnings(capsys, ["flat.onnx", "calib.npy", "-q", "-T", "4", "-o", "f"])
     assert any("not written by a weighted layer" in l for l in lines)
+    # evaluated on labels 0-4: 64 output features are not these classes' logits
+    import json
+    lines = _warnings(capsys, ["flat.onnx", "calib.npy", "--eval", "test.npz", "-q", "-T", "4", "-o", "e"])
+    assert any("has 64 features but the labels use classes 0-4 only" in l for l in lines)
+    assert any("64 features" in w for w in json.loads((work / "e" / "report.json").read_text())["warnings"])
 
 
 # --- determinism and side effects ---------------------------------------------------------------------
@@ -451,3 +456,14 @@ def test_many_refused_nodes_read_as_one_phrase_per_reason():
     assert ("not rate-codable with IF neurons; retrain with ReLU: 6 nodes, block0/elu (Elu), block1/elu (Elu), "
             "block2/elu (Elu), …") in text
     assert "block3/elu" not in text and text.count("retrain with ReLU") == 1
+
+
+def test_one_calibration_image_is_refused_naming_the_flags_that_convert_it(work, capsys):
+    """Too few images to hold some back for the T-calibration: the message names the flags, and
+    with them the same image converts."""
+    np.save(work / "one.npy", np.load(work / "calib.npy")[:1])
+    line = refused(work, capsys, ["m.onnx", "one.npy", "-q", "-T", "16", "-o", "o"], "has 1 image(s)",
+                   "calibrating for T=16 needs at least 10")
+    flags = line[line.index("(--") + 1:line.rindex(")")].split()
+    assert flags == ["--threshold", "statistic", "--no-bias-calibration", "--output", "spikes"]
+    assert cli.main(["m.onnx", "one.npy", "-q", "-T", "16", "-o", "o", *flags]) == 0
