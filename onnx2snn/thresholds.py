@@ -121,15 +121,25 @@ def clipped_model(model: onnx.ModelProto, lambdas: Dict[str, float]) -> onnx.Mod
     out.CopyFrom(model)
     g = out.graph
     graph_outputs = {o.name for o in g.output}
+    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 13)
     nodes = []
     for node in g.node:
         nodes.append(node)
         for name in node.output:
             if name in lambdas and name not in graph_outputs:
-                raw = name + "/unclipped"  # consumers keep reading ``name``, now the Min's output
+                raw = name + "/unclipped"  # consumers keep reading ``name``, now the clip's output
                 node.output[list(node.output).index(name)] = raw
-                g.initializer.append(numpy_helper.from_array(np.array(lambdas[name], np.float32), name + "/lambda"))
-                nodes.append(helper.make_node("Min", [raw, name + "/lambda"], [name], name=name + "/clip"))
+                lam = name + "/lambda"
+                g.initializer.append(numpy_helper.from_array(np.array(lambdas[name], np.float32), lam))
+                if out.ir_version < 4:     # IR 3: every initializer is also a graph input
+                    g.input.append(helper.make_tensor_value_info(lam, onnx.TensorProto.FLOAT, []))
+                if opset >= 8:
+                    nodes.append(helper.make_node("Min", [raw, lam], [name], name=name + "/clip"))
+                else:                      # Min broadcasts from opset 8; Sub and Relu do at 7: t - relu(t - λ)
+                    over, excess = name + "/over", name + "/excess"
+                    nodes += [helper.make_node("Sub", [raw, lam], [over], name=name + "/clip_over"),
+                              helper.make_node("Relu", [over], [excess], name=name + "/clip_excess"),
+                              helper.make_node("Sub", [raw, excess], [name], name=name + "/clip")]
     del g.node[:]
     g.node.extend(nodes)
     return out
