@@ -326,6 +326,10 @@ def convert_once(a: argparse.Namespace, cfg: Config, group):
             x, y = load_labelled(a.eval, info.sample_shape)
             labelled = (x, y, eval_task(info, y, len(x), cfg, a.eval))
         input_warnings = compare_with_evaluation(a, info, labelled[0]) if a.eval else []
+        if a.nir is not None:   # what NIR cannot state is refused now, not after the calibration
+            from .nir_io import check_exportable
+            check_exportable(info.model, cfg.spiking_options(), a.nir_approximate, cfg.pools_currents,
+                             cfg.simulation.signed_spikes, f"model {info.name!r}")
         conv = api.convert(info, a.calib, cfg)
         conv.warnings[:0] = input_warnings
     except BaseException as e:

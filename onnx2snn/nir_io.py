@@ -216,6 +216,20 @@ def _avg_pool(nir, node, view, where):
     return nir.AvgPool2d(np.array(shape[1:]), np.array(shape[1:]), np.array([0, 0]))
 
 
+def check_exportable(model: onnx.ModelProto, options, approximate: bool = False, pool_currents: bool = False,
+                     signed: bool = False, label: str = "the model") -> None:
+    """Refuse before any calibration work what ``export_nir`` would refuse after it: the spiking
+    graph of the cleaned, not yet rescaled ``model`` (``options``: SpikingOptions) has the nodes the
+    converted one will have, and NIR can state them or not alike."""
+    from .graph import clean_graph
+    from .graph.ops import check_supported
+    from .graph.spiking import to_spiking
+    from .graph.view import GraphView
+    cleaned, _ = clean_graph(model, pool_currents=pool_currents)
+    check_supported(GraphView(cleaned), label, signed)      # (what the conversion refuses, it refuses first)
+    to_nir(to_spiking(cleaned, options), approximate)
+
+
 def export_nir(model: Union[str, os.PathLike, onnx.ModelProto], path: str, approximate: bool = False) -> List[str]:
     """Write ``path`` (a NIR file, HDF5) from a ``*.snn.onnx`` or a ``Conversion``'s ``snn_model``;
     written to a temporary file, then renamed. Returns the approximations made (empty unless

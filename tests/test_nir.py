@@ -96,6 +96,27 @@ def test_cli_nir_refusal_is_one_line_and_leaves_nothing(tmp_path):
     rc, out, err = cli("mp.onnx", "calib.npy", "-T", "8", "-q", "--nir", cwd=tmp_path)
     assert_one_line_error(rc, err, "pool1 (SpikeMaxPool)", "--nir-approximate")
     assert sorted(os.listdir(tmp_path)) == ["calib.npy", "mp.onnx"]
+    assert "verified" not in out          # refused before the conversion's work, not after it
+
+
+def test_nir_refusals_come_before_the_conversion_for_each_kind_the_exporter_refuses(tmp_path, capsys):
+    """Max pooling of spikes, ConvTranspose, signed neurons: refused by the pre-check, naming the node."""
+    pytest.importorskip("nir")
+    from onnx2snn import cli as cli_module
+    from onnx2snn.nir_io import check_exportable
+    cases = {"conv_transpose_decoder": "ConvTranspose", "leaky_relu_cnn": "SignedIF"}
+    for name, fragment in cases.items():
+        m, _ = PATTERNS[name]()
+        cfg = Config()
+        cfg.simulation.signed_spikes = True
+        with pytest.raises(onnx2snn.Onnx2SnnError, match=fragment):
+            check_exportable(m, cfg.spiking_options(), signed=True)
+    m, shape = PATTERNS["conv_transpose_decoder"]()
+    onnx.save(m, str(tmp_path / "ct.onnx"))
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).uniform(0, 1, size=(20, *shape)).astype(np.float32))
+    rc = cli_module.main([str(tmp_path / "ct.onnx"), str(tmp_path / "c.npy"), "-q", "--nir", "-o", str(tmp_path / "o")])
+    out, err = capsys.readouterr()
+    assert rc == 1 and "ConvTranspose" in err and "verified" not in out and not (tmp_path / "o").exists()
 
 
 def test_load_nir_names_a_bad_file(tmp_path):
