@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netron", action="store_true",
                    help="after writing, open the .snn.onnx in Netron (served on 127.0.0.1; Ctrl+C ends it; "
                         "needs pip install 'onnx2snn[netron]')")
+    p.add_argument("--port", type=int, metavar="P",
+                   help="with --netron: serve on 127.0.0.1:P (default: a free port); a port in use is refused "
+                        "before any work")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="log each graph pass")
     p.add_argument("--version", action="version", version=f"onnx2snn {__version__}")
@@ -284,7 +287,7 @@ def run(a: argparse.Namespace) -> int:
     name, written = write_outputs(a, conv, rep, out_dir, nir_name, ann, result)
     print(f"wrote {out_dir}/: {', '.join(written)}")
     if a.netron:
-        open_in_netron(os.path.join(out_dir, name))
+        open_in_netron(os.path.join(out_dir, name), a.port or 0)
     return 0
 
 
@@ -302,8 +305,12 @@ def check_arguments(a: argparse.Namespace):
     parent = os.path.dirname(out_dir)
     if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
         raise Onnx2SnnError(f"cannot write the output folder {out_dir!r}: {parent!r} is not a writable folder")
+    if a.port is not None and not a.netron:
+        raise Onnx2SnnError("--port is the port of --netron's server: give --netron too")
     if a.netron:
         viewer.check_available()
+        if a.port is not None:
+            viewer.check_port(a.port)
     if a.eval is not None and len(a.eval) > 2:
         raise Onnx2SnnError(f"--eval takes one .npz, one folder or two .npy files; got {len(a.eval)} paths")
     for path, what in ((a.model, "model file"), (a.calib, "calibration file")):
@@ -485,9 +492,9 @@ def write_outputs(a: argparse.Namespace, conv, rep: dict, out_dir: str, nir_name
     return name, written
 
 
-def open_in_netron(path: str) -> None:
-    """Serve the written file with Netron until Ctrl+C."""
-    host, port = viewer.serve(path)
+def open_in_netron(path: str, port: int = 0) -> None:
+    """Serve the written file with Netron until Ctrl+C (``port`` 0: a free one)."""
+    host, port = viewer.serve(path, port)
     print(f"Netron is serving {os.path.basename(path)} at http://{host}:{port} (Ctrl+C to stop)", flush=True)
     try:
         import netron

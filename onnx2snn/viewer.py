@@ -20,6 +20,20 @@ def check_available() -> None:
         raise Onnx2SnnError(f"--netron needs the netron package, which is not installed: {INSTALL}")
 
 
+def check_port(port: int) -> None:
+    """``port`` must be free on 127.0.0.1 (checked before the conversion, so that a busy port does not
+    cost one)."""
+    import socket
+    if not 1 <= port <= 65535:
+        raise Onnx2SnnError(f"--port {port}: expected a port number in 1..65535")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise Onnx2SnnError(f"--port {port}: 127.0.0.1:{port} cannot be served ({e.strerror or e}); choose "
+                                "another port, or leave --port out for a free one") from None
+
+
 def serve(path: str, port: int = 0, browse: bool = True) -> Tuple[str, int]:
     """Serve ``path`` with Netron on 127.0.0.1 (``port`` 0: a free one); returns the (host, port)."""
     check_available()

@@ -111,6 +111,19 @@ def test_bad_config_files(work, capsys, content, fragment):
     refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--config", "c.json"], fragment)
 
 
+@pytest.mark.parametrize("content,fragment", [     # the options added since 0.4, as TOML
+    ('[simulation]\nsigned_spikes = "yes"\n', "simulation.signed_spikes = 'yes': expected true or false"),
+    ('[simulation]\nsigned_spike = true\n', "signed_spike"),
+    ('task = "detection"\n', "task = 'detection'"),
+    ('task = 3\n', "task = 3"),
+    ('[simulation.avg_pool]\nhas_neuron = 1\n', "simulation.avg_pool.has_neuron"),
+    ('[simulation]\nreadout_delay = -1\n', "simulation.readout_delay"),
+])
+def test_bad_config_files_for_new_options(work, capsys, content, fragment):
+    (work / "c.toml").write_text(content)
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--config", "c.toml"], "config file 'c.toml'", fragment)
+
+
 # --- devices ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("device,fragment", [

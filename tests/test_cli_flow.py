@@ -54,6 +54,21 @@ def test_netron_missing_is_one_line_before_any_work(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_netron_on_a_busy_port_is_one_line_before_any_work(tmp_path, capsys):
+    pytest.importorskip("netron")
+    from onnx2snn import cli as cli_module
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rc = cli_module.main([MODEL, CALIB, "--netron", "--port", str(port), "-q", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.startswith(f"onnx2snn: error: --port {port}: 127.0.0.1:{port} cannot be served")
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o").exists()
+    rc = cli_module.main([MODEL, CALIB, "--port", "8080", "-q", "-o", str(tmp_path / "o")])
+    assert rc == 1 and "give --netron too" in capsys.readouterr().err
+
+
 def test_netron_serves_the_file_on_localhost_and_stops(tmp_path):
     pytest.importorskip("netron")
     conv = onnx2snn.convert(MODEL, CALIB)
