@@ -125,6 +125,19 @@ def test_missing_external_data_file_is_named(work, capsys):
     assert not os.path.exists(work / "out")
 
 
+def test_truncated_external_data_file_is_one_line(work, capsys):
+    """A data file cut short (an interrupted copy of a 2 GiB model): named, with the tensor, exit 1."""
+    size = os.path.getsize(work / "mlp.onnx.data")
+    with open(work / "mlp.onnx.data", "r+b") as f:
+        f.truncate(size // 2)
+    before = os.path.getsize(work / "mlp.onnx.data")
+    assert cli.main(["mlp.onnx", "calib.npy", "-q", "-o", "out"]) == 1
+    lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+    assert len(lines) == 1 and "'mlp.onnx': cannot read its external data" in lines[0], lines
+    assert "exceeds available data" in lines[0] and not os.path.exists(work / "out")
+    assert os.path.getsize(work / "mlp.onnx.data") == before
+
+
 def test_cli_writes_the_data_file_into_the_output_folder(work, limit, capsys):
     rc = cli.main(["mlp.onnx", "calib.npy", "-q", "-T", "4", "-o", "out"])
     assert rc == 0, capsys.readouterr().err
