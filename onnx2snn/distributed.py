@@ -89,14 +89,3 @@ def all_gather(value: Any) -> List[Any]:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, value)
     return out
-
-
-def active() -> Optional[tuple]:
-    """(rank, world) when a process group of more than one rank is running, else None."""
-    try:
-        import torch.distributed as dist
-    except ImportError:
-        return None
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist.get_rank(), dist.get_world_size()
-    return None

@@ -11,7 +11,6 @@ from onnx import numpy_helper
 class GraphView:
     def __init__(self, model: onnx.ModelProto):
         g = model.graph
-        self.model = model
         self.nodes = list(g.node)
         self.constants: Dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
         for n in self.nodes:  # Constant nodes left by exporters count as initializers
