@@ -495,7 +495,8 @@ def write_outputs(a: argparse.Namespace, conv, rep: dict, out_dir: str, nir_name
 def open_in_netron(path: str, port: int = 0) -> None:
     """Serve the written file with Netron until Ctrl+C (``port`` 0: a free one)."""
     host, port = viewer.serve(path, port)
-    print(f"Netron is serving {os.path.basename(path)} at http://{host}:{port} (Ctrl+C to stop)", flush=True)
+    print(f"Netron is serving {os.path.basename(path)} at http://{host}:{port} (Ctrl+C to stop); from another "
+          f"machine: ssh -L {port}:{host}:{port} <this host>, then open http://{host}:{port} there", flush=True)
     try:
         import netron
         netron.wait()
