@@ -304,11 +304,10 @@ def test_per_channel_thresholds_stay_exact_and_round_trip(name, tmp_path):
     cfg = Config()
     cfg.simulation.T, cfg.parser.per_channel = 16, True
     conv = convert(m, x, cfg)
-    vectors = [l.lambda_out for l in conv.layers if isinstance(l.lambda_out, list)]
-    if name == "token_mixer":   # axis 1 after a token-wise layer's Transpose back is the tokens: one λ per layer
-        assert not vectors
-    else:
-        assert vectors and any(len(set(v)) > 1 for v in vectors)
+    vectors = {l.node: l.lambda_out for l in conv.layers if isinstance(l.lambda_out, list)}
+    assert vectors and any(len(set(v)) > 1 for v in vectors.values())
+    if name == "token_mixer":   # the channel MLP's features become the token MLP's positions: one λ there
+        assert "channel_mlp/MatMul" not in vectors and "grid_mlp/MatMul" in vectors
     (ann,) = run(conv.source, conv.input_name, x, [conv.source.graph.output[0].name], 60)
     (edited,) = run(conv.snn_model, conv.input_name, x, [conv.snn_model.graph.output[0].name], 60)
     assert np.mean(ann.reshape(60, -1).argmax(1) == edited.reshape(60, -1).argmax(1)) >= 0.95  # biases calibrated
