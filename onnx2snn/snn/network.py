@@ -310,38 +310,19 @@ class SpikingNetwork(nn.Module):
             raise ValueError("record_steps is not available with shard")
         if poisson and self.encoding.poisson_refused:
             raise Onnx2SnnError(self.encoding.poisson_refused)
+        if poisson:
+            _check_unit_interval(x)
         device = resolve_device(device)
         dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-        # The caller's network is left as it was: a float32 run works on it in place (no copy of the
-        # weights) and moves it back afterwards, with its convolutions in their own memory layout.
-        home = next(iter(self.state_dict().values()), torch.empty(0)).device
-        net = self.to(device) if dt == torch.float32 else copy.deepcopy(self).to(device=device, dtype=dt)
-        memory = contextlib.ExitStack()
-        if device.type == "cpu":   # reuse freed chunk buffers instead of page-faulting fresh ones
-            memory.enter_context(cpu_memory.keep_freed_memory())
-        try:
-            net.eval()
-            if channels_last is None:
-                channels_last = device.type in ("cuda", "cpu")
-            layout = torch.channels_last if channels_last else torch.contiguous_format
-            for m in net.modules():
-                if isinstance(m, nn.Conv2d):
-                    m.to(memory_format=layout)
-            if poisson:
-                _check_unit_interval(x)
-            gen = torch.Generator(device=device)
-            n = len(x)
-            for m in net.neuron_layers().values():
-                m.reset_stats()
-                m.count_spikes = record_rates
-            net._counter = EventCounter(net._after_signed) if record_rates else None
-            task = task or CLASSIFICATION
-            per_step_shape = {"segmentation": (T, task.classes, task.classes), "regression": (T, 2)}.get(task.kind, (T,))
-            count_type = np.float64 if task.kind == "regression" else np.int64
-            correct = np.zeros(per_step_shape, count_type) if labels is not None else None
-            outputs, step_outputs = [], []
-            readout_delay = self.readout_delay if readout_delay is None else readout_delay
+        if channels_last is None:
+            channels_last = device.type in ("cuda", "cpu")
+        task = task or CLASSIFICATION
+        run = _Run(T, task, labels is not None, self.readout_delay if readout_delay is None else readout_delay,
+                   record_steps, self.output_scale, self.output_head)
+        n = len(x)
+        with self._prepared(device, dt, channels_last, record_rates) as net:
             tc = chunk or net.auto_chunk(T, min(batch_size, n), device, element_size=torch.finfo(dt).bits // 8)
+            gen = torch.Generator(device=device)
             rank, world = shard or (0, 1)
             for index, start in enumerate(range(0, n, batch_size)):
                 if index % world != rank:
@@ -354,57 +335,102 @@ class SpikingNetwork(nn.Module):
                 xb = torch.as_tensor(batch, device=device).to(dt)
                 if channels_last and xb.dim() == 4:
                     xb = xb.contiguous(memory_format=torch.channels_last)
-                b = xb.shape[0]
-                net.reset()
-                total = None
-                hits = [] if labels is not None else None
-                batch_steps = []
-                yb = torch.as_tensor(labels[start:start + b], device=device) if labels is not None else None
-                for t0 in range(0, T, tc):
-                    n_steps = min(tc, T - t0)
-                    if poisson:
-                        inp = (torch.rand((n_steps, *xb.shape), generator=gen, device=device) < xb).to(dt)
-                        out = net(inp, n_steps, static=False)
-                    else:
-                        out = net(xb, n_steps, static=True)
-                    out = out.reshape(n_steps, b, -1).float()
-                    if t0 < readout_delay:  # not in place: ``out`` may be a view of a cached tensor
-                        out = out * (torch.arange(t0, t0 + n_steps, device=device) >= readout_delay).view(-1, 1, 1)
-                    if record_steps:
-                        batch_steps.append(out.cpu().numpy())
-                    cum = torch.cumsum(out, 0) if total is None else total + torch.cumsum(out, 0)
-                    total = cum[-1]
-                    if hits is not None:
-                        counted = (torch.arange(t0 + 1, t0 + n_steps + 1, device=device) - readout_delay).clamp(min=0)
-                        hits.append(step_counts(cum, yb, task, counted, self.output_scale, self.output_head))
-                batch_correct = None
-                if hits is not None:
-                    per_step = torch.cat(hits).cpu().numpy().astype(count_type)
-                    correct += per_step
-                    batch_correct = batch_score(per_step[-1], task, b)
-                outputs.append((index, total.cpu().numpy()))
-                if record_steps:
-                    step_outputs.append(np.concatenate(batch_steps, 0))   # [T, b, K]
+                yb = torch.as_tensor(labels[start:start + len(xb)], device=device) if labels is not None else None
+                batch_correct = run.batch(net, index, xb, yb, tc, gen if poisson else None)
                 if progress is not None:   # with shards: this rank's batch and the others' beside it
-                    progress(min(n, start + world * batch_size) - start if world > 1 else b, batch_correct)
-            if world > 1:
-                correct, outputs = _reduce_shards(net, correct, outputs, record_rates)
-            rates = ({name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in net.neuron_layers().items()}
-                     if record_rates else {})
-            synops = synaptic_operations(net, net._counter, n, net._input_shapes) if record_rates else {}
+                    progress(min(n, start + world * batch_size) - start if world > 1 else len(xb), batch_correct)
+            return run.result(net, n, record_rates, world)
+
+    @contextlib.contextmanager
+    def _prepared(self, device: torch.device, dt: torch.dtype, channels_last: bool, record_rates: bool):
+        """The network to simulate with: this one on ``device`` for float32 (no copy of the weights),
+        else a reduced-precision copy; convolutions in the chosen memory layout, counters zeroed.
+        Afterwards the caller's network is as it was (its device, its layout), holding no batch."""
+        home = next(iter(self.state_dict().values()), torch.empty(0)).device
+        net = self.to(device) if dt == torch.float32 else copy.deepcopy(self).to(device=device, dtype=dt)
+        memory = contextlib.ExitStack()
+        if device.type == "cpu":   # reuse freed chunk buffers instead of page-faulting fresh ones
+            memory.enter_context(cpu_memory.keep_freed_memory())
+        try:
+            net.eval()
+            layout = torch.channels_last if channels_last else torch.contiguous_format
+            for m in net.modules():
+                if isinstance(m, nn.Conv2d):
+                    m.to(memory_format=layout)
+            for m in net.neuron_layers().values():
+                m.reset_stats()
+                m.count_spikes = record_rates
+            net._counter = EventCounter(net._after_signed) if record_rates else None
+            yield net
+        finally:
             net._counter = None
             net._cache_input, net._static_cache = None, {}  # hold no batch after returning
-            steps_array = np.concatenate(step_outputs, 1) if record_steps else None   # (T, N, K)
-            outputs = np.concatenate([o for _, o in sorted(outputs, key=lambda io: io[0])])
-            return SimulationResult(T, n, correct, outputs, rates, steps_array, synops,
-                                    None if task is CLASSIFICATION else task)
-        finally:
             memory.close()
             if net is self:
                 self.to(home)
                 for m in self.modules():
                     if isinstance(m, nn.Conv2d):
                         m.to(memory_format=torch.contiguous_format)
+
+
+class _Run:
+    """One simulate() call's batch loop state: the task's counts per step, the outputs, the recorded
+    steps — added up batch by batch, then turned into the ``SimulationResult``."""
+
+    def __init__(self, T: int, task: Task, labelled: bool, readout_delay: int, record_steps: bool,
+                 output_scale: float, output_head: Optional[str]):
+        self.T, self.task, self.delay, self.record_steps = T, task, readout_delay, record_steps
+        self.scale, self.head = output_scale, output_head
+        per_step_shape = {"segmentation": (T, task.classes, task.classes), "regression": (T, 2)}.get(task.kind, (T,))
+        self.count_type = np.float64 if task.kind == "regression" else np.int64
+        self.correct = np.zeros(per_step_shape, self.count_type) if labelled else None
+        self.outputs: List[Tuple[int, np.ndarray]] = []
+        self.step_outputs: List[np.ndarray] = []
+
+    def batch(self, net: "SpikingNetwork", index: int, xb: torch.Tensor, yb: Optional[torch.Tensor], tc: int,
+              gen: Optional[torch.Generator]) -> Optional[float]:
+        """Simulate one batch for T steps in chunks of ``tc`` (Poisson input where ``gen``); returns
+        its headline count for the progress bar (None without labels)."""
+        T, b, device = self.T, xb.shape[0], xb.device
+        net.reset()
+        total, hits, steps = None, [] if yb is not None else None, []
+        for t0 in range(0, T, tc):
+            n_steps = min(tc, T - t0)
+            if gen is not None:
+                inp = (torch.rand((n_steps, *xb.shape), generator=gen, device=device) < xb).to(xb.dtype)
+                out = net(inp, n_steps, static=False)
+            else:
+                out = net(xb, n_steps, static=True)
+            out = out.reshape(n_steps, b, -1).float()
+            if t0 < self.delay:  # not in place: ``out`` may be a view of a cached tensor
+                out = out * (torch.arange(t0, t0 + n_steps, device=device) >= self.delay).view(-1, 1, 1)
+            if self.record_steps:
+                steps.append(out.cpu().numpy())
+            cum = torch.cumsum(out, 0) if total is None else total + torch.cumsum(out, 0)
+            total = cum[-1]
+            if hits is not None:
+                counted = (torch.arange(t0 + 1, t0 + n_steps + 1, device=device) - self.delay).clamp(min=0)
+                hits.append(step_counts(cum, yb, self.task, counted, self.scale, self.head))
+        self.outputs.append((index, total.cpu().numpy()))
+        if self.record_steps:
+            self.step_outputs.append(np.concatenate(steps, 0))   # [T, b, K]
+        if hits is None:
+            return None
+        per_step = torch.cat(hits).cpu().numpy().astype(self.count_type)
+        self.correct += per_step
+        return batch_score(per_step[-1], self.task, b)
+
+    def result(self, net: "SpikingNetwork", n: int, record_rates: bool, world: int) -> SimulationResult:
+        correct, outputs = self.correct, self.outputs
+        if world > 1:
+            correct, outputs = _reduce_shards(net, correct, outputs, record_rates)
+        rates = ({name: float(m.spike_count) / max(1, m.neuron_steps) for name, m in net.neuron_layers().items()}
+                 if record_rates else {})
+        synops = synaptic_operations(net, net._counter, n, net._input_shapes) if record_rates else {}
+        steps_array = np.concatenate(self.step_outputs, 1) if self.record_steps else None   # (T, N, K)
+        outputs = np.concatenate([o for _, o in sorted(outputs, key=lambda io: io[0])])
+        return SimulationResult(self.T, n, correct, outputs, rates, steps_array, synops,
+                                None if self.task is CLASSIFICATION else self.task)
 
 
 def batch_seed(seed: int, index: int) -> int:
@@ -416,7 +442,7 @@ def _reduce_shards(net, correct, outputs, record_rates):
     """Sum what the ranks counted (correct per step, spikes, synaptic events); gather the outputs."""
     from .. import distributed
     if correct is not None:
-        correct = distributed.all_reduce_sum(correct.astype(np.int64))
+        correct = distributed.all_reduce_sum(correct)     # (int64 counts, or float64 sums)
     if record_rates:
         for m in net.neuron_layers().values():
             totals = distributed.all_reduce_sum(np.array([float(m.spike_count), float(m.neuron_steps)]))
