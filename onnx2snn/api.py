@@ -111,6 +111,7 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     input_warnings = diagnose.calibration_warnings(            # (all zeros or one value: refused here)
         x, f"calibration {os.fspath(calibration)!r}" if isinstance(calibration, (str, os.PathLike)) else
         "the calibration array")
+    input_warnings += diagnose.normalisation_warnings(info.model, x)
     plan = plan_layers(view)
     timings["clean"] = time.perf_counter() - t
 

@@ -107,3 +107,36 @@ def label_warnings(output_features: int, labels: np.ndarray) -> List[str]:
         return [f"the model's output has {output_features} features but the labels use classes 0-{used - 1} only: is "
                 "the output the class logits? (evaluating on a subset of the classes reads like this too)"]
     return []
+
+
+def normalisation_warnings(model, x: np.ndarray) -> List[str]:
+    """A model that normalises its own input ((x - mean) / std inside the graph) says what its inputs
+    look like: calibration inputs whose per-channel mean is REFUSE_FACTOR or more times off the
+    mean the model subtracts were preprocessed for another scale (0-255 against 0-1). Only the
+    Sub/Add of a constant right at the input is read (a warning: the check has no evaluation data)."""
+    from onnx import numpy_helper
+    g = model.graph        # (read from the proto: no copy of every weight, as a GraphView would make)
+    inits = {i.name: i for i in g.initializer}
+    constants = {n.output[0]: n.attribute[0].t for n in g.node if n.op_type == "Constant" and n.attribute
+                 and n.attribute[0].name == "value"}
+    input_name = next(i.name for i in g.input if i.name not in inits)
+    node = next((n for n in g.node if n.op_type in ("Sub", "Add") and len(n.input) == 2 and n.input[0] == input_name
+                 and (n.input[1] in inits or n.input[1] in constants)), None)
+    if node is None:
+        return []
+    const = numpy_helper.to_array(inits.get(node.input[1]) or constants[node.input[1]]).astype(np.float64)
+    expected = (const if node.op_type == "Sub" else -const).reshape(-1)
+    _, _, mean = channel_ranges(x)
+    if expected.size not in (1, mean.size):
+        return []
+    expected = np.broadcast_to(expected, mean.shape)
+    a, b = np.abs(mean), np.abs(expected)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where((a > 0) & (b > 0), np.maximum(a / b, b / a), 1.0)
+    k = int(np.argmax(factor))
+    if factor[k] < REFUSE_FACTOR:
+        return []
+    where = f" (channel {k})" if mean.size > 1 else ""
+    return [f"the model subtracts a mean of {expected[k]:.4g}{where} from its input ({node.name}) but the calibration "
+            f"inputs' mean is {mean[k]:.4g}: {factor[k]:.3g}× apart; calibration data on another scale than the model "
+            "expects (e.g. 0-1 for 0-255)?"]

@@ -482,3 +482,15 @@ def test_one_calibration_image_is_refused_naming_the_flags_that_convert_it(work,
     flags = line[line.index("(--") + 1:line.rindex(")")].split()
     assert flags == ["--threshold", "statistic", "--no-bias-calibration", "--output", "spikes"]
     assert cli.main(["m.onnx", "one.npy", "-q", "-T", "16", "-o", "o", *flags]) == 0
+
+
+def test_calibration_on_another_scale_than_the_models_own_input_normalisation_warns():
+    """(x - mean) / std inside the graph with means 0.3-0.5: calibration data 30 times larger is named."""
+    from patterns import PATTERNS
+    from onnx2snn import convert
+    m, shape = PATTERNS["input_normalisation_bn_first"]()
+    x = np.random.default_rng(0).uniform(0, 1, size=(40, *shape)).astype(np.float32)
+    assert not any("subtracts a mean" in w for w in convert(m, x).warnings)
+    warnings = convert(m, x * 30).warnings
+    assert any("the model subtracts a mean of 0.3 (channel 2) from its input (sub_mean)" in w and "apart" in w
+               for w in warnings), warnings
