@@ -36,3 +36,18 @@ def test_two_processes_report_what_one_process_does(tmp_path, poisson):
     assert (tmp_path / "two" / "mnist_cnn.snn.onnx").read_bytes() == (tmp_path / "one" / "mnist_cnn.snn.onnx").read_bytes()
     # only rank 0 spoke: one summary line
     assert two.stdout.count("ANN accuracy") == 1
+
+
+def test_a_failing_run_under_torchrun_exits_non_zero_with_one_message_and_no_output(tmp_path):
+    """Bad input found by rank 0 (an all-zero calibration array): every rank stops, torchrun exits
+    with the failure's code, the reason is printed once, and no output folder is left."""
+    import numpy as np
+    np.save(tmp_path / "zeros.npy", np.zeros((20, 1, 28, 28), np.float32))
+    args = [ARGS[0], "zeros.npy", *ARGS[2:]]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                        "-m", "onnx2snn", *args, "-o", "two"], cwd=tmp_path, capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert p.returncode != 0
+    assert p.stderr.count("calibration 'zeros.npy' is all zeros") == 1, p.stderr[-3000:]
+    assert not (tmp_path / "two").exists() and sorted(os.listdir(tmp_path)) == ["zeros.npy"]
