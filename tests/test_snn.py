@@ -282,3 +282,14 @@ def test_signed_neurons_rate_code_leaky_relu(alpha):
     noise = torch.where(torch.arange(T) % 2 == 0, 0.8, -0.8).view(T, 1, 1)   # mean 0.3 / -0.5 ± 0.8 per step
     out = n((z + noise)[:, :, :2], T, static=False)
     assert torch.allclose(out.mean(0), expected[:, :2], atol=2.0 / T)
+
+
+def test_the_listing_shows_the_code_path_each_layer_of_neurons_took():
+    """print(network): 'not run yet' before a simulation; after it, the kernel or loop each IF layer ran."""
+    from onnx2snn.snn import kernels
+    conv = convert(graphs.conv_bn_relu(), np.random.default_rng(0).uniform(0, 1, size=(20, 1, 8, 8)).astype(np.float32))
+    assert "code path (last run)" in str(conv.network) and "not run yet" in str(conv.network)
+    conv.network.simulate(np.random.default_rng(1).uniform(0, 1, size=(4, 1, 8, 8)).astype(np.float32), 4, device="cpu")
+    listing = str(conv.network)
+    expected = "Numba kernel" if kernels.available(torch.zeros(1)) else "torch loop"
+    assert "not run yet" not in listing and expected in listing

@@ -53,6 +53,11 @@ def dense(t: torch.Tensor) -> bool:
     return True
 
 
+def name(t: torch.Tensor) -> str:
+    """The fused kernels that run on this tensor's device (for listings)."""
+    return "Numba kernel" if t.device.type == "cpu" else "Triton kernel"
+
+
 def usable(z: torch.Tensor, v: torch.Tensor, static: bool) -> bool:
     """The kernel indexes memory flat: the currents of each step must be laid out as ``v`` is,
     one step after the other."""

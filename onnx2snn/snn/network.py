@@ -176,17 +176,19 @@ class SpikingNetwork(nn.Module):
 
     # --- listing ---------------------------------------------------------------------------
     def __repr__(self) -> str:
-        """One line per step: op, output shape, its module (neuron parameters), and λ where a weighted
-        layer was rescaled — the seed printed the SNN's structure; ``print(network)`` shows this."""
+        """One line per step: op, output shape, its module (neuron parameters), λ where a weighted
+        layer was rescaled, and for IF neurons the code path their last chunk took (Numba or Triton
+        kernel, fused with the pooling after it or not, or the torch loop: ``kernels.py`` chooses
+        per chunk) — the seed printed the SNN's structure; ``print(network)`` shows this."""
         from ..graph.annotate import format_scale
         lambdas = {l.node: format_scale(l.lambda_out) for l in getattr(self, "layer_scales", None) or []}
-        rows = [("step", "op", "output shape", "module", "λ")]
+        rows = [("step", "op", "output shape", "module", "λ", "code path (last run)")]
         for step, module in zip(self.steps, self.layers):
             extra = module.extra_repr().replace("\n", " ")
             text = f"{type(module).__name__}({extra})" if extra else type(module).__name__
             rows.append((step.name, step.op, "×".join(map(str, step.shape)) if step.shape else "?",
                          text if len(text) <= 72 else text[:69] + "...",
-                         lambdas.get(step.name, "")))
+                         lambdas.get(step.name, ""), getattr(module, "path", "")))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = [f"SpikingNetwork: {self.input_name!r} -> {self.output_name!r}, {len(self.steps)} steps, "
                  f"{len(self.neuron_layers())} layers of IF neurons, readout delay {self.readout_delay}"]

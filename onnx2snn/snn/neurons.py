@@ -59,6 +59,7 @@ class IFNeuron(nn.Module):
         # A per-channel shift of the input current (float32, one value per channel) on top of the
         # offset, set only while the bias calibration tries shifts (snn_calibration.py).
         self.input_shift: Optional[torch.Tensor] = None
+        self.path = "not run yet"   # the code path of the last chunk: Numba / Triton kernel, or torch loop
         self.reset()
         self.reset_stats()
 
@@ -141,6 +142,7 @@ class IFNeuron(nn.Module):
             return None
         z, shift = self._shifted(z, static)
         v = self.v
+        self.path = kernels.name(z) + ", fused with the pooling after it"
         pooled, fired = kernels.if_pool_chunk(z, v, n_steps, static, self.v_threshold, self.v_reset,
                                               pool.fusable_window, pool.fused_rule, pool.fused_state(v),
                                               getattr(pool, "momentum", None), self.count_spikes, shift)
@@ -159,9 +161,13 @@ class IFNeuron(nn.Module):
         return counts
 
     def _advance(self, z, n_steps, static, out, counts, shift=None) -> None:
+        """One chunk of steps: the fused kernel where it can run on these currents, else the torch
+        loop; ``path`` records which (``print(network)`` shows it)."""
         if kernels.usable(z, self.v, static):
+            self.path = kernels.name(z)
             kernels.if_chunk(z, self.v, out, n_steps, static, self.v_threshold, self.v_reset, counts, shift)
         else:   # (``_shifted`` added any shift to z where the kernel does not run)
+            self.path = "torch loop"
             self._loop(z, out, counts, n_steps, static)
 
     def _loop(self, z: torch.Tensor, out, counts, n_steps: int, static: bool) -> None:
@@ -237,6 +243,7 @@ class SignedIFNeuron(IFNeuron):
         return counts
 
     def _signed_loop(self, z, out, counts, n_steps: int, static: bool) -> None:
+        self.path = "torch loop (signed neurons have no fused kernel)"
         v, theta, negative = self.v, self.v_threshold, self.negative_threshold()
         if self.v_neg is None:
             self.v_neg = v * (negative / theta)          # v_init of its own threshold (or the per-neuron map)
