@@ -15,7 +15,7 @@ import time
 
 
 from . import __version__
-from .config import Config, InvalidConfigValue
+from .config import TASKS, Config, InvalidConfigValue
 from . import viewer
 from .errors import Onnx2SnnError
 from .paths import model_stem, require_file
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ANN); y: class labels (N,), 0/1 multi-label targets (N, K), class maps (N, H, W) for a "
                         "(C, H, W) output, or float targets shaped as the output (regression: relative L2 error); "
                         "reports ANN vs SNN metric after every step")
-    p.add_argument("--task", choices=["classification", "multilabel", "segmentation", "regression"],
+    p.add_argument("--task", choices=TASKS,
                    help="what the output means (default: from the label and output shapes and the output head)")
     p.add_argument("-T", "--timesteps", type=int, help="simulation time steps (default 100)")
     p.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
@@ -357,9 +357,8 @@ def compare_with_evaluation(a: argparse.Namespace, info, x_eval) -> list:
     (``diagnose.compare_inputs``); a smaller mismatch is a warning."""
     from . import diagnose
     from .data import load_calibration
-    x = load_calibration(a.calib, info.sample_shape)
-    diagnose.calibration_warnings(x, f"calibration {a.calib!r}")      # (all zeros: refused as such first)
-    return diagnose.compare_inputs(x, x_eval, repr(a.calib), repr(" ".join(a.eval)))
+    return diagnose.compare_inputs(load_calibration(a.calib, info.sample_shape), x_eval, repr(a.calib),
+                                   repr(" ".join(a.eval)))
 
 
 def print_conversion(a: argparse.Namespace, conv) -> None:

@@ -24,6 +24,9 @@ from .options import CalibrationOptions, SimulationOptions, SpikingOptions
 MAX_T = 100_000
 
 
+# what an evaluation's labels are (tasks.py measures each); here so that the CLI's --help stays light
+TASKS = ("classification", "multilabel", "segmentation", "regression")
+
 @dataclass
 class ParserConfig:
     # "search": λ minimises the T-step quantisation error (thresholds.py); "statistic": the seed's
@@ -171,8 +174,8 @@ class Config:
         _check(_is_int(self.seed) and 0 <= self.seed < 2 ** 63, "seed", self.seed, "an integer in [0, 2**63)")
         _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _check(self.device is None or isinstance(self.device, str), "device", self.device, 'null or a device such as "cpu"')
-        _check(self.task in (None, "classification", "multilabel", "segmentation", "regression"), "task", self.task,
-               'null, "classification", "multilabel", "segmentation" or "regression"')
+        _check(self.task is None or self.task in TASKS, "task", self.task,
+               "null or one of " + ", ".join(f'"{t}"' for t in TASKS))
         return self
 
     @property

@@ -57,6 +57,8 @@ def compare_inputs(calibration: np.ndarray, evaluation: np.ndarray, calibration_
     (largest |value|) REFUSE_FACTOR or more apart are refused (0-255 against 0-1, a stray 1e30),
     WARN_FACTOR or more warned about, as are means further apart than half the evaluation range."""
     c_lo, c_hi, c_mean = channel_ranges(calibration)
+    if c_lo.min() == c_hi.max():
+        return []           # one value everywhere: the conversion refuses it as such (calibration_warnings)
     e_lo, e_hi, e_mean = channel_ranges(evaluation)
     c_mag, e_mag = np.maximum(abs(c_lo), abs(c_hi)), np.maximum(abs(e_lo), abs(e_hi))
     with np.errstate(divide="ignore", invalid="ignore"):

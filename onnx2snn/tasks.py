@@ -33,9 +33,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .config import TASKS
 from .errors import Onnx2SnnError
 
-TASKS = ("classification", "multilabel", "segmentation", "regression")
 HEADLINE = {"classification": "accuracy", "multilabel": "label_accuracy", "segmentation": "mean_iou",
             "regression": "relative_l2"}
 BOUNDED = ("Sigmoid", "Tanh")      # heads that make an output a score per label, or a dense bounded map

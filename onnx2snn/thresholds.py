@@ -26,6 +26,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .graph.view import onnx_opset
+
 BINS = 8192        # histogram resolution: well below the quantisation step θ/T for T ≤ 1024 at typical λ/max
 CHANNEL_BINS = 2048  # per channel (per-channel thresholds): memory C × 2048 counts per layer
 CANDIDATES = 256   # λ grid: max·k/256, k = 1…256
@@ -121,7 +123,7 @@ def clipped_model(model: onnx.ModelProto, lambdas: Dict[str, float]) -> onnx.Mod
     out.CopyFrom(model)
     g = out.graph
     graph_outputs = {o.name for o in g.output}
-    opset = next((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), 13)
+    opset = onnx_opset(out)
     nodes = []
     for node in g.node:
         nodes.append(node)

@@ -99,29 +99,23 @@ def test_bad_option_values(work, capsys, args, fragment):
     refused(work, capsys, ["m.onnx", "calib.npy", "-q", *args], fragment)
 
 
-@pytest.mark.parametrize("content,fragment", [
-    ('{"simulation": {"v_init": NaN}}', "simulation.v_init"),
-    ('{"simulation": {"reset_to_zero": 2.0}}', "below the threshold"),
-    ('{"simulation": {"reset_to_zero": Infinity}}', "simulation.reset"),
-    ('{"calibration": {"holdout": NaN}}', "calibration.holdout"),
-    ('{"seed": -5}', "seed"),
+@pytest.mark.parametrize("name,content,fragment", [
+    ("c.json", '{"simulation": {"v_init": NaN}}', "simulation.v_init"),
+    ("c.json", '{"simulation": {"reset_to_zero": 2.0}}', "below the threshold"),
+    ("c.json", '{"simulation": {"reset_to_zero": Infinity}}', "simulation.reset"),
+    ("c.json", '{"calibration": {"holdout": NaN}}', "calibration.holdout"),
+    ("c.json", '{"seed": -5}', "seed"),
+    # the options added since 0.4, as TOML
+    ("c.toml", '[simulation]\nsigned_spikes = "yes"\n', "simulation.signed_spikes = 'yes': expected true or false"),
+    ("c.toml", '[simulation]\nsigned_spike = true\n', "signed_spike"),
+    ("c.toml", 'task = "detection"\n', "task = 'detection'"),
+    ("c.toml", 'task = 3\n', "task = 3"),
+    ("c.toml", '[simulation.avg_pool]\nhas_neuron = 1\n', "simulation.avg_pool.has_neuron"),
+    ("c.toml", '[simulation]\nreadout_delay = -1\n', "simulation.readout_delay"),
 ])
-def test_bad_config_files(work, capsys, content, fragment):
-    (work / "c.json").write_text(content)
-    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--config", "c.json"], fragment)
-
-
-@pytest.mark.parametrize("content,fragment", [     # the options added since 0.4, as TOML
-    ('[simulation]\nsigned_spikes = "yes"\n', "simulation.signed_spikes = 'yes': expected true or false"),
-    ('[simulation]\nsigned_spike = true\n', "signed_spike"),
-    ('task = "detection"\n', "task = 'detection'"),
-    ('task = 3\n', "task = 3"),
-    ('[simulation.avg_pool]\nhas_neuron = 1\n', "simulation.avg_pool.has_neuron"),
-    ('[simulation]\nreadout_delay = -1\n', "simulation.readout_delay"),
-])
-def test_bad_config_files_for_new_options(work, capsys, content, fragment):
-    (work / "c.toml").write_text(content)
-    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--config", "c.toml"], "config file 'c.toml'", fragment)
+def test_bad_config_files(work, capsys, name, content, fragment):
+    (work / name).write_text(content)
+    refused(work, capsys, ["m.onnx", "calib.npy", "-q", "--config", name], f"config file {name!r}", fragment)
 
 
 # --- devices ----------------------------------------------------------------------------------------

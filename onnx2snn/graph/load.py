@@ -11,6 +11,7 @@ import onnx
 from onnx import numpy_helper
 
 from . import external
+from .view import onnx_opset
 from ..errors import Onnx2SnnError, first_line
 from ..paths import model_stem, require_file
 
@@ -143,7 +144,7 @@ def _check_runtime_can_run(model: onnx.ModelProto, label: str, serialised: Optio
     """The installed onnxruntime must run the model (statistics and verification need it): an opset
     newer than it knows is named here, with both versions, not found mid-calibration."""
     import onnxruntime as ort
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset = onnx_opset(model, None)
     try:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

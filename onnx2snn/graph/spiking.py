@@ -45,7 +45,7 @@ from onnx import helper
 from ..options import SpikingOptions
 from .ops import (NEURON_OPS, RULES, SIGNED_NEURONS, SUBSAMPLING, bias_of, clip_bounds, keeps_spikes, out_channels,
                   passes_channel_offset, pool_arguments, resize_mode)
-from .view import GraphView, downstream_of
+from .view import GraphView, downstream_of, onnx_opset
 
 DOMAIN = "onnx2snn"
 DOMAIN_VERSION = 1
@@ -340,7 +340,7 @@ def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
 
 
 def _add_functions(model: onnx.ModelProto) -> None:
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    opset = onnx_opset(model)
     used = {n.op_type for n in model.graph.node if n.domain == DOMAIN}
     del model.functions[:]
     model.functions.extend(_functions(opset, used))

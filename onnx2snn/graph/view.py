@@ -54,6 +54,11 @@ class GraphView:
         return [i for i in node.input if i and i not in self.constants]
 
 
+def onnx_opset(model: onnx.ModelProto, default: Optional[int] = 13) -> Optional[int]:
+    """The model's default-domain opset (``default`` where it declares none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default)
+
+
 def downstream_of(nodes: Iterable[Tuple[str, Sequence[str], Sequence[str]]], ops: Sequence[str]) -> Set[str]:
     """The tensors computed from the output of a node whose op is in ``ops``, those outputs included
     (e.g. everything that depends on a neuron, where the constant input current ends). ``nodes``:

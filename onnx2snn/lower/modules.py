@@ -83,6 +83,20 @@ class ConstantAdd(nn.Module):
         return f"constant of shape {tuple(self.const.shape)}"
 
 
+class ChannelPRelu(nn.Module):
+    """PReLU with a constant slope per channel (a buffer, shaped to broadcast over one sample)."""
+
+    def __init__(self, slope):
+        super().__init__()
+        self.register_buffer("slope", torch.as_tensor(slope))
+
+    def forward(self, x):
+        return torch.where(x >= 0, x, x * self.slope)
+
+    def extra_repr(self) -> str:
+        return f"slope per channel ({self.slope.numel()})"
+
+
 class ScaledAdd(nn.Module):
     """a + b · c in one pass (``torch.addcmul``): an Add whose second input is a synaptic-factor Mul
     that nothing else reads, fused at lowering (``lower.fuse_scaled_adds``)."""

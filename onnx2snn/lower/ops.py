@@ -17,7 +17,7 @@ from ..graph.ops import (SELECTIONS, clip_bounds, prelu_slope, conv_arguments, c
 from ..graph.spiking import offset_input, v_init_input
 from ..snn.neurons import IFNeuron, MembraneReadout, SignedIFNeuron
 from ..snn.pooling import MAX_POOL, GatedMaxPool, RunningMaxPool, torch_pads
-from .modules import AveragePool2d, AxisMaps, ConstantAdd, ConstantMul, CroppedConvTranspose, Function, Padded, Passthrough, ReLU, Select
+from .modules import AveragePool2d, AxisMaps, ChannelPRelu, ConstantAdd, ConstantMul, CroppedConvTranspose, Function, Padded, Passthrough, ReLU, Select
 from .registry import lowers
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -122,23 +122,15 @@ def lower_signed_if(node, ctx):
 @lowers("PReluIF")
 def lower_prelu_if(node, ctx):
     slope = torch.from_numpy(np.ascontiguousarray(prelu_slope(node, ctx.view)))
-    if ctx.ann:
-        module = Function(partial(_prelu, slope=slope), f"prelu, slope per channel ({slope.numel()})")
-    else:
-        module = _neuron(node, ctx, SignedIFNeuron, slope_map=slope)
+    module = ChannelPRelu(slope) if ctx.ann else _neuron(node, ctx, SignedIFNeuron, slope_map=slope)
     ctx.add(node, module, [node.input[0]], node.output[0])
 
 
 @lowers("PRelu")
 def lower_prelu(node, ctx):
     # Left in a spiking graph only where its input is spikes already (as LeakyRelu).
-    slope = torch.from_numpy(np.ascontiguousarray(prelu_slope(node, ctx.view)))
-    ctx.add(node, Function(partial(_prelu, slope=slope), f"prelu, slope per channel ({slope.numel()})"),
+    ctx.add(node, ChannelPRelu(torch.from_numpy(np.ascontiguousarray(prelu_slope(node, ctx.view)))),
             [node.input[0]], node.output[0])
-
-
-def _prelu(x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
-    return torch.where(x >= 0, x, x * slope.to(x.device, x.dtype))
 
 
 @lowers("LeakyRelu")
