@@ -121,8 +121,8 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
     t = time.perf_counter()
     cb = (lambda n: progress("calibrate", n, len(x_fit))) if progress else None
     stats = collect_stats(cleaned, info.input_name, plan.stat_tensors, x_fit, config.parser.percentile,
-                          config.batch_size, cb, histograms=search)
-    lambdas = usable_lambdas(choose_lambdas(cleaned, info.input_name, stats, x_fit, config), stats)
+                          config.batch_size, cb, histograms=search, absolute=plan.sites)
+    lambdas = usable_lambdas(choose_lambdas(cleaned, info.input_name, stats, x_fit, config, plan.sites), stats)
     timings["calibrate"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -171,16 +171,18 @@ def convert(model: Union[str, os.PathLike, onnx.ModelProto], calibration: Union[
 
 
 def choose_lambdas(cleaned: onnx.ModelProto, input_name: str, stats: Dict[str, TensorStats], x: np.ndarray,
-                   config: Config) -> Lambdas:
+                   config: Config, sites=()) -> Lambdas:
     """λ per activation tensor: the seed's statistic, or the T-step search (``thresholds.py``) in
-    two rounds — on the ANN's activations, then on the graph clipped at the first round's λ."""
+    two rounds — on the ANN's activations, then on the graph clipped at the first round's λ. The
+    two-sided neurons' tensors (``sites``) are searched on |x| and not clipped in the second round
+    (their neurons clip both signs; the clipped graph's Min would clip one)."""
     if config.parser.threshold != "search":
         return statistic_lambdas(stats, config.parser.robust_norm)
     T, v_init = config.target_T, config.simulation.v_init
     lambdas = search_thresholds({k: s.histogram for k, s in stats.items()}, T, v_init, stats)
-    clipped = clipped_model(cleaned, {k: lam for k, (lam, _) in lambdas.items() if lam > 0})
+    clipped = clipped_model(cleaned, {k: lam for k, (lam, _) in lambdas.items() if lam > 0 and k not in sites})
     per_channel = channel_tensors(GraphView(cleaned), stats) if config.parser.per_channel else ()
-    hists = collect_histograms(clipped, input_name, list(stats), x, config.batch_size, per_channel)
+    hists = collect_histograms(clipped, input_name, list(stats), x, config.batch_size, per_channel, absolute=sites)
     return search_thresholds(hists, T, v_init, stats)
 
 

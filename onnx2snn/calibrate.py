@@ -87,15 +87,18 @@ def session(model: onnx.ModelProto, extra_outputs: Sequence[str] = ()) -> ort.In
 def collect_stats(model: onnx.ModelProto, input_name: str, tensors: Sequence[str], x: np.ndarray,
                   p: float = 99.9, batch_size: int = 100,
                   progress: Optional[Callable[[int], None]] = None,
-                  histograms: bool = False) -> Dict[str, TensorStats]:
+                  histograms: bool = False, absolute: Sequence[str] = ()) -> Dict[str, TensorStats]:
     """Max and p-th percentile of every tensor in ``tensors`` over all samples of ``x`` (and, with
-    ``histograms``, a histogram of each for the threshold search)."""
+    ``histograms``, a histogram of each for the threshold search); of |values| for the tensors in
+    ``absolute`` (two-sided neurons: their threshold bounds both signs)."""
     tensors = list(dict.fromkeys(tensors))
+    absolute = set(absolute)
     trackers: Dict[str, StreamingPercentile] = {}
     hists = {name: StreamingHistogram() for name in tensors} if histograms else {}
     n = len(x)
     for batch, values in stream_batches(model, input_name, tensors, x, batch_size):
         for name, v in zip(tensors, values):
+            v = np.abs(v) if name in absolute else v
             if name not in trackers:  # per-sample size is known from the first batch
                 trackers[name] = StreamingPercentile(n * (v.size // len(batch)), p)
             trackers[name].update(v)
@@ -107,15 +110,17 @@ def collect_stats(model: onnx.ModelProto, input_name: str, tensors: Sequence[str
 
 
 def collect_histograms(model: onnx.ModelProto, input_name: str, tensors: Sequence[str], x: np.ndarray,
-                       batch_size: int = 100, per_channel: Sequence[str] = ()) -> Dict[str, StreamingHistogram]:
+                       batch_size: int = 100, per_channel: Sequence[str] = (),
+                       absolute: Sequence[str] = ()) -> Dict[str, StreamingHistogram]:
     """A histogram of every tensor in ``tensors`` over all samples of ``x`` (one per channel for
-    those in ``per_channel``)."""
+    those in ``per_channel``; of |values| for those in ``absolute``)."""
+    absolute = set(absolute)
     from .thresholds import ChannelHistograms
     tensors = list(dict.fromkeys(tensors))
     hists = {name: ChannelHistograms() if name in per_channel else StreamingHistogram() for name in tensors}
     for _, values in stream_batches(model, input_name, tensors, x, batch_size):
         for name, v in zip(tensors, values):
-            hists[name].update(v)
+            hists[name].update(np.abs(v) if name in absolute else v)
     return hists
 
 

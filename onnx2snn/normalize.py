@@ -37,7 +37,7 @@ from .calibrate import TensorStats
 from .errors import Onnx2SnnError
 from .graph import external
 from .graph.annotate import NODE_LAMBDA, NODE_LAMBDA_IN, NODE_STATISTIC, OLD_KEY_LAYERS, read_metadata
-from .graph.ops import NEURON_OPS, RULES, clip_bounds, constant_add_inputs, conv_transpose_channel
+from .graph.ops import NEURON_OPS, RULES, clip_bounds, constant_add_inputs, conv_transpose_channel, is_spike_site
 from .graph.scales import channel_scale, compress, uniform
 from .graph.view import GraphView
 
@@ -68,10 +68,16 @@ class Plan:
     # Add node -> (constant input, the Add's output scale): a constant added to an activation (a
     # position embedding) is a current at that scale, c <- c / scale
     constants: Dict[str, Tuple[int, np.ndarray]] = field(default_factory=dict)
+    # a transformer's two-sided neurons (graph/transformer.py spike_sites): their output tensors, whose
+    # λ comes from the statistics of |x| and sets their own scale
+    sites: List[str] = field(default_factory=list)
+    # node -> the factor its (first) input is multiplied by first (a Mul node): a GELU's or softmax's
+    # input back to original units, a two-sided neuron's input from its producer's scale to its own λ
+    input_factors: Dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def stat_tensors(self) -> List[str]:
-        names = [l.stat_tensor for l in self.layers] + list(self.merge_stats.values())
+        names = [l.stat_tensor for l in self.layers] + list(self.merge_stats.values()) + self.sites
         return list(dict.fromkeys(t for t in names if t is not None))
 
 
@@ -87,7 +93,8 @@ def plan_layers(view: GraphView) -> Plan:
                                      _stat_tensor(view, node.output[0])))
         elif node.op_type == "Add":
             merges[node.name] = _stat_tensor(view, node.output[0])
-    return Plan(layers, merges)
+    sites = [n.output[0] for n in view.nodes if is_spike_site(n)]
+    return Plan(layers, merges, sites=sites)
 
 
 def _stat_tensor(view: GraphView, tensor: str) -> Optional[str]:
@@ -195,6 +202,8 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
     the Add factors and Clip bounds."""
     by_node = {l.node: l for l in plan.layers}
     plan.scales.clear(), plan.factors.clear(), plan.clips.clear(), plan.constants.clear()  # idempotent: redone, never added
+    plan.input_factors.clear()
+    sites = set(plan.sites)
     scale = plan.scales
     scale[view.input_name] = uniform(1.0, len(_sample_shape(view, view.input_name)))
 
@@ -214,6 +223,11 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
             in_shape = _sample_shape(view, data[0])
             if node.op_type == "Gemm":
                 lam_in = _full(ins[0], in_shape).reshape(-1)
+            elif node.op_type == "LayerNormalization":     # it mixes the features: one input scale
+                if compress(ins[0]).size != 1:
+                    raise ScaleNotFoldable(f"{node.name} (LayerNormalization): its input is normalised at "
+                                           "different scales; it needs one", data[0])
+                lam_in = np.full(in_shape[0], float(compress(ins[0]).reshape(-1)[0]))
             else:
                 lam_in = _channel_vector(ins[0], in_shape, f"{node.name} ({node.op_type})", data[0])
             if layer.stat_tensor is None:
@@ -231,6 +245,18 @@ def assign_scales(view: GraphView, plan: Plan, lambdas: Lambdas) -> Plan:
             plan.factors.extend((node.name, index, factor) for index, factor in factors)
             for index in constant_add_inputs(node, view):
                 plan.constants[node.name] = (index, scale[out])
+        elif out in sites:      # two-sided neurons: their own λ, their input brought to it
+            lam = float(np.max(statistic(out)[0]))
+            ratio = compress(ins[0]) / lam
+            if not np.allclose(ratio, 1.0, rtol=1e-7, atol=0):
+                plan.input_factors[node.name] = ratio
+            scale[out] = uniform(lam, out_rank)
+        elif kind == "unit":    # GELU, softmax: original units in and out
+            if not np.allclose(compress(ins[0]), 1.0, rtol=1e-7, atol=0):
+                plan.input_factors[node.name] = compress(ins[0])
+            scale[out] = uniform(1.0, out_rank)
+        elif kind == "factor":  # a Mul by a constant: (x/s)·c = (x·c)/s
+            scale[out] = ins[0]
         elif kind == "preserve":
             scale[out] = ins[0]
             if node.op_type == "Clip":
@@ -301,6 +327,9 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     inits = {t.name: t for t in model.graph.initializer}
     for layer in plan.layers:
         node = nodes[layer.node]
+        if node.op == "LayerNormalization":
+            _rescale_layer_norm(node, float(np.max(layer.lambda_in)), np.asarray(layer.lambda_out, np.float64), _fresh)
+            continue
         name = node.inputs[1].name
         w = numpy_helper.to_array(inits[name]) if name in inits else node.inputs[1].values
         lam_in = np.asarray(layer.lambda_in, np.float64)
@@ -329,6 +358,13 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
                                                             factor.astype(np.float32))],
                                    outputs=[scaled]))
         add.inputs[index] = scaled
+    for name, factor in plan.input_factors.items():
+        node = nodes[name]
+        scaled = gs.Variable(f"{name}/input_factor_output_0", dtype=np.float32)
+        graph.nodes.append(gs.Node("Mul", f"{name}/input_factor", inputs=[
+            node.inputs[0], gs.Constant(f"{name}.input_factor.{next(_fresh)}", np.asarray(factor, np.float32))],
+            outputs=[scaled]))
+        node.inputs[0] = scaled
     for add_name, (index, target) in plan.constants.items():
         add = nodes[add_name]
         # (the per-sample scale broadcasts from the right, as the constant does onto (N, *sample))
@@ -344,6 +380,17 @@ def apply_scales(model: onnx.ModelProto, plan: Plan) -> onnx.ModelProto:
     out = gs.export_onnx(graph)
     out.ir_version = model.ir_version
     return external.infer_shapes(out)
+
+
+def _rescale_layer_norm(node, lam_in: float, lam_out: np.ndarray, fresh) -> None:
+    """LN(x)/λ_out = LN(x/λ_in; γ/λ_out, β/λ_out, ε/λ_in²): the normalised input's variance is the
+    original's over λ_in², so ε shrinks alike; the output's scale is γ's and β's."""
+    gamma = np.asarray(node.inputs[1].values, np.float64)
+    node.inputs[1] = gs.Constant(f"{node.name}.scale.snn{next(fresh)}", (gamma / lam_out).astype(np.float32))
+    if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
+        beta = np.asarray(node.inputs[2].values, np.float64)
+        node.inputs[2] = gs.Constant(f"{node.name}.bias.snn{next(fresh)}", (beta / lam_out).astype(np.float32))
+    node.attrs["epsilon"] = float(node.attrs.get("epsilon", 1e-5)) / lam_in ** 2
 
 
 def _rescale_layer(node, w, lam_in, lam_w, lam_out, fresh) -> None:

@@ -435,7 +435,50 @@ def prelu_cnn():
     return model(nodes, inits, (2, 6, 6)), (2, 6, 6)
 
 
-PATTERNS = {f.__name__: f for f in (depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
+def attention_block():
+    """A pre-norm transformer block as the TorchScript exporter writes timm's (opset 17): x(4 tokens, 8)
+    -> LayerNormalization -> MatMul+Add (QKV, 24) -> Reshape (4, 3, 2 heads, 4) -> Transpose
+    (2, 0, 3, 1, 4) -> Gather q, k, v -> q·kᵀ -> Mul(1/2) -> Softmax -> ·v -> Transpose -> Reshape ->
+    MatMul+Add (proj) -> + x -> LayerNormalization -> MatMul+Add (16) -> GELU (Erf form) -> MatMul+Add
+    (8) -> + -> ReduceMean over tokens -> head"""
+    r = rng(27)
+    mm = lambda name, src, w, b, out: [node("MatMul", [src, w], [name + "_m"], name + "/MatMul"),
+                                       node("Add", [name + "_m", b], [out], name + "/Add")]
+    nodes = [node("LayerNormalization", ["x", "g1", "be1"], ["n1"], "norm1", axis=-1, epsilon=1e-5),
+             *mm("qkv", "n1", "wqkv", "bqkv", "qkv"),
+             node("Reshape", ["qkv", "heads"], ["q5"], "split_heads"),
+             node("Transpose", ["q5"], ["q5t"], "permute", perm=[2, 0, 3, 1, 4]),
+             node("Gather", ["q5t", "i0"], ["q"], "q", axis=0), node("Gather", ["q5t", "i1"], ["k"], "k", axis=0),
+             node("Gather", ["q5t", "i2"], ["v"], "v", axis=0),
+             node("Transpose", ["k"], ["kt"], "k_t", perm=[0, 1, 3, 2]),
+             node("MatMul", ["q", "kt"], ["logits"], "q_k"), node("Mul", ["logits", "scale"], ["scaled"], "scale"),
+             node("Softmax", ["scaled"], ["attn"], "softmax", axis=-1),
+             node("MatMul", ["attn", "v"], ["av"], "a_v"),
+             node("Transpose", ["av"], ["avt"], "merge_heads", perm=[0, 2, 1, 3]),
+             node("Reshape", ["avt", "tokens"], ["o"], "merge"),
+             *mm("proj", "o", "wp", "bp", "po"),
+             node("Add", ["x", "po"], ["res1"], "residual1"),
+             node("LayerNormalization", ["res1", "g2", "be2"], ["n2"], "norm2", axis=-1, epsilon=1e-5),
+             *mm("fc1", "n2", "w1", "b1", "h"),
+             node("Div", ["h", "sqrt2"], ["hd"], "gelu/Div"), node("Erf", ["hd"], ["he"], "gelu/Erf"),
+             node("Add", ["he", "one"], ["hp"], "gelu/Add"), node("Mul", ["h", "hp"], ["hm"], "gelu/Mul"),
+             node("Mul", ["hm", "half"], ["gelu"], "gelu/Mul_1"),
+             *mm("fc2", "gelu", "w2", "b2", "f2"),
+             node("Add", ["res1", "f2"], ["res2"], "residual2"),
+             node("ReduceMean", ["res2"], ["pooled"], "pool_tokens", axes=[1], keepdims=0)]
+    inits = [init("g1", r.uniform(0.5, 1.5, 8)), init("be1", r.normal(0, 0.2, 8)),
+             init("wqkv", r.normal(0, 0.5, (8, 24))), init("bqkv", r.normal(0, 0.2, 24)),
+             i64("heads", [0, 4, 3, 2, 4]), i64("i0", 0), i64("i1", 1), i64("i2", 2), f32("scale", 0.5),
+             i64("tokens", [0, 4, 8]), init("wp", r.normal(0, 0.5, (8, 8))), init("bp", r.normal(0, 0.2, 8)),
+             init("g2", r.uniform(0.5, 1.5, 8)), init("be2", r.normal(0, 0.2, 8)),
+             init("w1", r.normal(0, 0.5, (8, 16))), init("b1", r.normal(0, 0.2, 16)),
+             f32("sqrt2", 2 ** 0.5), f32("one", 1.0), f32("half", 0.5),
+             init("w2", r.normal(0, 0.5, (16, 8))), init("b2", r.normal(0, 0.2, 8))]
+    head(r, "pooled", 8, inits, nodes)
+    return model(nodes, inits, (4, 8), opset=17), (4, 8)
+
+
+PATTERNS = {f.__name__: f for f in (attention_block, depthwise_dilated_strided, conv1d_bn_maxpool, matmul_add_dense, concat_bn_densenet,
                                     input_normalisation_bn_first, residual_blocks, nhwc_transpose,
                                     squeeze_pad_reducemean, shape_chain_reshape, reduce_sum_div,
                                     keras_flatten_shape_subgraph, mobilenet_v2_block, channel_split_shuffle,

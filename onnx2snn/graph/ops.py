@@ -65,13 +65,10 @@ ADVICE = {
             "applies to the readout); retrain with ReLU",
     "Elu": "not rate-codable with IF neurons; retrain with ReLU",
     "Selu": "not rate-codable with IF neurons; retrain with ReLU",
-    "Gelu": "not rate-codable with IF neurons; retrain with ReLU",
     "HardSigmoid": "not rate-codable with IF neurons; retrain with ReLU",
     "BatchNormalization": "BatchNormalization whose input shape is unknown; export with static shapes",
-    "Softmax": "Softmax is only supported at the graph output (where it is dropped and applies to the readout)",
     "LogSoftmax": "LogSoftmax is only supported at the graph output (where it is dropped and applies to the readout)",
-    "MatMul": "MatMul is supported only as a dense layer: an activation times a constant 2-D weight (a MatMul "
-              "of two activations is not rate-codable)",
+    "FastGelu": "the tanh form of GELU is not recognised yet; export with approximate='none'",
     "Split": "Split whose sizes are not constant or whose input shape is unknown; export with static shapes",
 }
 
@@ -120,7 +117,22 @@ def unsupported_nodes(view: GraphView, signed: bool = True) -> List[Tuple[onnx.N
     were asked for (LeakyRelu converts only then)."""
     return [(node, reason) for node in view.nodes
             if node.op_type != "Constant" and (reason := (SIGNED_ADVICE if node.op_type in SIGNED_ACTIVATIONS and not signed
-                                                          else unsupported_reason(node, view)))]
+                                                          and not is_spike_site(node) else unsupported_reason(node, view)))]
+
+
+def is_spike_site(node) -> bool:
+    """A ``LeakyRelu(alpha=1)`` — the identity in the ANN — where ``graph/transformer.py spike_sites``
+    put two-sided IF neurons on a transformer's tensor (an onnx.NodeProto or a gs.Node). Such
+    neurons need no --signed-spikes: they are the transformer path's only kind."""
+    if isinstance(node, onnx.NodeProto):
+        if node.op_type != "LeakyRelu":
+            return False
+        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 0.01)
+    else:
+        if node.op != "LeakyRelu":
+            return False
+        alpha = node.attrs.get("alpha", 0.01)
+    return float(alpha) == 1.0
 
 
 NAMED_PER_REASON = 3      # nodes named per reason in the error; the rest are counted
@@ -624,8 +636,8 @@ def _check_pad(node, view):
     if mode != "constant" or float(value) != 0:
         return f"Pad mode={mode} value={float(value)}: only zero padding keeps rates proportional"
     rank = len(pads) // 2
-    if pads[0] or pads[rank] or pads[1] or pads[rank + 1]:
-        return "Pad of the batch or channel axis"
+    if pads[0] or pads[rank]:
+        return "Pad of the batch axis"
     return None
 
 
@@ -956,6 +968,90 @@ def _reduce_scale(node, view, scale):
 # input current for the next layer.
 rule("ReduceMean", "transform", "subsampling", check=_check_reduce, transform=_reduce_scale)
 rule("ReduceSum", "transform", "reduce", check=_check_reduce, transform=_reduce_scale)
+
+
+# --- transformer ops (graph/transformer.py brings the exporters' forms to these) ----------------------
+#
+# Each is analog: in the SNN it runs on the running mean of its input currents with expectation
+# compensation (ECMT, Huang et al. 2024: ``snn/expectation.py``), as the spiking graph's Expect* node.
+
+def layer_norm_axis(node, view: GraphView) -> int:
+    a = view.attrs(node)
+    axis = a.get("axis", -1)
+    return axis + len(view.shapes[node.input[0]]) if axis < 0 else axis
+
+
+def _check_layer_norm(node, view):
+    if view.sample_shape(node.input[0]) is None:
+        return f"{node.op_type} whose input shape is unknown"
+    if layer_norm_axis(node, view) == 0:
+        return f"{node.op_type} over the batch axis"
+    if view.const(node.input[1]) is None or (len(node.input) > 2 and node.input[2] and view.const(node.input[2]) is None):
+        return f"{node.op_type} with a non-constant scale or bias"
+    if len(node.output) > 1 and any(view.consumers.get(o) for o in node.output[1:] if o):
+        return f"{node.op_type} whose mean or inverse standard deviation output is used"
+    return None
+
+
+def _check_gelu(node, view):
+    if view.attrs(node).get("approximate", "none") not in ("none", "tanh"):
+        return f"approximate={view.attrs(node).get('approximate')!r}: must be 'none' or 'tanh'"
+    return None
+
+
+def softmax_axis(node, view: GraphView) -> int:
+    rank = len(view.shapes[node.input[0]])
+    axis = view.attrs(node).get("axis", -1 if view.opset >= 13 else 1)
+    return axis + rank if axis < 0 else axis
+
+
+def _check_softmax(node, view):
+    shape = view.shapes.get(node.input[0])
+    if shape is None:
+        return f"{node.op_type} whose input shape is unknown"
+    axis = softmax_axis(node, view)
+    if axis == 0:
+        return f"{node.op_type} over the batch axis"
+    if view.opset < 13 and axis != len(shape) - 1:
+        return f"{node.op_type} (opset {view.opset}) over axes {axis}.. flattened; export at opset 13 or later"
+    return None
+
+
+def _check_two_activation_matmul(node, view):
+    data = view.data_inputs(node)
+    if len(data) != 2:
+        return ("MatMul is supported as a dense layer (an activation times a constant 2-D weight) or as the "
+                "product of two activations")
+    a, b = (view.shapes.get(t) for t in data)
+    if a is None or b is None or len(a) < 3 or len(a) != len(b):
+        return "MatMul of two activations whose shapes are unknown or of different ranks (batch first in both)"
+    return None
+
+
+def _product_scales(node, view, scales, lam):
+    """(A/λ_a)·(B/λ_b) = A·B/(λ_a·λ_b): exact where each scale is one number (a scale varying along
+    the contracted axis would not factor out)."""
+    a, b = (compress(s) for s in scales)
+    if a.size != 1 or b.size != 1:
+        raise Onnx2SnnError(f"{node.name} ({node.op_type}): a product of activations normalised per channel")
+    rank = len(view.sample_shape(node.output[0]))
+    return np.full((1,) * rank, float(a.reshape(-1)[0]) * float(b.reshape(-1)[0])), []
+
+
+# LayerNormalization is a weighted layer: LN(x)/λ_out = LN(x/λ_in; γ/λ_out, β/λ_out, ε/λ_in²) for one
+# input scale λ_in (normalize.apply_scales rewrites γ, β and ε). GELU and softmax are not homogeneous:
+# their input is brought back to original units (a Mul by its scale) and their output is at scale 1.
+rule("LayerNormalization", "weighted", "weighted", check=_check_layer_norm)
+rule("Gelu", "unit", "analog", check=_check_gelu)
+rule("Softmax", "unit", "analog", check=_check_softmax)
+rule("MatMul", "merge", "analog", check=_check_two_activation_matmul, merge=_product_scales)
+# Their spiking-graph nodes (graph/spiking.py): the same op on the running mean of its input currents.
+EXPECTATION = {"LayerNormalization": "ExpectLayerNorm", "Gelu": "ExpectGelu", "Softmax": "ExpectSoftmax",
+               "MatMul": "ExpectMatMul"}
+rule("ExpectLayerNorm", "weighted", "spiking", check=_check_layer_norm)
+rule("ExpectGelu", "unit", "spiking", check=_check_gelu)
+rule("ExpectSoftmax", "unit", "spiking", check=_check_softmax)
+rule("ExpectMatMul", "merge", "spiking", check=_check_two_activation_matmul, merge=_product_scales)
 
 
 # The groups the pipeline asks about in its loops, read off the table once.

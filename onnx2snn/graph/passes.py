@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from . import external
+from . import external, transformer
 from .ops import HEADS, NEURON_OPS, conv_transpose_channel
 from .view import downstream_of
 
@@ -48,7 +48,10 @@ def clean_graph(model: onnx.ModelProto, pool_currents: bool = False) -> Tuple[on
                      ("drop output head (Softmax, LogSoftmax, Sigmoid, Tanh)", drop_output_head),
                      ("batch-size shape arithmetic", batch_shape_reshape),
                      ("shape subgraphs to constants", fold_shape_subgraphs),
+                     ("shapes inferred again where a fold left some unknown", reinfer_shapes),
                      ("Split to Slices", split_to_slices),
+                     ("QKV split: Gather through the Transpose", transformer.gather_through_transpose),
+                     ("GELU (Erf form) to one node", transformer.gelu_to_one_node),
                      ("PRelu with one slope to LeakyRelu", prelu_to_leaky_relu),
                      ("MatMul+Add to Gemm", matmul_add_to_gemm),
                      ("canonicalise Gemm/Conv", canonicalise_linear),
@@ -58,6 +61,7 @@ def clean_graph(model: onnx.ModelProto, pool_currents: bool = False) -> Tuple[on
                      ("remaining BatchNormalization to depthwise Conv", batchnorm_to_linear),
                      ("ReLU ahead of Transpose", relu_before_transpose),
                      ("cancel inverse Transposes", cancel_inverse_transposes),
+                     ("two-sided neurons on a transformer's dense-layer and product inputs", transformer.spike_sites),
                      *([("max pooling of the constant current before the first neurons", pool_before_neurons)]
                        if pool_currents else [])):
         before = {n.name for n in graph.nodes}
@@ -66,7 +70,7 @@ def clean_graph(model: onnx.ModelProto, pool_currents: bool = False) -> Tuple[on
         removed = sorted(before - {n.name for n in graph.nodes})
         history.append({"pass": name, "ops": _op_counts(graph), "removed": removed})
         log.info("%s: %s", name, history[-1]["ops"])
-    out = gs.export_onnx(graph)
+    out = transformer.add_ann_functions(gs.export_onnx(graph))
     out.ir_version = model.ir_version
     try:
         out = external.infer_shapes(out, strict_mode=True)
@@ -173,8 +177,10 @@ def fold_shape_subgraphs(graph: gs.Graph) -> gs.Graph:
     probe = graph.copy()
     tensors = probe.tensors()
     names = sorted(boundary)
-    for n in names:
-        tensors[n].dtype = tensors[n].dtype or np.int64
+    for n in names:       # an output without a type: its producer's data type (shapes are int64)
+        producer = tensors[n].inputs[0] if tensors[n].inputs else None
+        known = next((t.dtype for t in (producer.inputs if producer is not None else []) if t.dtype is not None), None)
+        tensors[n].dtype = tensors[n].dtype or (known if producer is not None and producer.op == "Expand" else np.int64)
     probe.outputs = [tensors[n] for n in names]
     probe.cleanup()
     try:
@@ -189,6 +195,10 @@ def fold_shape_subgraphs(graph: gs.Graph) -> gs.Graph:
         for node in boundary[name]:
             if one.shape == three.shape and np.array_equal(one, three):
                 value = one
+            elif (node.op == "Concat" and one.ndim >= 2 and (one.shape[0], three.shape[0]) == (1, 3)
+                  and one.shape[1:] == three.shape[1:] and all(np.array_equal(one[0], s) for s in three)):
+                transformer.batch_constant_concat(graph, node, name, one)     # a class token: Pad + Add
+                continue
             elif (node.op == "Reshape" and one.ndim == 1 and one.shape == three.shape and len(one)
                   and (one[0], three[0]) == (1, 3) and np.array_equal(one[1:], three[1:])):
                 rest = [int(v) for v in one[1:]]
@@ -198,6 +208,23 @@ def fold_shape_subgraphs(graph: gs.Graph) -> gs.Graph:
             index = next(i for i, t in enumerate(node.inputs) if t.name == name)
             node.inputs[index] = gs.Constant(f"{node.name}.{index}.{next(_fresh)}", np.asarray(value))
     return graph
+
+
+def reinfer_shapes(graph: gs.Graph) -> gs.Graph:
+    """Shape inference again where a tensor's shape is unknown: shapes downstream of a Reshape
+    target that was folded just now (a ViT's patch flattening) were unknown when the model was
+    loaded, and the passes after this one (dense layers of tokens) need them."""
+    unknown = [t for t in graph.tensors().values()
+               if not _is_const(t) and t.inputs and (t.shape is None or any(not isinstance(d, int) for d in t.shape[1:]))]
+    if not unknown:
+        return graph
+    for t in unknown:                              # stale partial shapes would be kept otherwise
+        t.shape = None
+    try:
+        return gs.import_onnx(external.infer_shapes(gs.export_onnx(graph)))
+    except Exception as e:                         # leave it to the support check, which names the node
+        log.info("shapes not inferred again: %s", str(e).splitlines()[0])
+        return graph
 
 
 def _is_batch_size(t) -> bool:
@@ -456,6 +483,11 @@ def affine_to_batchnorm(graph: gs.Graph) -> gs.Graph:
         if _is_const(a) == _is_const(b) or (node.op == "Div" and _is_const(a)):
             continue
         x, c = (b, a) if _is_const(a) else (a, b)
+        if _scales_a_product(node, x):
+            if node.op == "Div":        # x / c as x · (1/c): one kind of scale factor
+                node.op = "Mul"
+                node.inputs[1] = _const(node, "factor", np.asarray(1.0 / np.asarray(c.values, np.float64), np.float32))
+            continue
         if x.shape is None or len(x.shape) < 2 or not isinstance(x.shape[1], int):
             continue
         channel = _per_channel(np.asarray(c.values, np.float64), x.shape)
@@ -472,6 +504,16 @@ def affine_to_batchnorm(graph: gs.Graph) -> gs.Graph:
         node.outputs.clear()
         graph.nodes.append(bn)
     return graph
+
+
+def _scales_a_product(node: gs.Node, x) -> bool:
+    """Is ``node`` a Mul/Div of one number on the output (or an input) of a MatMul of two
+    activations (attention's 1/√d)? It stays a Mul: a scale factor, not a per-channel affine of
+    whatever axis 1 happens to be (the heads)."""
+    if node.op not in ("Mul", "Div") or np.asarray(next(t for t in node.inputs if t is not x).values).size != 1:
+        return False
+    matmuls = [n for n in (x.inputs[:1] + list(node.outputs[0].outputs)) if n.op == "MatMul"]
+    return any(not any(_is_const(t) for t in m.inputs) for m in matmuls)
 
 
 def _per_channel(c: np.ndarray, shape) -> "np.ndarray | None":

@@ -43,8 +43,9 @@ import onnx
 from onnx import helper
 
 from ..options import SpikingOptions
-from .ops import (NEURON_OPS, RULES, SIGNED_NEURONS, SUBSAMPLING, bias_of, clip_bounds, keeps_spikes, out_channels,
-                  passes_channel_offset, pool_arguments, resize_mode)
+from .ops import (EXPECTATION, NEURON_OPS, RULES, SIGNED_NEURONS, SUBSAMPLING, bias_of, clip_bounds, keeps_spikes,
+                  layer_norm_axis, out_channels, passes_channel_offset, pool_arguments, resize_mode, softmax_axis)
+from .transformer import ANN_DOMAIN, gelu_body
 from .view import GraphView, downstream_of, onnx_opset
 
 DOMAIN = "onnx2snn"
@@ -150,6 +151,8 @@ def to_spiking(model: onnx.ModelProto, options: Optional[SpikingOptions] = None)
                                if data[0] not in after_neurons else
                                "max pooling of each time step's current, before the neurons that follow")
             nodes.append(pool)
+        elif op in EXPECTATION:
+            nodes.append(_expect_node(node, view))
         elif (op in subsampling or _linear_resize(node, view)) and data[0] in spikes and options.avg_pool_neurons:
             nodes += _then_neurons(node, neuron, data[0] in signed)
             spikes.add(node.output[0])
@@ -222,6 +225,21 @@ def _if_node(node: onnx.NodeProto, view: GraphView, neuron: dict) -> onnx.NodePr
             attrs["max"] = float(hi)
             return _replace(node, "ClipIF", inputs, [node.output[0]], attrs)
     return _replace(node, "IF", inputs, [node.output[0]], attrs)
+
+
+def _expect_node(node: onnx.NodeProto, view: GraphView) -> onnx.NodeProto:
+    """LayerNormalization, Gelu, Softmax or a MatMul of two activations as its Expect* node: the op
+    on the running mean of its input currents, with expectation compensation (attributes made
+    explicit, so that the function body reads them whatever the opset's defaults)."""
+    op = node.op_type
+    attrs = {"estimator": "running_mean"}
+    if op == "LayerNormalization":
+        attrs.update(axis=layer_norm_axis(node, view), epsilon=float(view.attrs(node).get("epsilon", 1e-5)))
+    elif op == "Softmax":
+        attrs["axis"] = softmax_axis(node, view)
+    elif op == "Gelu":
+        attrs["approximate"] = view.attrs(node).get("approximate", "none")
+    return _replace(node, EXPECTATION[op], list(node.input), list(node.output), attrs)
 
 
 def _replace(node: onnx.NodeProto, op: str, inputs, outputs, attrs: dict) -> onnx.NodeProto:
@@ -328,6 +346,32 @@ def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
                              "max of the window's input counts; 'gate': pass the spikes of the input with "
                              "the highest (momentum-averaged) count; 'wta': max of the spikes at each step; "
                              "'avg': average pooling. The body is the ANN's MaxPool.", opset))
+    expect_doc = ("Expectation compensation (ECMT, Huang et al., ACM MM 2024): with m_t the running mean of "
+                  "the input currents over steps 1..t, the output at step t is t*f(m_t) - (t-1)*f(m_{t-1}), so "
+                  "the outputs summed over t steps are t*f(m_t): the next layer integrates f of the mean rate. "
+                  "Analog: f runs every step on the rate estimate (counted as MACs). The body is the ANN's f.")
+    if "ExpectLayerNorm" in used:
+        body = helper.make_node("LayerNormalization", ["X", "Scale", "B"], ["Y"])
+        body.attribute.extend([_ref("axis", onnx.AttributeProto.INT), _ref("epsilon", onnx.AttributeProto.FLOAT)])
+        out.append(_function("ExpectLayerNorm", ["X", "Scale", "B"], [body], ["axis", "epsilon", "estimator"],
+                             expect_doc.replace("f ", "f = LayerNormalization ", 1), opset))
+    if "ExpectGelu" in used:
+        if opset >= 20:
+            body = [helper.make_node("Gelu", ["X"], ["Y"])]
+            body[0].attribute.append(_ref("approximate", onnx.AttributeProto.STRING))
+        else:                  # Gelu is an op from opset 20: its exact (Erf) form
+            body = gelu_body("X", "Y", "gelu_")
+        out.append(_function("ExpectGelu", ["X"], body, ["approximate", "estimator"],
+                             expect_doc.replace("f ", "f = GELU ", 1), opset))
+    if "ExpectSoftmax" in used:
+        body = helper.make_node("Softmax", ["X"], ["Y"])
+        body.attribute.append(_ref("axis", onnx.AttributeProto.INT))
+        out.append(_function("ExpectSoftmax", ["X"], [body], ["axis", "estimator"],
+                             expect_doc.replace("f ", "f = Softmax ", 1), opset))
+    if "ExpectMatMul" in used:
+        out.append(_function("ExpectMatMul", ["A", "B"], [helper.make_node("MatMul", ["A", "B"], ["Y"])],
+                             ["estimator"], expect_doc.replace("f ", "f = the product A·B of two spiking tensors' "
+                             "running means ", 1).replace("input currents", "inputs' spikes"), opset))
     if "Readout" in used:
         out.append(_function("Readout", ["X"], [helper.make_node("Identity", ["X"], ["Y"])],
                              ["mode", "delay", "head", "threshold", "reset", "v_reset", "v_init"],
@@ -342,8 +386,11 @@ def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
 def _add_functions(model: onnx.ModelProto) -> None:
     opset = onnx_opset(model)
     used = {n.op_type for n in model.graph.node if n.domain == DOMAIN}
-    del model.functions[:]
+    del model.functions[:]                 # (the ANN graph's onnx2snn.ann functions included)
     model.functions.extend(_functions(opset, used))
+    kept = [o for o in model.opset_import if o.domain != ANN_DOMAIN]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, DOMAIN_VERSION))
     model.ir_version = max(model.ir_version, IR_VERSION)

@@ -12,6 +12,7 @@ class GraphView:
     def __init__(self, model: onnx.ModelProto):
         g = model.graph
         self.nodes = list(g.node)
+        self.opset = onnx_opset(model)
         self.constants: Dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
         for n in self.nodes:  # Constant nodes left by exporters count as initializers
             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":

@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import Onnx2SnnError
-from ..graph.ops import (SELECTIONS, clip_bounds, prelu_slope, conv_arguments, conv_transpose_arguments, pad_arguments,
-                         pool_arguments, reduce_axes, reshape_target, resize_linear_maps, resize_mode, transpose_perm)
+from ..graph.ops import (SELECTIONS, clip_bounds, layer_norm_axis, prelu_slope, conv_arguments, conv_transpose_arguments,
+                         pad_arguments, pool_arguments, reduce_axes, reshape_target, resize_linear_maps, resize_mode,
+                         softmax_axis, transpose_perm)
 from ..graph.spiking import offset_input, v_init_input
+from ..snn.expectation import ExpectationCompensation
 from ..snn.neurons import IFNeuron, MembraneReadout, SignedIFNeuron
 from ..snn.pooling import MAX_POOL, GatedMaxPool, RunningMaxPool, torch_pads
 from .modules import AveragePool2d, AxisMaps, ChannelPRelu, ConstantAdd, ConstantMul, CroppedConvTranspose, Function, Padded, Passthrough, ReLU, Select
@@ -293,8 +295,8 @@ def lower_to_shape(node, ctx):
 def lower_pad(node, ctx):
     _, pads, _ = pad_arguments(node, ctx.view)
     rank = len(pads) // 2
-    spatial = [int(p) for p in list(pads[2:rank]) + list(pads[rank + 2:])]
-    ctx.add(node, Function(partial(F.pad, pad=torch_pads(spatial)), f"pad {spatial}"), [node.input[0]],
+    per_sample = [int(p) for p in list(pads[1:rank]) + list(pads[rank + 1:])]     # (the batch axis: never)
+    ctx.add(node, Function(partial(F.pad, pad=torch_pads(per_sample)), f"pad {per_sample}"), [node.input[0]],
             node.output[0])
 
 
@@ -316,3 +318,65 @@ def lower_reduce(node, ctx):
     reduce = "mean" if node.op_type == "ReduceMean" else "sum"
     fn = partial(getattr(torch, reduce), dim=axes, keepdim=keep)
     ctx.add(node, Function(fn, f"{reduce} over axes {axes}"), [node.input[0]], node.output[0])
+
+
+# --- transformer ops: analog, on running means in the SNN (snn/expectation.py) ----------------------------
+
+# The ANN op's cost per output element in MACs, for the energy estimate (snn/synops.py): LayerNorm's
+# mean, variance, normalisation and affine ≈ 5; GELU's erf polynomial ≈ 8; softmax's exp, sum and
+# divide ≈ 5 (a convention, stated in the report); a MatMul's contracted length is added below.
+ANALOG_MACS = {"LayerNormalization": 5.0, "Gelu": 8.0, "Softmax": 5.0}
+
+
+def _analog(node, ctx, fn, description, arity=1, macs=0.0):
+    """The op as it runs in the ANN (``ctx.ann``, or an ANN op left in a spiking graph), else on the
+    running means of its input currents (an Expect* node)."""
+    if ctx.ann or node.domain != "onnx2snn":
+        module = Function(fn, description)
+    else:
+        module = ExpectationCompensation(fn, description, arity, macs)
+    ctx.add(node, module, ctx.view.data_inputs(node), node.output[0])
+
+
+@lowers("LayerNormalization", "ExpectLayerNorm")
+def lower_layer_norm(node, ctx):
+    axis = layer_norm_axis(node, ctx.view)
+    shape = tuple(ctx.view.shapes[node.input[0]][axis:])
+    weight = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(ctx.view.const(node.input[1]), shape), np.float32))
+    bias = ctx.view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    bias = None if bias is None else torch.from_numpy(np.ascontiguousarray(np.broadcast_to(bias, shape), np.float32))
+    eps = float(ctx.view.attrs(node).get("epsilon", 1e-5))
+    fn = _LayerNorm(shape, weight, bias, eps)
+    _analog(node, ctx, fn, f"layer_norm over {shape} eps={eps:g}", 1, ANALOG_MACS["LayerNormalization"])
+
+
+class _LayerNorm(nn.Module):
+    """F.layer_norm with ONNX's scale and bias as buffers (they follow .to(device, dtype))."""
+
+    def __init__(self, shape, weight, bias, eps):
+        super().__init__()
+        self.shape, self.eps = shape, eps
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", bias)
+
+    def forward(self, x):
+        return F.layer_norm(x, self.shape, self.weight.to(x.dtype),
+                            None if self.bias is None else self.bias.to(x.dtype), self.eps)
+
+
+@lowers("Gelu", "ExpectGelu")
+def lower_gelu(node, ctx):
+    approximate = ctx.view.attrs(node).get("approximate", "none")
+    _analog(node, ctx, partial(F.gelu, approximate=approximate), f"gelu ({approximate})", 1, ANALOG_MACS["Gelu"])
+
+
+@lowers("Softmax", "ExpectSoftmax")
+def lower_softmax(node, ctx):
+    axis = softmax_axis(node, ctx.view)
+    _analog(node, ctx, partial(torch.softmax, dim=axis), f"softmax axis={axis}", 1, ANALOG_MACS["Softmax"])
+
+
+@lowers("MatMul", "ExpectMatMul")
+def lower_matmul(node, ctx):
+    contracted = ctx.view.shapes[ctx.view.data_inputs(node)[0]][-1]
+    _analog(node, ctx, torch.matmul, f"matmul (contracting {contracted})", 2, float(contracted))

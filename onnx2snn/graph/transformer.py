@@ -1,0 +1,307 @@
+"""The graph passes that make a transformer block convertible (issue 22; ``passes.clean_graph`` runs them).
+
+Exporters write a ViT with idioms no CNN has; these passes bring them to ops the op table knows:
+
+* ``gelu_to_one_node``: GELU's Erf form, ``0.5·x·(1 + erf(x/√2))`` in any order of its Muls (both
+  PyTorch exporters below opset 20), becomes one ``Gelu`` node — the standard op from opset 20, below
+  it a model-local function ``onnx2snn.ann.Gelu`` whose body is that Erf form, so onnxruntime and
+  ``onnx.checker`` still take the graph. Run before the affine ops become BatchNormalization, which
+  would otherwise take its Div and Add apart.
+* ``batch_constant_concat`` (called by ``passes.fold_shape_subgraphs``, which evaluates it):
+  a class token ``Concat([Expand(cls, (N, 1, d)), x], axis=1)`` is x padded with a zero token, plus a
+  constant (the token in its place, zeros elsewhere) — folded into the position embedding's Add when
+  that Add is all that reads it. A constant current, as the position embedding is.
+* ``gather_through_transpose``: ``Gather(Transpose(qkv, (2, 0, 3, 1, 4)), i, axis=0)`` (timm's
+  ``qkv.permute(2, 0, 3, 1, 4); q, k, v = qkv[0], qkv[1], qkv[2]``) moves the batch axis; it becomes
+  a Gather along the axis that is selected, then a Transpose that keeps the batch first.
+* ``spike_sites``: where the tensors of a transformer are carried by spikes. On the data input of
+  every dense layer and on both operands of every MatMul of two activations, unless it is spikes
+  already or the network's input, a ``LeakyRelu(alpha=1)`` — the identity in the ANN — marks two-sided
+  IF neurons (``SignedIF`` with slope 1: +1 and −1 spikes at ±θ). It sits after the last op that is
+  not a layout op, so that Q, K and V share the neurons on the QKV layer's output. Only in graphs
+  with a transformer op (LayerNormalization, Gelu, Softmax or a MatMul of two activations): a CNN's
+  analog tensors keep their meaning.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Dict, List, Optional
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import helper, numpy_helper
+
+from .ops import LAYOUT, NEURON_OPS, RULES
+
+ANN_DOMAIN = "onnx2snn.ann"        # model-local functions of the ANN graph (never in a written file)
+SQRT_HALF = 2 ** -0.5
+TRANSFORMER_OPS = ("LayerNormalization", "Gelu", "Softmax")
+_fresh = itertools.count()
+
+
+def _is_const(t) -> bool:
+    return isinstance(t, gs.Constant)
+
+
+def _scalar(t) -> Optional[float]:
+    """The value of a constant that holds one number, else None."""
+    if not _is_const(t):
+        return None
+    v = np.asarray(t.values)
+    return float(v.reshape(-1)[0]) if v.size == 1 else None
+
+
+def _only_reader(t, graph) -> Optional[gs.Node]:
+    return t.outputs[0] if len(t.outputs) == 1 and t not in graph.outputs else None
+
+
+def _detach(*nodes) -> None:
+    for n in nodes:
+        n.inputs.clear()
+        n.outputs.clear()
+
+
+# --- GELU -----------------------------------------------------------------------------------------
+
+def _gelu_input(erf: gs.Node):
+    """(x, the node computing x/√2) where the Erf reads x/√2 or x·(1/√2), else None."""
+    t = erf.inputs[0]
+    if not t.inputs:
+        return None
+    node = t.inputs[0]
+    if node.op not in ("Div", "Mul") or len(node.inputs) != 2:
+        return None
+    for x, c in (node.inputs, node.inputs[::-1]):
+        value = _scalar(c)
+        if value is None or _is_const(x) or (node.op == "Div" and c is not node.inputs[1]):
+            continue
+        if np.isclose(value if node.op == "Mul" else 1 / value, SQRT_HALF, rtol=1e-5):
+            return x, node
+    return None
+
+
+def gelu_to_one_node(graph: gs.Graph) -> gs.Graph:
+    """See the module docstring; exact GELU only (the tanh form stays, and is refused by name)."""
+    opset = graph.opset
+    for erf in [n for n in graph.nodes if n.op == "Erf"]:
+        found = _gelu_input(erf)
+        if found is None:
+            continue
+        x, scaled = found
+        used = [scaled, erf]
+        add = _only_reader(erf.outputs[0], graph)
+        if add is None or add.op != "Add" or _scalar(next(i for i in add.inputs if i is not erf.outputs[0])) != 1.0:
+            continue
+        used.append(add)
+        t, coefficient, has_x = add.outputs[0], 1.0, False      # t = coefficient · x^has_x · (1 + erf)
+        while not (has_x and np.isclose(coefficient, 0.5, rtol=1e-6)):
+            node = _only_reader(t, graph)
+            if node is None or node.op != "Mul" or len(node.inputs) != 2:
+                break
+            other = node.inputs[1] if node.inputs[0] is t else node.inputs[0]
+            if _scalar(other) is not None:
+                coefficient *= _scalar(other)
+            elif other is x and not has_x:
+                has_x = True
+            elif (not has_x and other.inputs and other.inputs[0].op == "Mul" and _only_reader(other, graph)
+                  and x in other.inputs[0].inputs and _scalar(next(i for i in other.inputs[0].inputs if i is not x))):
+                half = other.inputs[0]                            # (0.5·x)·(1 + erf)
+                coefficient *= _scalar(next(i for i in half.inputs if i is not x))
+                has_x = True
+                used.append(half)
+            else:
+                break
+            used.append(node)
+            t = node.outputs[0]
+        if not (has_x and np.isclose(coefficient, 0.5, rtol=1e-6)):
+            continue
+        if any(len(n.outputs[0].outputs) != 1 for n in used if n.outputs[0] is not t):
+            continue                                              # a partial result read elsewhere
+        out = t
+        _detach(*used)
+        domain = "" if opset >= 20 else ANN_DOMAIN
+        graph.nodes.append(gs.Node("Gelu", f"{erf.name}/gelu", inputs=[x], outputs=[out], domain=domain))
+    return graph
+
+
+def gelu_function(opset: int) -> onnx.FunctionProto:
+    """``onnx2snn.ann.Gelu``: exact GELU written in the ops of ``opset`` (Gelu is an op from 20)."""
+    return helper.make_function(ANN_DOMAIN, "Gelu", ["X"], ["Y"], gelu_body("X", "Y"),
+                                [helper.make_opsetid("", opset)])
+
+
+def gelu_body(x: str, y: str, prefix: str = "") -> List[onnx.NodeProto]:
+    """0.5·x·(1 + erf(x/√2)) as ONNX nodes (tensor constants: their type is float32 in any opset)."""
+    def const(name, value):
+        return helper.make_node("Constant", [], [prefix + name], value=numpy_helper.from_array(
+            np.array(value, np.float32), prefix + name))
+    p = prefix
+    return [const("scale", SQRT_HALF), helper.make_node("Mul", [x, p + "scale"], [p + "scaled"]),
+            helper.make_node("Erf", [p + "scaled"], [p + "erf"]), const("one", 1.0),
+            helper.make_node("Add", [p + "erf", p + "one"], [p + "one_plus"]),
+            helper.make_node("Mul", [x, p + "one_plus"], [p + "times_x"]), const("half", 0.5),
+            helper.make_node("Mul", [p + "times_x", p + "half"], [y])]
+
+
+def add_ann_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model-local functions the ANN graph's ``onnx2snn.ann`` nodes need (and their domain)."""
+    if not any(n.domain == ANN_DOMAIN for n in model.graph.node):
+        return model
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if not any(f.domain == ANN_DOMAIN and f.name == "Gelu" for f in model.functions):
+        model.functions.append(gelu_function(opset))
+    if not any(o.domain == ANN_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(ANN_DOMAIN, 1))
+    return model
+
+
+# --- class token ------------------------------------------------------------------------------------
+
+def batch_constant_concat(graph: gs.Graph, concat: gs.Node, name: str, value: np.ndarray) -> bool:
+    """Rewrite ``concat``, one of whose inputs (``name``) is the same constant for every sample (a
+    class token expanded to the batch size: ``value`` is it for batch 1), as Pad + Add of a
+    constant; False where that does not apply (one data input beside constants, known shapes)."""
+    data = [t for t in concat.inputs if t.name != name and not _is_const(t)]
+    if len(data) != 1:
+        return False
+    if data[0].shape is None or any(not isinstance(d, int) for d in data[0].shape[1:]):
+        data[0].shape = _inferred_shape(graph, data[0].name)      # (a Reshape target just folded)
+        data[0].dtype = data[0].dtype or np.float32
+        if data[0].shape is None or any(not isinstance(d, int) for d in data[0].shape[1:]):
+            return False
+    expanded = next(t for t in concat.inputs if t.name == name)
+    _concat_to_pad(graph, concat, expanded, np.asarray(value, np.float32))
+    return True
+
+
+def _inferred_shape(graph: gs.Graph, name: str):
+    """The shape ONNX shape inference gives tensor ``name`` of the graph as it is now, or None."""
+    try:
+        model = onnx.shape_inference.infer_shapes(gs.export_onnx(graph.copy()))
+    except Exception:
+        return None
+    info = next((v for v in model.graph.value_info if v.name == name), None)
+    if info is None:
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+
+
+def _concat_to_pad(graph, concat, expanded, token) -> None:
+    x = next(t for t in concat.inputs if t is not expanded and not _is_const(t))
+    rank = len(x.shape)
+    axis = concat.attrs["axis"] % rank
+    parts = []                          # per input: its constant per-sample block (zeros for x)
+    for t in concat.inputs:
+        if t is expanded:
+            parts.append(token)
+        elif t is x:
+            parts.append(np.zeros((1, *x.shape[1:]), np.float32))
+        else:
+            v = np.asarray(t.values, np.float32)
+            parts.append(v.reshape((1,) * (rank - v.ndim) + v.shape))
+    constant = np.concatenate(parts, axis=axis)
+    index = list(concat.inputs).index(x)
+    before = sum(p.shape[axis] for p in parts[:index])
+    after = sum(p.shape[axis] for p in parts[index + 1:])
+    pads = [0] * (2 * rank)
+    pads[axis], pads[rank + axis] = before, after
+    padded = gs.Variable(f"{concat.name}/padded", dtype=np.float32)
+    name = concat.name
+    if graph.opset >= 11:
+        pad = gs.Node("Pad", f"{name}/pad", inputs=[x, gs.Constant(f"{name}.pads.{next(_fresh)}", np.array(pads, np.int64))],
+                      outputs=[padded])
+    else:
+        pad = gs.Node("Pad", f"{name}/pad", attrs={"pads": pads}, inputs=[x], outputs=[padded])
+    out = concat.outputs[0]
+    add = _only_reader(out, graph)
+    other = None if add is None or add.op != "Add" else next((i for i in add.inputs if i is not out), None)
+    _detach(concat)
+    if other is not None and _is_const(other):      # the position embedding's Add takes the token too
+        pos = np.asarray(other.values, np.float32)
+        merged = (pos + constant).astype(np.float32)
+        add.inputs[list(add.inputs).index(other)] = gs.Constant(f"{add.name}.with_token.{next(_fresh)}", merged)
+        add.inputs[list(add.inputs).index(out) if out in add.inputs else 0] = padded
+        graph.nodes.append(pad)
+        return
+    graph.nodes += [pad, gs.Node("Add", f"{name}/constant", inputs=[
+        padded, gs.Constant(f"{name}.constant.{next(_fresh)}", constant)], outputs=[out])]
+
+
+# --- the QKV split ----------------------------------------------------------------------------------
+
+def gather_through_transpose(graph: gs.Graph) -> gs.Graph:
+    """See the module docstring: every reader of the Transpose must be such a Gather (one index)."""
+    for tr in [n for n in graph.nodes if n.op == "Transpose"]:
+        perm = list(tr.attrs.get("perm", []))
+        out = tr.outputs[0]
+        if not perm or perm[0] == 0 or out in graph.outputs or not out.outputs:
+            continue
+        gathers = list(out.outputs)
+        if not all(g.op == "Gather" and g.attrs.get("axis", 0) == 0 and _is_const(g.inputs[1])
+                   and np.asarray(g.inputs[1].values).ndim == 0 for g in gathers):
+            continue
+        selected = perm[0]
+        rest = [p - (p > selected) for p in perm[1:]]
+        if rest[0] != 0:
+            continue                    # the batch axis would still move
+        x = tr.inputs[0]
+        for g in gathers:
+            picked = gs.Variable(f"{g.name}/picked", dtype=np.float32)
+            result = g.outputs[0]
+            g.inputs[0] = x
+            g.attrs["axis"] = selected
+            g.outputs[0] = picked
+            graph.nodes.append(gs.Node("Transpose", f"{g.name}/transpose", attrs={"perm": rest},
+                                       inputs=[picked], outputs=[result]))
+        _detach(tr)
+    return graph
+
+
+# --- where spikes carry the tensors -------------------------------------------------------------------
+
+def _two_activation_matmul(node) -> bool:
+    return node.op == "MatMul" and len(node.inputs) == 2 and not any(_is_const(t) for t in node.inputs)
+
+
+def has_transformer_ops(graph: gs.Graph) -> bool:
+    return any(n.op in TRANSFORMER_OPS or _two_activation_matmul(n) for n in graph.nodes)
+
+
+def is_spike_site(node) -> bool:
+    """A ``LeakyRelu(alpha=1)`` (onnx.NodeProto or gs.Node): the two-sided neurons ``spike_sites``
+    puts on a transformer's tensors."""
+    op = node.op_type if isinstance(node, onnx.NodeProto) else node.op
+    if op != "LeakyRelu":
+        return False
+    if isinstance(node, onnx.NodeProto):
+        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 0.01)
+    else:
+        alpha = node.attrs.get("alpha", 0.01)
+    return float(alpha) == 1.0
+
+
+def spike_sites(graph: gs.Graph) -> gs.Graph:
+    """See the module docstring."""
+    if not has_transformer_ops(graph):
+        return graph
+    inputs = set(id(t) for t in graph.inputs)
+    sites: Dict[int, gs.Variable] = {}               # analog tensor -> the spikes standing for it
+    for node in list(graph.nodes):
+        weighted = RULES.get(node.op) is not None and RULES[node.op].group == "weighted" and \
+            node.op != "LayerNormalization"
+        if not (weighted or _two_activation_matmul(node)):
+            continue
+        for index in ([0] if weighted else [0, 1]):
+            reader, t = node, node.inputs[index]
+            while t.inputs and t.inputs[0].op in LAYOUT and len(t.outputs) >= 1:
+                reader, t = t.inputs[0], t.inputs[0].inputs[0]
+            if id(t) in inputs or _is_const(t) or not t.inputs or t.inputs[0].op in NEURON_OPS:
+                continue
+            if id(t) not in sites:
+                spikes = gs.Variable(f"{t.name}/spikes", dtype=np.float32)
+                graph.nodes.append(gs.Node("LeakyRelu", f"{t.inputs[0].name}/spikes", attrs={"alpha": 1.0},
+                                           inputs=[t], outputs=[spikes]))
+                sites[id(t)] = spikes
+            reader.inputs[[i for i, u in enumerate(reader.inputs) if u is t][0]] = sites[id(t)]
+    return graph
