@@ -40,13 +40,13 @@ def rates_table(layers: List, rates: dict, neuron_of: dict) -> str:
 
 
 def synops_table(table: dict, totals: dict, T: int) -> str:
-    """One row per weighted layer: the SNN's operations per inference at T against the ANN's MACs,
-    then the totals and the arithmetic-energy estimate (snn/synops.py)."""
-    rows = [("layer", f"SNN ops per inference (T={T})", "ANN MACs", "SNN/ANN")]
+    """One row per weighted layer (and analog op): how it runs (event-driven, analog on rate estimates,
+    on the constant input), the SNN's operations per inference at T against the ANN's MACs, then the totals and the arithmetic-energy estimate (snn/synops.py)."""
+    rows = [("layer", "runs as", f"SNN ops per inference (T={T})", "ANN MACs", "SNN/ANN")]
     for name, r in table.items():
-        rows.append((base_name(name), f"{_count(r['snn_ops'])} {r['snn_op']}", _count(r["ann_macs"]),
+        rows.append((base_name(name), r.get("kind", ""), f"{_count(r['snn_ops'])} {r['snn_op']}", _count(r["ann_macs"]),
                      f"{r['snn_ops'] / r['ann_macs']:.2f}" if r["ann_macs"] else "-"))
-    rows.append(("total", f"{_count(totals['snn_acs'])} AC + {_count(totals['snn_macs'])} MAC",
+    rows.append(("total", "", f"{_count(totals['snn_acs'])} AC + {_count(totals['snn_macs'])} MAC",
                  _count(totals["ann_macs"]), ""))
     return (_table(rows) + f"\nenergy estimate per inference: SNN {totals['snn_energy_pj'] / 1e6:.3g} µJ, "
             f"ANN {totals['ann_energy_pj'] / 1e6:.3g} µJ ({totals['energy_ratio_snn_to_ann']:.2f}×; "

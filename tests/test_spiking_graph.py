@@ -8,6 +8,7 @@ import graphs
 import onnx2snn
 from onnx2snn import Config, convert
 from onnx2snn.calibrate import run
+from onnx2snn.graph import clean_graph
 from onnx2snn.graph.spiking import DOMAIN, to_spiking
 from patterns import PATTERNS
 
@@ -36,8 +37,9 @@ def test_spiking_graph_is_valid_onnx_and_runs_as_the_ann(name, tmp_path):
     (ann,) = run(conv.source, conv.input_name, x, [conv.source.graph.output[0].name], 100)
     (snn_as_ann,) = run(written, conv.input_name, x, [written.graph.output[0].name], 100)
     np.testing.assert_array_equal(snn_as_ann.reshape(len(x), -1).argmax(1), ann.reshape(len(x), -1).argmax(1))
-    # every ReLU/Clip of the source is an IF node now (seed config: more after average pooling)
-    source_relus = sum(op in ("Relu", "Clip", "LeakyRelu") for op in ops(conv.source))
+    # every ReLU/Clip of the source is an IF node now (seed config: more after average pooling), and
+    # every two-sided neuron the passes put on a transformer's tensors (LeakyRelu alpha=1) a SignedIF
+    source_relus = sum(op in ("Relu", "Clip", "LeakyRelu") for op in ops(clean_graph(conv.source)[0]))
     spiking = [n for n in written.graph.node if n.domain == DOMAIN]
     assert sum(n.op_type in ("IF", "ClipIF", "SignedIF") and not n.name.endswith(("/IF", "/SignedIF"))
                for n in spiking) == source_relus

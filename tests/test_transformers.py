@@ -267,3 +267,20 @@ def test_nir_export_refuses_naming_a_node(converted, tmp_path):
     from onnx2snn.nir_io import export_nir
     with pytest.raises(Onnx2SnnError, match=r"^\S+ \(\w+\): "):
         export_nir(converted.snn_model, str(tmp_path / "vit.nir"))
+
+
+def test_synaptic_operations_say_which_layers_are_event_driven_and_which_analog(converted, vit_files):
+    net, files, x = vit_files
+    T = 6
+    table = converted.network.simulate(x[:4], T, batch_size=4, record_rates=True).synaptic_ops
+    kinds = {r["op"]: set() for r in table.values()}
+    for r in table.values():
+        kinds[r["op"]].add(r["kind"])
+    assert kinds["ExpectSoftmax"] == kinds["ExpectGelu"] == kinds["ExpectMatMul"] == {"analog on rate estimates"}
+    assert kinds["ExpectLayerNorm"] == {"constant input", "analog on rate estimates"}   # the first LN: before any neuron
+    assert kinds["Conv"] >= {"event-driven"} and "Gemm" in kinds
+    softmax = next(r for r in table.values() if r["op"] == "ExpectSoftmax")
+    outputs = 2 * 5 * 5                                       # heads × tokens × tokens
+    assert softmax["ann_macs"] == 5 * outputs and softmax["snn_ops"] == pytest.approx((5 + 2) * outputs * T)
+    first_ln = next(r for r in table.values() if r["op"] == "ExpectLayerNorm")
+    assert first_ln["kind"] == "constant input" and first_ln["snn_ops"] == first_ln["ann_macs"]

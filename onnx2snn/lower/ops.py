@@ -342,9 +342,9 @@ def _analog(node, ctx, fn, description, arity=1, macs=0.0):
 def lower_layer_norm(node, ctx):
     axis = layer_norm_axis(node, ctx.view)
     shape = tuple(ctx.view.shapes[node.input[0]][axis:])
-    weight = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(ctx.view.const(node.input[1]), shape), np.float32))
+    weight = torch.from_numpy(np.array(np.broadcast_to(ctx.view.const(node.input[1]), shape), np.float32))
     bias = ctx.view.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    bias = None if bias is None else torch.from_numpy(np.ascontiguousarray(np.broadcast_to(bias, shape), np.float32))
+    bias = None if bias is None else torch.from_numpy(np.array(np.broadcast_to(bias, shape), np.float32))
     eps = float(ctx.view.attrs(node).get("epsilon", 1e-5))
     fn = _LayerNorm(shape, weight, bias, eps)
     _analog(node, ctx, fn, f"layer_norm over {shape} eps={eps:g}", 1, ANALOG_MACS["LayerNormalization"])

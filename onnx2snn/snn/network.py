@@ -225,6 +225,9 @@ class SpikingNetwork(nn.Module):
             for name in dead:
                 del env[name]
             if getattr(module, "expectation", False):     # an analog op on running means (expectation.py)
+                if self._counter is not None:
+                    self._counter.add_analog(i, n_steps * batch, all(s for _, s in args))
+                    self._input_shapes[i] = tuple(step.shape or ())
                 if all(s for _, s in args):               # constant inputs: f of them, every step
                     if i not in cache:
                         cache[i] = module.constant(*[v for v, _ in args])

@@ -16,6 +16,12 @@ is the constant input current (the first layer, with constant-current encoding) 
 per inference: multiply-accumulates (MACs), counted once. The ANN's MACs per inference are the same
 layer with all-ones weights on an all-ones input.
 
+A transformer's analog ops (LayerNorm, GELU, softmax, the product of two spiking tensors:
+``expectation.py``) run every step on rate estimates, not on events: they are counted as MACs, the
+ANN op's cost per output element (a stated convention: ``lower/ops.py ANALOG_MACS``; a product's is
+its contracted length) plus 2 for the compensation, times the output elements and the steps — so the
+report says per layer "event-driven" (ACs), "analog on rate estimates" or "constant input" (MACs).
+
 Energy, as commonly reported in this field: 0.9 pJ per 32-bit floating-point addition (an AC) and
 4.6 pJ per multiply-accumulate (3.7 pJ multiply + 0.9 pJ add) at 45 nm, from M. Horowitz,
 "Computing's energy problem (and what we can do about it)", ISSCC 2014. These are arithmetic only
@@ -76,6 +82,15 @@ class EventCounter:
         self.events: Dict[int, torch.Tensor] = {}   # step index -> per-sample input summed over steps and samples
         self.signed = set(signed)    # layers that may take −1 spikes (after signed neurons): events are |spikes|
         self.static: Dict[int, bool] = {}
+        self.analog: Dict[int, int] = {}            # an analog op's index -> sample-steps it ran (0: constant input)
+
+    def add_analog(self, index: int, sample_steps: int, static: bool) -> None:
+        """An analog op (``expectation.py``) ran ``sample_steps`` (steps × samples), or once per
+        sample on a constant input (``static``)."""
+        if static:
+            self.analog.setdefault(index, 0)
+        else:
+            self.analog[index] = self.analog.get(index, 0) + sample_steps
 
     def add(self, index: int, value: torch.Tensor, static: bool) -> None:
         """``value``: the layer's input for a chunk, ``[steps·B, ...]``; a ``static`` input (the
@@ -119,15 +134,30 @@ def pooling_area(steps, index: int) -> float:
 def synaptic_operations(network, counter: EventCounter, n_samples: int, sample_shapes: Dict[int, tuple]
                         ) -> Dict[str, dict]:
     """Per weighted layer: the SNN's ACs (or MACs, for the constant input current) per inference,
-    and the ANN's MACs. ``sample_shapes``: each layer's per-sample input shape."""
-    table = {}
+    and the ANN's MACs; per analog op, its MACs (module docstring). ``sample_shapes``: each weighted
+    layer's per-sample input shape, each analog op's output shape."""
+    rows = {}
     for index, static in counter.static.items():
         step, module = network.steps[index], network.layers[index]
         macs = connections(module, torch.ones(sample_shapes[index]))
         snn = macs if static else (connections(module, counter.events[index].cpu()) / n_samples
                                    * pooling_area(network.steps, index))
-        table[step.name] = {"op": step.op, "snn_ops": snn, "snn_op": "MAC" if static else "AC", "ann_macs": macs}
-    return table
+        rows[index] = (step.name, {"op": step.op, "snn_ops": snn, "snn_op": "MAC" if static else "AC",
+                                   "ann_macs": macs, "kind": "constant input" if static else "event-driven"})
+    for index, sample_steps in getattr(counter, "analog", {}).items():
+        step, module = network.steps[index], network.layers[index]
+        outputs = float(np.prod(sample_shapes[index])) if sample_shapes[index] else 1.0
+        ann = module.macs_per_output * outputs
+        # every step: the op on the rate estimate, plus the compensation (a multiply and a subtraction)
+        snn = ann if not sample_steps else (module.macs_per_output + ANALOG_COMPENSATION_MACS) * outputs * (
+            sample_steps / n_samples)
+        rows[index] = (step.name, {"op": step.op, "snn_ops": snn, "snn_op": "MAC", "ann_macs": ann,
+                                   "kind": "analog on rate estimates" if sample_steps else "constant input"})
+    return dict(rows[i] for i in sorted(rows))              # in the network's order
+
+
+# An analog op's compensation per output element and step: t·f(m_t) and the difference, as MACs.
+ANALOG_COMPENSATION_MACS = 2.0
 
 
 def energy(table: Dict[str, dict]) -> Dict[str, float]:
