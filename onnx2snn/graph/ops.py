@@ -986,6 +986,8 @@ def _check_layer_norm(node, view):
         return f"{node.op_type} whose input shape is unknown"
     if layer_norm_axis(node, view) == 0:
         return f"{node.op_type} over the batch axis"
+    if view.opset < 17 and layer_norm_axis(node, view) != len(view.shapes[node.input[0]]) - 1:
+        return f"{node.op_type} below opset 17 over more than the last axis"
     if view.const(node.input[1]) is None or (len(node.input) > 2 and node.input[2] and view.const(node.input[2]) is None):
         return f"{node.op_type} with a non-constant scale or bias"
     if len(node.output) > 1 and any(view.consumers.get(o) for o in node.output[1:] if o):

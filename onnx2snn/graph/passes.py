@@ -52,6 +52,7 @@ def clean_graph(model: onnx.ModelProto, pool_currents: bool = False) -> Tuple[on
                      ("Split to Slices", split_to_slices),
                      ("QKV split: Gather through the Transpose", transformer.gather_through_transpose),
                      ("GELU (Erf form) to one node", transformer.gelu_to_one_node),
+                     ("LayerNorm (decomposed form) to one node", transformer.layer_norm_to_one_node),
                      ("PRelu with one slope to LeakyRelu", prelu_to_leaky_relu),
                      ("MatMul+Add to Gemm", matmul_add_to_gemm),
                      ("canonicalise Gemm/Conv", canonicalise_linear),

@@ -45,7 +45,7 @@ from onnx import helper
 from ..options import SpikingOptions
 from .ops import (EXPECTATION, NEURON_OPS, RULES, SIGNED_NEURONS, SUBSAMPLING, bias_of, clip_bounds, keeps_spikes,
                   layer_norm_axis, out_channels, passes_channel_offset, pool_arguments, resize_mode, softmax_axis)
-from .transformer import ANN_DOMAIN, gelu_body
+from .transformer import ANN_DOMAIN, gelu_body, layer_norm_body
 from .view import GraphView, downstream_of, onnx_opset
 
 DOMAIN = "onnx2snn"
@@ -351,9 +351,12 @@ def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
                   "the outputs summed over t steps are t*f(m_t): the next layer integrates f of the mean rate. "
                   "Analog: f runs every step on the rate estimate (counted as MACs). The body is the ANN's f.")
     if "ExpectLayerNorm" in used:
-        body = helper.make_node("LayerNormalization", ["X", "Scale", "B"], ["Y"])
-        body.attribute.extend([_ref("axis", onnx.AttributeProto.INT), _ref("epsilon", onnx.AttributeProto.FLOAT)])
-        out.append(_function("ExpectLayerNorm", ["X", "Scale", "B"], [body], ["axis", "epsilon", "estimator"],
+        if opset >= 17:
+            body = [helper.make_node("LayerNormalization", ["X", "Scale", "B"], ["Y"])]
+            body[0].attribute.extend([_ref("axis", onnx.AttributeProto.INT), _ref("epsilon", onnx.AttributeProto.FLOAT)])
+        else:                  # LayerNormalization is an op from opset 17: its decomposed form (last axis)
+            body = layer_norm_body("X", "Scale", "B", "Y", "ln_")
+        out.append(_function("ExpectLayerNorm", ["X", "Scale", "B"], body, ["axis", "epsilon", "estimator"],
                              expect_doc.replace("f ", "f = LayerNormalization ", 1), opset))
     if "ExpectGelu" in used:
         if opset >= 20:

@@ -7,6 +7,8 @@ Exporters write a ViT with idioms no CNN has; these passes bring them to ops the
   it a model-local function ``onnx2snn.ann.Gelu`` whose body is that Erf form, so onnxruntime and
   ``onnx.checker`` still take the graph. Run before the affine ops become BatchNormalization, which
   would otherwise take its Div and Add apart.
+* ``layer_norm_to_one_node``: LayerNorm's decomposed form (the TorchScript exporter below opset 17)
+  becomes one LayerNormalization node (below 17 a model-local ``onnx2snn.ann`` function again).
 * ``batch_constant_concat`` (called by ``passes.fold_shape_subgraphs``, which evaluates it):
   a class token ``Concat([Expand(cls, (N, 1, d)), x], axis=1)`` is x padded with a zero token, plus a
   constant (the token in its place, zeros elsewhere) — folded into the position embedding's Add when
@@ -146,14 +148,109 @@ def gelu_body(x: str, y: str, prefix: str = "") -> List[onnx.NodeProto]:
 
 def add_ann_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model-local functions the ANN graph's ``onnx2snn.ann`` nodes need (and their domain)."""
-    if not any(n.domain == ANN_DOMAIN for n in model.graph.node):
+    used = {n.op_type for n in model.graph.node if n.domain == ANN_DOMAIN}
+    if not used:
         return model
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    if not any(f.domain == ANN_DOMAIN and f.name == "Gelu" for f in model.functions):
+    have = {f.name for f in model.functions if f.domain == ANN_DOMAIN}
+    if "Gelu" in used - have:
         model.functions.append(gelu_function(opset))
+    if "LayerNormalization" in used - have:
+        model.functions.append(helper.make_function(
+            ANN_DOMAIN, "LayerNormalization", ["X", "Scale", "B"], ["Y"], layer_norm_body("X", "Scale", "B", "Y"),
+            [helper.make_opsetid("", opset)], attributes=["axis", "epsilon"]))
     if not any(o.domain == ANN_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(ANN_DOMAIN, 1))
     return model
+
+
+# --- LayerNorm's decomposed form (opsets below 17) ---------------------------------------------------
+
+def _reduce_last_axis(node, graph) -> bool:
+    """A ReduceMean over the last axis only, keepdims (axes from the attribute, or the input from 18)."""
+    if node.op != "ReduceMean" or not node.attrs.get("keepdims", 1):
+        return False
+    axes = node.attrs.get("axes")
+    if axes is None and len(node.inputs) > 1 and _is_const(node.inputs[1]):
+        axes = np.asarray(node.inputs[1].values).reshape(-1).tolist()
+    rank = len(node.inputs[0].shape) if node.inputs[0].shape is not None else None
+    return axes is not None and len(axes) == 1 and (axes[0] == -1 or (rank is not None and axes[0] == rank - 1))
+
+
+def _reader(t, op, graph, exclude=()):
+    return next((n for n in t.outputs if n.op == op and n not in exclude), None) if t not in graph.outputs else None
+
+
+def layer_norm_to_one_node(graph: gs.Graph) -> gs.Graph:
+    """``(x − mean(x))/sqrt(mean((x − mean(x))²) + ε)·γ + β`` over the last axis — LayerNorm as the
+    TorchScript exporter writes it below opset 17 (ReduceMean, Sub, Pow 2, ReduceMean, Add ε, Sqrt, Div,
+    Mul γ, Add β) — becomes one LayerNormalization node: the op from opset 17, below it a model-local
+    function ``onnx2snn.ann.LayerNormalization`` whose body is that chain (from opset 12, which its
+    Constant of ε needs). The intermediate tensors must be read by the chain only."""
+    if graph.opset < 12:
+        return graph
+    for mean in [n for n in graph.nodes if n.op == "ReduceMean"]:
+        if not mean.outputs or not _reduce_last_axis(mean, graph):
+            continue
+        x = mean.inputs[0]
+        sub = _only_reader(mean.outputs[0], graph)
+        if sub is None or sub.op != "Sub" or list(sub.inputs) != [x, mean.outputs[0]]:
+            continue
+        d = sub.outputs[0]
+        square = next((n for n in d.outputs if n.op == "Pow" and _scalar(n.inputs[1]) == 2.0) or
+                      (n for n in d.outputs if n.op == "Mul" and list(n.inputs) == [d, d]), None)
+        div = _reader(d, "Div", graph)
+        if square is None or div is None or len(d.outputs) != 2 or div.inputs[0] is not d:
+            continue
+        var = _only_reader(square.outputs[0], graph)
+        if var is None or not _reduce_last_axis(var, graph):
+            continue
+        add = _only_reader(var.outputs[0], graph)
+        eps = None if add is None or add.op != "Add" else _scalar(next((i for i in add.inputs if i is not var.outputs[0]), None))
+        sqrt = _only_reader(add.outputs[0], graph) if eps is not None else None
+        if sqrt is None or sqrt.op != "Sqrt" or _only_reader(sqrt.outputs[0], graph) is not div:
+            continue
+        used, out = [mean, sub, square, var, add, sqrt, div], div.outputs[0]
+        width = x.shape[-1] if x.shape is not None and isinstance(x.shape[-1], int) else None
+        if width is None:
+            continue
+        gamma, beta = np.ones(width, np.float32), np.zeros(width, np.float32)
+        for op in ("Mul", "Add"):
+            node = _only_reader(out, graph)
+            other = None if node is None or node.op != op else next(i for i in node.inputs if i is not out)
+            if other is None or not _is_const(other) or np.asarray(other.values).size not in (1, width) or (
+                    np.asarray(other.values).ndim and np.asarray(other.values).shape[-1] != np.asarray(other.values).size):
+                break
+            value = np.broadcast_to(np.asarray(other.values, np.float32).reshape(-1), (width,))
+            gamma, beta = (gamma * value, beta * value) if op == "Mul" else (gamma, beta + value)
+            used.append(node)
+            out = node.outputs[0]
+        _detach(*used)
+        graph.nodes.append(gs.Node(
+            "LayerNormalization", f"{mean.name}/layer_norm", attrs={"axis": -1, "epsilon": float(eps)},
+            inputs=[x, gs.Constant(f"{mean.name}.scale.{next(_fresh)}", np.ascontiguousarray(gamma)),
+                    gs.Constant(f"{mean.name}.bias.{next(_fresh)}", np.ascontiguousarray(beta))],
+            outputs=[out], domain="" if graph.opset >= 17 else ANN_DOMAIN))
+    return graph
+
+
+def layer_norm_body(x: str, scale: str, bias: str, y: str, prefix: str = "") -> List[onnx.NodeProto]:
+    """LayerNormalization over the last axis as ops of opsets 12..16 (ReduceMean's axes an attribute;
+    ε the calling node's ``epsilon``)."""
+    p = prefix
+    eps = helper.make_node("Constant", [], [p + "eps"])
+    ref = onnx.AttributeProto()
+    ref.name, ref.ref_attr_name, ref.type = "value_float", "epsilon", onnx.AttributeProto.FLOAT
+    eps.attribute.append(ref)
+    return [helper.make_node("ReduceMean", [x], [p + "mean"], axes=[-1]),
+            helper.make_node("Sub", [x, p + "mean"], [p + "centred"]),
+            helper.make_node("Mul", [p + "centred", p + "centred"], [p + "squared"]),
+            helper.make_node("ReduceMean", [p + "squared"], [p + "variance"], axes=[-1]), eps,
+            helper.make_node("Add", [p + "variance", p + "eps"], [p + "shifted"]),
+            helper.make_node("Sqrt", [p + "shifted"], [p + "std"]),
+            helper.make_node("Div", [p + "centred", p + "std"], [p + "normalised"]),
+            helper.make_node("Mul", [p + "normalised", scale], [p + "scaled"]),
+            helper.make_node("Add", [p + "scaled", bias], [y])]
 
 
 # --- class token ------------------------------------------------------------------------------------
