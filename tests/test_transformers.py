@@ -61,6 +61,10 @@ def vit_files(tmp_path_factory):
     net = tiny_vit()
     files = {"torchscript": export(net, str(d / "vit.onnx")),
              "opset14": export(net, str(d / "vit14.onnx"), opset=14)}     # LayerNorm decomposed, GELU as Erf
+    tanh = tiny_vit()
+    for block in tanh.blocks:
+        block.mlp[1].approximate = "tanh"
+    files["tanh"] = export(tanh, str(d / "vit_tanh.onnx"))
     try:
         files["dynamo"] = export(net, str(d / "vit_dynamo.onnx"), dynamo=True)
     except pytest.skip.Exception:
@@ -76,14 +80,18 @@ def _ort(model, x):
 
 # --- the exporters' forms ---------------------------------------------------------------------------
 
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo", "opset14"])
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo", "opset14", "tanh"])
 def test_cleaned_vit_has_one_op_per_element_and_computes_the_same(vit_files, exporter):
     net, files, x = vit_files
+    if exporter == "tanh":
+        net = tiny_vit()
+        for block in net.blocks:
+            block.mlp[1].approximate = "tanh"
     if exporter not in files:
         pytest.skip("the dynamo exporter needs onnxscript")
     cleaned, _ = clean_graph(onnx.load(files[exporter]))
     ops = [n.op_type for n in cleaned.graph.node]
-    for gone in ("Erf", "Expand", "Shape", "Where", "Concat", "Sqrt", "Pow", "Div"):   # GELU, LN, class token
+    for gone in ("Erf", "Tanh", "Expand", "Shape", "Where", "Concat", "Sqrt", "Pow", "Div"):   # GELU, LN, class token
         assert gone not in ops, f"{gone} left after the passes ({exporter})"
     assert ops.count("Gelu") == 2 and ops.count("LayerNormalization") == 5 and ops.count("Softmax") == 2
     # two-sided neurons: per block LN1, QKV, softmax, A·V, LN2, GELU; and the final LN
@@ -239,6 +247,25 @@ def test_snn_approaches_the_ann_as_T_grows(converted, vit_files):
         out = converted.network.simulate(x, T, batch_size=64).outputs / T * converted.network.output_scale
         errors.append(np.linalg.norm(out - logits) / np.linalg.norm(logits))
     assert errors[2] < errors[0] and errors[2] < 0.1, errors
+
+
+def test_tanh_gelu_converts_to_its_own_spiking_node(vit_files, tmp_path):
+    net, files, x = vit_files
+    config = Config()
+    config.calibration.bias = False
+    conv = onnx2snn.convert(files["tanh"], x, config)
+    path = str(tmp_path / "tanh.snn.onnx")
+    conv.save(path)
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    gelus = [n for n in model.graph.node if n.op_type == "ExpectGelu"]
+    assert gelus and all(helper.get_attribute_value(a) == b"tanh" for n in gelus for a in n.attribute
+                         if a.name == "approximate")
+    assert "Tanh" in {n.op_type for f in model.functions if f.name == "ExpectGelu" for n in f.node}   # (opset 17 body)
+    tanh = tiny_vit()
+    for block in tanh.blocks:
+        block.mlp[1].approximate = "tanh"
+    assert (_ort(path, x).argmax(1) == tanh(torch.from_numpy(x)).detach().numpy().argmax(1)).all()
 
 
 @pytest.mark.parametrize("exporter", ["dynamo", "opset14"])

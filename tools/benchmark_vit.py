@@ -132,7 +132,8 @@ def main():
         lines += ["", "Targets (issue 22): " + "; ".join(
             f"{MODELS[m][0].split(':')[0]} within " + ", ".join(f"{g} points at T={t}" for t, g in MODELS[m][2].items())
             for m in MODELS) + "; both exporters alike; CIFAR-10 at T=32, batch 100 within 4 GiB."]
-        benchlib.write_section("Vision transformers (issue 22)" + (": full test sets" if a.test_set == "shared" else ""),
+        benchlib.write_section("Vision transformers (issue 22): " + ", ".join(dict.fromkeys(r["model"] for r in rows))
+                               + (", full test sets" if a.test_set == "shared" else ""),
                                "\n".join(lines))
         print("wrote docs/BENCHMARKS.md")
 

@@ -45,7 +45,7 @@ from onnx import helper
 from ..options import SpikingOptions
 from .ops import (EXPECTATION, NEURON_OPS, RULES, SIGNED_NEURONS, SUBSAMPLING, bias_of, clip_bounds, keeps_spikes,
                   layer_norm_axis, out_channels, passes_channel_offset, pool_arguments, resize_mode, softmax_axis)
-from .transformer import ANN_DOMAIN, gelu_body, layer_norm_body
+from .transformer import ANN_DOMAIN, gelu_body, gelu_form, layer_norm_body
 from .view import GraphView, downstream_of, onnx_opset
 
 DOMAIN = "onnx2snn"
@@ -301,7 +301,8 @@ NEURON_DOC = ("Integrate-and-fire neurons: v += X + offset every step; a spike (
 NEURON_INPUTS = ["X", "v_init_map", "offset"]
 
 
-def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
+def _functions(opset: int, used: set, gelu: str = "none") -> List[onnx.FunctionProto]:
+    """The model-local functions of the spiking ops in ``used`` (``gelu``: the GELU form below opset 20)."""
     neuron_attrs = ["threshold", "reset", "v_reset", "v_init"]
     out = []
     if "IF" in used:
@@ -362,8 +363,8 @@ def _functions(opset: int, used: set) -> List[onnx.FunctionProto]:
         if opset >= 20:
             body = [helper.make_node("Gelu", ["X"], ["Y"])]
             body[0].attribute.append(_ref("approximate", onnx.AttributeProto.STRING))
-        else:                  # Gelu is an op from opset 20: its exact (Erf) form
-            body = gelu_body("X", "Y", "gelu_")
+        else:                  # Gelu is an op from opset 20: its Erf (or tanh) form, the model's one
+            body = gelu_body("X", "Y", "gelu_", gelu)
         out.append(_function("ExpectGelu", ["X"], body, ["approximate", "estimator"],
                              expect_doc.replace("f ", "f = GELU ", 1), opset))
     if "ExpectSoftmax" in used:
@@ -390,7 +391,7 @@ def _add_functions(model: onnx.ModelProto) -> None:
     opset = onnx_opset(model)
     used = {n.op_type for n in model.graph.node if n.domain == DOMAIN}
     del model.functions[:]                 # (the ANN graph's onnx2snn.ann functions included)
-    model.functions.extend(_functions(opset, used))
+    model.functions.extend(_functions(opset, used, gelu_form(model) if "ExpectGelu" in used else "none"))
     kept = [o for o in model.opset_import if o.domain != ANN_DOMAIN]
     del model.opset_import[:]
     model.opset_import.extend(kept)

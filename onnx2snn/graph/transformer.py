@@ -3,7 +3,7 @@
 Exporters write a ViT with idioms no CNN has; these passes bring them to ops the op table knows:
 
 * ``gelu_to_one_node``: GELU's Erf form, ``0.5·x·(1 + erf(x/√2))`` in any order of its Muls (both
-  PyTorch exporters below opset 20), becomes one ``Gelu`` node — the standard op from opset 20, below
+  PyTorch exporters below opset 20), and its tanh form, become one ``Gelu`` node — the standard op from opset 20, below
   it a model-local function ``onnx2snn.ann.Gelu`` whose body is that Erf form, so onnxruntime and
   ``onnx.checker`` still take the graph. Run before the affine ops become BatchNormalization, which
   would otherwise take its Div and Add apart.
@@ -38,6 +38,7 @@ from .ops import LAYOUT, NEURON_OPS, RULES
 
 ANN_DOMAIN = "onnx2snn.ann"        # model-local functions of the ANN graph (never in a written file)
 SQRT_HALF = 2 ** -0.5
+SQRT_2_OVER_PI = (2 / np.pi) ** 0.5
 TRANSFORMER_OPS = ("LayerNormalization", "Gelu", "Softmax")
 _fresh = itertools.count()
 
@@ -83,17 +84,69 @@ def _gelu_input(erf: gs.Node):
     return None
 
 
+def _producer(t, op):
+    node = t.inputs[0] if t.inputs else None
+    return node if node is not None and node.op == op and len(node.inputs) == 2 else None
+
+
+def _split_scalar(node):
+    """(the scalar constant, the other input) of a binary node with one scalar constant input, or None."""
+    for c, other in (node.inputs, node.inputs[::-1]):
+        if _scalar(c) is not None and not _is_const(other):
+            return _scalar(c), other
+    return None
+
+
+def _cube_of(t, x):
+    """The nodes computing t = x³ (Pow(x, 3), or x·(x·x) in either order), or None."""
+    node = t.inputs[0] if t.inputs else None
+    if node is not None and node.op == "Pow" and node.inputs[0] is x and _scalar(node.inputs[1]) == 3.0:
+        return [node]
+    if node is None or node.op != "Mul":
+        return None
+    for a, b in (node.inputs, node.inputs[::-1]):
+        square = _producer(b, "Mul")
+        if a is x and square is not None and list(square.inputs) == [x, x]:
+            return [node, square]
+    return None
+
+
+def _tanh_gelu_input(gate: gs.Node):
+    """(x, the nodes computing √(2/π)·(x + 0.044715·x³)) where the Tanh reads that, else None."""
+    outer = _producer(gate.inputs[0], "Mul")
+    split = None if outer is None else _split_scalar(outer)
+    if split is None or not np.isclose(split[0], SQRT_2_OVER_PI, rtol=1e-5):
+        return None
+    add = _producer(split[1], "Add")
+    if add is None:
+        return None
+    for x, b in (add.inputs, add.inputs[::-1]):
+        poly = _producer(b, "Mul")
+        inner = None if poly is None else _split_scalar(poly)
+        if inner is None or not np.isclose(inner[0], 0.044715, rtol=1e-4):
+            continue
+        cube = _cube_of(inner[1], x)
+        if cube is not None:
+            return x, [outer, add, poly, *cube]
+    return None
+
+
 def gelu_to_one_node(graph: gs.Graph) -> gs.Graph:
-    """See the module docstring; exact GELU only (the tanh form stays, and is refused by name)."""
+    """See the module docstring: the exact (Erf) form and the tanh form (``approximate="tanh"``:
+    0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))), whatever the order of the final Muls."""
     opset = graph.opset
-    for erf in [n for n in graph.nodes if n.op == "Erf"]:
-        found = _gelu_input(erf)
+    for gate in [n for n in graph.nodes if n.op in ("Erf", "Tanh")]:
+        if gate.op == "Erf":
+            found = _gelu_input(gate)
+            found = None if found is None else (found[0], [found[1]])
+        else:
+            found = _tanh_gelu_input(gate)
         if found is None:
             continue
-        x, scaled = found
-        used = [scaled, erf]
-        add = _only_reader(erf.outputs[0], graph)
-        if add is None or add.op != "Add" or _scalar(next(i for i in add.inputs if i is not erf.outputs[0])) != 1.0:
+        x, inner = found
+        used = [*inner, gate]
+        add = _only_reader(gate.outputs[0], graph)
+        if add is None or add.op != "Add" or _scalar(next(i for i in add.inputs if i is not gate.outputs[0])) != 1.0:
             continue
         used.append(add)
         t, coefficient, has_x = add.outputs[0], 1.0, False      # t = coefficient · x^has_x · (1 + erf)
@@ -122,25 +175,49 @@ def gelu_to_one_node(graph: gs.Graph) -> gs.Graph:
             continue                                              # a partial result read elsewhere
         out = t
         _detach(*used)
+        approximate = "none" if gate.op == "Erf" else "tanh"
         domain = "" if opset >= 20 else ANN_DOMAIN
-        graph.nodes.append(gs.Node("Gelu", f"{erf.name}/gelu", inputs=[x], outputs=[out], domain=domain))
+        graph.nodes.append(gs.Node("Gelu", f"{gate.name}/gelu", attrs={"approximate": approximate}, inputs=[x],
+                                   outputs=[out], domain=domain))
     return graph
 
 
-def gelu_function(opset: int) -> onnx.FunctionProto:
-    """``onnx2snn.ann.Gelu``: exact GELU written in the ops of ``opset`` (Gelu is an op from 20)."""
-    return helper.make_function(ANN_DOMAIN, "Gelu", ["X"], ["Y"], gelu_body("X", "Y"),
-                                [helper.make_opsetid("", opset)])
+def gelu_form(model: onnx.ModelProto, nodes=None) -> str:
+    """The one GELU form (``approximate``: "none" or "tanh") of a model's Gelu nodes below opset 20,
+    where one model-local function stands for them all; both forms in one model are refused."""
+    from ..errors import Onnx2SnnError
+    nodes = model.graph.node if nodes is None else nodes
+    forms = {next((helper.get_attribute_value(a).decode() for a in n.attribute if a.name == "approximate"), "none")
+             for n in nodes if n.op_type in ("Gelu", "ExpectGelu")}
+    if len(forms) > 1:
+        raise Onnx2SnnError("the model mixes exact and tanh GELU below opset 20; export at opset 20 (the Gelu op), "
+                            "or with one form")
+    return forms.pop() if forms else "none"
 
 
-def gelu_body(x: str, y: str, prefix: str = "") -> List[onnx.NodeProto]:
-    """0.5·x·(1 + erf(x/√2)) as ONNX nodes (tensor constants: their type is float32 in any opset)."""
+def gelu_function(opset: int, approximate: str = "none") -> onnx.FunctionProto:
+    """``onnx2snn.ann.Gelu``: GELU written in the ops of ``opset`` (Gelu is an op from 20)."""
+    return helper.make_function(ANN_DOMAIN, "Gelu", ["X"], ["Y"], gelu_body("X", "Y", "", approximate),
+                                [helper.make_opsetid("", opset)], attributes=["approximate"])
+
+
+def gelu_body(x: str, y: str, prefix: str = "", approximate: str = "none") -> List[onnx.NodeProto]:
+    """0.5·x·(1 + erf(x/√2)), or with ``approximate="tanh"`` 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))),
+    as ONNX nodes (tensor constants: their type is float32 in any opset)."""
     def const(name, value):
         return helper.make_node("Constant", [], [prefix + name], value=numpy_helper.from_array(
             np.array(value, np.float32), prefix + name))
     p = prefix
-    return [const("scale", SQRT_HALF), helper.make_node("Mul", [x, p + "scale"], [p + "scaled"]),
-            helper.make_node("Erf", [p + "scaled"], [p + "erf"]), const("one", 1.0),
+    if approximate == "tanh":
+        gate = [helper.make_node("Mul", [x, x], [p + "square"]), helper.make_node("Mul", [p + "square", x], [p + "cube"]),
+                const("c", 0.044715), helper.make_node("Mul", [p + "cube", p + "c"], [p + "term"]),
+                helper.make_node("Add", [x, p + "term"], [p + "poly"]), const("scale", SQRT_2_OVER_PI),
+                helper.make_node("Mul", [p + "poly", p + "scale"], [p + "scaled"]),
+                helper.make_node("Tanh", [p + "scaled"], [p + "erf"])]
+    else:
+        gate = [const("scale", SQRT_HALF), helper.make_node("Mul", [x, p + "scale"], [p + "scaled"]),
+                helper.make_node("Erf", [p + "scaled"], [p + "erf"])]
+    return [*gate, const("one", 1.0),
             helper.make_node("Add", [p + "erf", p + "one"], [p + "one_plus"]),
             helper.make_node("Mul", [x, p + "one_plus"], [p + "times_x"]), const("half", 0.5),
             helper.make_node("Mul", [p + "times_x", p + "half"], [y])]
@@ -154,7 +231,7 @@ def add_ann_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     have = {f.name for f in model.functions if f.domain == ANN_DOMAIN}
     if "Gelu" in used - have:
-        model.functions.append(gelu_function(opset))
+        model.functions.append(gelu_function(opset, gelu_form(model)))
     if "LayerNormalization" in used - have:
         model.functions.append(helper.make_function(
             ANN_DOMAIN, "LayerNormalization", ["X", "Scale", "B"], ["Y"], layer_norm_body("X", "Scale", "B", "Y"),
